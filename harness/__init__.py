@@ -1,0 +1,1 @@
+"""tbench harness: suites -> sweeps -> isolated, trustworthy measurement -> results -> reports."""

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Install tbench and what it needs on a fresh machine (no virtualenv needed).
+#   bash install.sh          # torch (reused if present), deepspeed, tbench
+#   bash install.sh --test   # the same, plus the test extras and Debian's chromium
+# TBENCH_TORCH_VERSION overrides the torch pin used when no torch is installed.
+set -euo pipefail
+cd "$(dirname "$0")"
+PY=${PYTHON:-python3}
+TORCH_PIN=${TBENCH_TORCH_VERSION:-2.13.0}
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+
+if "$PY" -c "import torch" 2>/dev/null; then
+    echo "install.sh: reusing installed torch $("$PY" -c 'import torch; print(torch.__version__)')"
+else
+    # A pinned version: an unpinned 'torch' would pull the newest CUDA build (several GB).
+    echo "install.sh: installing torch==$TORCH_PIN"
+    "$PY" -m pip install -q "torch==$TORCH_PIN"
+fi
+
+if ! "$PY" -c "import deepspeed" 2>/dev/null; then
+    # DeepSpeed's sdist imports torch at build time: build against the torch just installed.
+    echo "install.sh: installing deepspeed"
+    DS_BUILD_OPS=0 "$PY" -m pip install -q --no-build-isolation "deepspeed>=0.15"
+fi
+
+extras=""
+if [ "${1:-}" = "--test" ]; then
+    extras="[test]"
+    if ! command -v chromium >/dev/null 2>&1; then
+        echo "install.sh: installing Debian's chromium for the browser test"
+        if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+        $SUDO apt-get update -qq >/dev/null && $SUDO apt-get install -y -qq chromium >/dev/null \
+            || echo "install.sh: chromium not installed; the browser test will be skipped"
+    fi
+fi
+"$PY" -m pip install -q -e ".$extras"
+echo "install.sh: done ($(command -v tbench))"
