@@ -34,4 +34,6 @@ if [ "${1:-}" = "--test" ]; then
     fi
 fi
 "$PY" -m pip install -q -e ".$extras"
+# pyenv exposes new console scripts through shims only after a rehash.
+if command -v pyenv >/dev/null 2>&1; then pyenv rehash || true; fi
 echo "install.sh: done ($(command -v tbench))"
