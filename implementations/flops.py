@@ -1,0 +1,72 @@
+"""Analytic model FLOPs per forward pass and per training step, per attention strategy.
+
+Counted, as ``2 * m * n * k`` per matrix product (one multiply + one add per term):
+  * every Linear: self-attention W_q, W_k, W_v, W_o; cross-attention W_q, W_o on the target and
+    W_k, W_v on the memory; the FFN's two layers; the LM head (tied embedding, all positions);
+  * attention itself: ``q k^T`` and ``p v`` cost ``2 * 2 * D`` per allowed (query, key) pair and
+    head, so ``4 * pairs * D * H`` per sequence and layer. Self-attention pairs come from
+    ``strategy.allowed_pairs(S, causal)`` (encoder bidirectional, decoder causal): a causal or
+    sparse pattern is charged only the pairs it may attend, so MFU is never inflated by work a
+    kernel does on masked-out scores. Cross-attention is dense: ``S_tgt * S_src`` pairs.
+Not counted (as in the usual 6N-style accounting and in ``torch.utils.flop_counter``):
+bias adds, softmax, LayerNorm, ReLU, residual adds, embedding lookups, positions, dropout.
+Key padding is not known here: padded positions are charged like real ones.
+
+A training step is forward + backward = 3 x forward (the backward of every product computes two
+products of the same size: the gradient of the input and of the weight).
+"""
+from __future__ import annotations
+
+
+def flops_breakdown(cfg, batch: int, seq_len: int, tgt_len: int | None = None) -> dict[str, int]:
+    """Forward FLOPs by part. ``seq_len``: source length of an encoder-decoder (the target length
+    is ``tgt_len``, default ``seq_len``), or the sequence length of a decoder-only LM.
+
+    Keys: ``{encoder,decoder}.self_attn.{proj,scores}``, ``decoder.cross_attn.{proj,scores}``,
+    ``{encoder,decoder}.ffn``, ``lm_head``; all present (zero where a part does not exist).
+    """
+    for name, value in (("batch", batch), ("seq_len", seq_len)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1; got {value!r}")
+    if tgt_len is not None and not cfg.is_encoder_decoder:
+        raise ValueError(f"tgt_len is for encoder-decoder models; got tgt_len={tgt_len!r} for a "
+                         "decoder-only config")
+    S = seq_len
+    T = seq_len if tgt_len is None else tgt_len
+    if isinstance(T, bool) or not isinstance(T, int) or T < 1:
+        raise ValueError(f"tgt_len must be an integer >= 1; got {tgt_len!r}")
+    B, C, F, H, D, V = batch, cfg.d_model, cfg.d_ff, cfg.n_heads, cfg.head_dim, cfg.vocab_size
+    n_enc, n_dec = cfg.n_encoder_layers, cfg.n_decoder_layers
+    dec_len = T if cfg.is_encoder_decoder else S
+
+    def linear(tokens: int, n_in: int, n_out: int) -> int:
+        return 2 * tokens * n_in * n_out
+
+    def scores(pairs: int) -> int:
+        return 4 * pairs * D * H * B  # q k^T and p v over the allowed pairs, every head
+
+    out = {
+        "encoder.self_attn.proj": n_enc * 4 * linear(B * S, C, C),
+        "encoder.self_attn.scores": n_enc * scores(cfg.attention.allowed_pairs(S, False)),
+        "encoder.ffn": n_enc * 2 * linear(B * S, C, F),
+        "decoder.self_attn.proj": n_dec * 4 * linear(B * dec_len, C, C),
+        "decoder.self_attn.scores": n_dec * scores(cfg.attention.allowed_pairs(dec_len, True)),
+        "decoder.cross_attn.proj": 0,
+        "decoder.cross_attn.scores": 0,
+        "decoder.ffn": n_dec * 2 * linear(B * dec_len, C, F),
+        "lm_head": linear(B * dec_len, C, V),
+    }
+    if cfg.is_encoder_decoder:  # q, o on the target; k, v on the memory
+        out["decoder.cross_attn.proj"] = n_dec * 2 * (linear(B * T, C, C) + linear(B * S, C, C))
+        out["decoder.cross_attn.scores"] = n_dec * scores(T * S)
+    return out
+
+
+def forward_flops(cfg, batch: int, seq_len: int, tgt_len: int | None = None) -> int:
+    """FLOPs of one forward pass over ``batch`` sequences (see :func:`flops_breakdown`)."""
+    return sum(flops_breakdown(cfg, batch, seq_len, tgt_len).values())
+
+
+def train_step_flops(cfg, batch: int, seq_len: int, tgt_len: int | None = None) -> int:
+    """FLOPs of one training step: forward + backward = 3 x forward."""
+    return 3 * forward_flops(cfg, batch, seq_len, tgt_len)

@@ -1,0 +1,201 @@
+"""Transformer building blocks: LayerNorm, FFN, positions, multi-head attention and the block.
+
+One block class serves all three stacks (as in "Attention Is All You Need", section 3.1):
+    encoder layer:       self-attention (bidirectional)              + FFN
+    decoder layer:       self-attention (causal) + cross-attention    + FFN
+    decoder-only layer:  self-attention (causal)                      + FFN
+Each sub-layer is wrapped as ``LayerNorm(x + Dropout(f(x)))`` (post-norm, the paper) or
+``x + Dropout(f(LayerNorm(x)))`` (pre-norm, GPT-2 and later).
+
+``ops="eager"`` runs everything module by module (hand-written LayerNorm from mean/var, attention
+as matmul-softmax-matmul); ``ops="fused"`` uses ``F.layer_norm`` and the attention strategy's
+fused kernels. Both have the same parameters, so one state dict loads into either.
+
+Layout: activations ``(B, S, C)``; attention ``(B, H, S, D)`` with ``C = H * D``.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class LayerNorm(nn.Module):
+    """LayerNorm over the last dim; eager computes it from mean and (biased) variance by hand."""
+
+    def __init__(self, dim: int, ops: str, eps: float = 1e-5):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.bias = nn.Parameter(torch.zeros(dim))
+        self.ops, self.eps = ops, eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.ops == "fused":
+            return F.layer_norm(x, x.shape[-1:], self.weight, self.bias, self.eps)
+        xf = x.float()  # statistics in fp32 even under autocast, as F.layer_norm does
+        mean = xf.mean(-1, keepdim=True)
+        var = xf.var(-1, keepdim=True, unbiased=False)
+        y = ((xf - mean) * torch.rsqrt(var + self.eps)).to(x.dtype)
+        return y * self.weight + self.bias
+
+
+class FeedForward(nn.Module):
+    """Position-wise FFN: ``Linear(C, d_ff) -> ReLU -> Linear(d_ff, C)``."""
+
+    def __init__(self, d_model: int, d_ff: int, ops: str):
+        super().__init__()
+        self.fc1 = nn.Linear(d_model, d_ff)
+        self.fc2 = nn.Linear(d_ff, d_model)
+        self.inplace = ops == "fused"  # no extra (B, S, d_ff) buffer for the activation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.relu(self.fc1(x), inplace=self.inplace))
+
+
+def sinusoidal_table(n: int, dim: int) -> torch.Tensor:
+    """``(n, dim)``: PE[p, 2i] = sin(p / 10000^(2i/dim)), PE[p, 2i+1] = cos(same)."""
+    pos = torch.arange(n, dtype=torch.float32)[:, None]  # (n, 1)
+    inv_freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    angles = pos * inv_freq  # (n, ceil(dim/2))
+    table = torch.zeros(n, dim)
+    table[:, 0::2] = angles.sin()
+    table[:, 1::2] = angles.cos()[:, : dim // 2]
+    return table
+
+
+class Rotary(nn.Module):
+    """Rotary position embedding (RoPE), rotate-half convention, applied to q and k per head.
+
+    Rotating q at position m and k at position n by angles proportional to m and n makes
+    ``q . k`` depend only on ``m - n``; positions come from ``position_ids`` so packed sequences
+    restart at 0 per segment.
+    """
+
+    def __init__(self, head_dim: int, max_len: int, base: float = 10000.0):
+        super().__init__()
+        inv_freq = 1.0 / base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+        freqs = torch.arange(max_len, dtype=torch.float32)[:, None] * inv_freq  # (L, D/2)
+        angles = torch.cat([freqs, freqs], dim=-1)  # (L, D)
+        self.register_buffer("cos", angles.cos(), persistent=False)
+        self.register_buffer("sin", angles.sin(), persistent=False)
+
+    def forward(self, x: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
+        """x ``(B, H, S, D)``, position_ids ``(B, S)`` -> rotated x, same shape and dtype."""
+        cos = self.cos[position_ids][:, None].to(x.dtype)  # (B, 1, S, D)
+        sin = self.sin[position_ids][:, None].to(x.dtype)
+        x1, x2 = x.chunk(2, dim=-1)  # (B, H, S, D/2) each
+        return x * cos + torch.cat([-x2, x1], dim=-1) * sin
+
+
+class KVCache:
+    """Preallocated K/V of one self-attention layer for decoding: ``(B, H, max_len, D)`` each.
+
+    ``length`` keys are filled; :meth:`append` writes new ones and returns views of all so far.
+    """
+
+    def __init__(self, max_len: int):
+        self.k = self.v = None
+        self.length, self.max_len = 0, max_len
+
+    def append(self, k: torch.Tensor, v: torch.Tensor):
+        B, H, S, D = k.shape
+        if self.k is None:
+            self.k = k.new_empty(B, H, self.max_len, D)  # (B, H, L, D)
+            self.v = v.new_empty(B, H, self.max_len, D)
+        end = self.length + S
+        if end > self.max_len:
+            raise ValueError(f"KV cache holds {self.max_len} positions; asked for {end}")
+        self.k[:, :, self.length:end] = k
+        self.v[:, :, self.length:end] = v
+        self.length = end
+        return self.k[:, :, :end], self.v[:, :, :end]  # (B, H, end, D)
+
+
+class MultiHeadAttention(nn.Module):
+    """``W_o · concat_h attend(x W_q^h, m W_k^h, m W_v^h)`` with ``m = x`` (self) or memory (cross).
+
+    The pattern of keys each query sees is the attention ``strategy``; rotary positions (if any)
+    rotate q and k of self-attention only (cross-attention has no shared position axis).
+    """
+
+    def __init__(self, d_model: int, n_heads: int, strategy, ops: str, causal: bool,
+                 rotary: Rotary | None = None):
+        super().__init__()
+        self.W_q = nn.Linear(d_model, d_model)
+        self.W_k = nn.Linear(d_model, d_model)
+        self.W_v = nn.Linear(d_model, d_model)
+        self.W_o = nn.Linear(d_model, d_model)
+        self.n_heads, self.strategy, self.ops, self.causal = n_heads, strategy, ops, causal
+        self.rotary = rotary
+
+    def heads(self, x: torch.Tensor) -> torch.Tensor:
+        B, S, C = x.shape
+        return x.view(B, S, self.n_heads, C // self.n_heads).transpose(1, 2)  # (B, H, S, D)
+
+    def forward(self, x, memory=None, key_padding_mask=None, segment_ids=None, position_ids=None,
+                cache: KVCache | None = None, memory_kv=None):
+        """x ``(B, S, C)`` -> ``(B, S, C)``.
+
+        Self-attention: ``memory`` is None; ``position_ids (B, S)`` feed RoPE; with ``cache`` the
+        new K/V are appended and the queries sit at ``q_offset = cache.length`` (the mask then
+        covers all cached keys). Cross-attention: K/V come from ``memory (B, S_m, C)``, or from
+        ``memory_kv`` (precomputed by :meth:`project_memory`, for decoding).
+        """
+        B, S, C = x.shape
+        q = self.heads(self.W_q(x))  # (B, H, S, D)
+        offset = 0
+        if memory is None and memory_kv is None:
+            k, v = self.heads(self.W_k(x)), self.heads(self.W_v(x))  # (B, H, S, D)
+            if self.rotary is not None:
+                q, k = self.rotary(q, position_ids), self.rotary(k, position_ids)
+            if cache is not None:
+                offset = cache.length
+                k, v = cache.append(k, v)  # (B, H, offset + S, D)
+        else:
+            k, v = memory_kv if memory_kv is not None else self.project_memory(memory)
+        y = self.strategy.attend(q, k, v, causal=self.causal, key_padding_mask=key_padding_mask,
+                                 segment_ids=segment_ids, q_offset=offset, ops=self.ops)
+        y = y.transpose(1, 2).reshape(B, S, C)  # (B, S, H*D)
+        return self.W_o(y)
+
+    def project_memory(self, memory: torch.Tensor):
+        """Cross-attention K/V of ``memory (B, S_m, C)``: two ``(B, H, S_m, D)`` tensors."""
+        return self.heads(self.W_k(memory)), self.heads(self.W_v(memory))
+
+
+class Block(nn.Module):
+    """One Transformer layer: self-attention, optional cross-attention, FFN, each a residual
+    sub-layer with LayerNorm placed after (``norm="post"``) or before (``"pre"``)."""
+
+    def __init__(self, cfg, causal: bool, cross: bool, cross_strategy=None,
+                 rotary: Rotary | None = None):
+        super().__init__()
+        C = cfg.d_model
+        self.self_attn = MultiHeadAttention(C, cfg.n_heads, cfg.attention, cfg.ops, causal, rotary)
+        self.norm1 = LayerNorm(C, cfg.ops)
+        self.cross_attn = self.norm2 = None
+        if cross:
+            self.cross_attn = MultiHeadAttention(C, cfg.n_heads, cross_strategy, cfg.ops, False)
+            self.norm2 = LayerNorm(C, cfg.ops)
+        self.ffn = FeedForward(C, cfg.d_ff, cfg.ops)
+        self.norm3 = LayerNorm(C, cfg.ops)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.pre = cfg.norm == "pre"
+
+    def sublayer(self, x, norm, fn):
+        if self.pre:
+            return x + self.drop(fn(norm(x)))
+        return norm(x + self.drop(fn(x)))
+
+    def forward(self, x, key_padding_mask=None, segment_ids=None, position_ids=None,
+                memory=None, memory_mask=None, memory_kv=None, cache=None):
+        """x ``(B, S, C)`` -> ``(B, S, C)``; memory ``(B, S_m, C)`` with ``memory_mask (B, S_m)``."""
+        x = self.sublayer(x, self.norm1, lambda h: self.self_attn(
+            h, key_padding_mask=key_padding_mask, segment_ids=segment_ids,
+            position_ids=position_ids, cache=cache))
+        if self.cross_attn is not None:
+            x = self.sublayer(x, self.norm2, lambda h: self.cross_attn(
+                h, memory=memory, key_padding_mask=memory_mask, memory_kv=memory_kv))
+        return self.sublayer(x, self.norm3, self.ffn)

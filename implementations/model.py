@@ -1,0 +1,226 @@
+"""The Transformer of "Attention Is All You Need" and a decoder-only LM built from the same blocks.
+
+    cfg = ModelConfig.from_preset("tiny", norm="pre")     # validated, frozen
+    model = build_model(cfg)
+    encoder-decoder: model(src, tgt, src_key_padding_mask=None, tgt_key_padding_mask=None) -> (B, S_tgt, V)
+    decoder-only:    model(tokens, key_padding_mask=None, segment_ids=None, position_ids=None) -> (B, S, V)
+    model.loss(logits, targets, ignore_index=-100) -> scalar
+
+Masks: ``key_padding_mask`` ``(B, S)`` bool, True = real token. Self-attention uses the
+configured strategy (encoder bidirectional, decoder causal); cross-attention is always dense over
+the memory, with the source padding mask. The token embedding is shared by source, target and the
+LM head (section 3.4 of the paper) and scaled by ``sqrt(d_model)``; positions are added
+sinusoids or rotary (applied to q and k inside self-attention).
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from implementations import registry
+from implementations.layers import Block, KVCache, LayerNorm, Rotary, sinusoidal_table
+from implementations.presets import PRESETS
+
+NORMS = ("post", "pre")
+POSITIONS = ("sinusoidal", "rope")
+OPS = ("eager", "fused")
+
+
+def _dense():
+    return registry.create("attention", {"name": "dense"})
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Shape and options of one model; ``n_encoder_layers == 0`` means decoder-only LM."""
+
+    vocab_size: int  # tokens; rows of the shared embedding / columns of the LM head
+    d_model: int  # C, width of the residual stream
+    n_heads: int  # H; head dim D = d_model / n_heads
+    d_ff: int  # hidden width of the position-wise FFN
+    n_encoder_layers: int  # 0 = decoder-only
+    n_decoder_layers: int  # >= 1
+    max_seq_len: int  # longest sequence (size of the position tables)
+    dropout: float = 0.0  # residual and embedding dropout, in [0, 1)
+    norm: str = "post"  # "post" (the paper: LN(x + f(x))) or "pre" (x + f(LN(x)))
+    positions: str = "sinusoidal"  # "sinusoidal" (added) or "rope" (rotary q/k)
+    attention: object = field(default_factory=_dense)  # attention strategy of self-attention
+    ops: str = "fused"  # "eager" (module by module) or "fused" (F.layer_norm, fused attention)
+    pad_id: int = 0  # padding token id
+    bos_id: int = 1  # start token of decoding
+    eos_id: int = 2  # end token of decoding
+
+    def __post_init__(self):
+        for name, low in (("vocab_size", 1), ("d_model", 1), ("n_heads", 1), ("d_ff", 1),
+                          ("n_encoder_layers", 0), ("n_decoder_layers", 1), ("max_seq_len", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"ModelConfig.{name} must be an integer >= {low}; got {value!r}")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"ModelConfig.d_model must be divisible by n_heads; got d_model="
+                             f"{self.d_model}, n_heads={self.n_heads}")
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) \
+                or not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"ModelConfig.dropout must be a number in [0, 1); got {self.dropout!r}")
+        for name, allowed in (("norm", NORMS), ("positions", POSITIONS), ("ops", OPS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"ModelConfig.{name} must be one of {', '.join(allowed)}; "
+                                 f"got {getattr(self, name)!r}")
+        if self.positions == "rope" and self.head_dim % 2:
+            raise ValueError(f"ModelConfig.positions='rope' needs an even head dim d_model / n_heads;"
+                             f" got {self.head_dim} (d_model={self.d_model}, n_heads={self.n_heads})")
+        for name in ("pad_id", "bos_id", "eos_id"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < self.vocab_size:
+                raise ValueError(f"ModelConfig.{name} must be an integer in [0, vocab_size="
+                                 f"{self.vocab_size}); got {value!r}")
+        if not all(hasattr(self.attention, a) for a in ("attend", "allowed_pairs", "label")):
+            raise ValueError("ModelConfig.attention must be an attention strategy object (from "
+                             f"registry.create('attention', ...)); got {self.attention!r}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    @property
+    def is_encoder_decoder(self) -> bool:
+        return self.n_encoder_layers > 0
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> "ModelConfig":
+        """The preset ``name`` of :data:`PRESETS` with some fields replaced."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown model preset {name!r}{_hint(name, PRESETS)}; "
+                             f"allowed: {', '.join(PRESETS)}")
+        known = [f.name for f in dataclasses.fields(cls)]
+        for key in overrides:
+            if key not in known:
+                raise ValueError(f"ModelConfig has no field {key!r}{_hint(key, known)}; "
+                                 f"allowed: {', '.join(known)}")
+        return cls(**{**PRESETS[name], **overrides})
+
+
+def _hint(word: str, choices) -> str:
+    near = difflib.get_close_matches(str(word), list(choices), n=1)
+    return f" (did you mean {near[0]!r}?)" if near else ""
+
+
+class Transformer(nn.Module):
+    """Shared parts: the token embedding (tied LM head), positions, the decoder stack."""
+
+    def __init__(self, cfg: ModelConfig, cross: bool):
+        super().__init__()
+        self.cfg = cfg
+        self.tok = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        nn.init.normal_(self.tok.weight, std=cfg.d_model ** -0.5)  # unit variance after the scale
+        self.rotary = None
+        if cfg.positions == "rope":
+            self.rotary = Rotary(cfg.head_dim, cfg.max_seq_len)
+        else:
+            self.register_buffer("pe", sinusoidal_table(cfg.max_seq_len, cfg.d_model), persistent=False)
+        self.drop = nn.Dropout(cfg.dropout)
+        cross_strategy = _dense() if cross else None
+        self.decoder = nn.ModuleList(Block(cfg, causal=True, cross=cross, cross_strategy=cross_strategy,
+                                           rotary=self.rotary) for _ in range(cfg.n_decoder_layers))
+        self.dec_norm = LayerNorm(cfg.d_model, cfg.ops) if cfg.norm == "pre" else nn.Identity()
+        # The LM head is a module that shares the embedding Parameter (rather than F.linear on
+        # tok.weight), so ZeRO-3 gathers the weight in the head's own forward hook.
+        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False, device="meta")
+        self.lm_head.weight = self.tok.weight  # (V, C), tied
+
+    def embed(self, tokens: torch.Tensor, position_ids: torch.Tensor | None, offset: int = 0):
+        """tokens ``(B, S)`` -> ``(x (B, S, C), position_ids (B, S))``; positions default to
+        ``offset .. offset + S - 1``."""
+        B, S = tokens.shape
+        if position_ids is None:
+            if offset + S > self.cfg.max_seq_len:
+                raise ValueError(f"sequence of {offset + S} positions exceeds max_seq_len="
+                                 f"{self.cfg.max_seq_len}")
+            position_ids = torch.arange(offset, offset + S, device=tokens.device).expand(B, S)
+        x = self.tok(tokens) * math.sqrt(self.cfg.d_model)  # (B, S, C)
+        if self.rotary is None:
+            x = x + self.pe[position_ids].to(x.dtype)  # (B, S, C)
+        return self.drop(x), position_ids
+
+    def head(self, h: torch.Tensor) -> torch.Tensor:
+        """``(B, S, C)`` -> logits ``(B, S, V)`` through the tied embedding."""
+        return self.lm_head(self.dec_norm(h))
+
+    def new_cache(self, max_len: int) -> list[KVCache]:
+        """One empty self-attention K/V cache per decoder layer, for ``max_len`` positions."""
+        return [KVCache(max_len) for _ in self.decoder]
+
+    @staticmethod
+    def loss(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
+        """Cross-entropy of ``(B, S, V)`` logits against ``(B, S)`` targets, mean over the targets
+        that are not ``ignore_index`` (computed in fp32)."""
+        return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=ignore_index)
+
+
+class EncoderDecoder(Transformer):
+    """Encoder (bidirectional self-attention + FFN) and decoder (causal self-attention,
+    cross-attention to the encoder output, FFN)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__(cfg, cross=True)
+        self.encoder = nn.ModuleList(Block(cfg, causal=False, cross=False, rotary=self.rotary)
+                                     for _ in range(cfg.n_encoder_layers))
+        self.enc_norm = LayerNorm(cfg.d_model, cfg.ops) if cfg.norm == "pre" else nn.Identity()
+
+    def encode(self, src: torch.Tensor, src_key_padding_mask=None) -> torch.Tensor:
+        """src ``(B, S_src)`` -> memory ``(B, S_src, C)``."""
+        x, pos = self.embed(src, None)
+        for block in self.encoder:
+            x = block(x, key_padding_mask=src_key_padding_mask, position_ids=pos)
+        return self.enc_norm(x)
+
+    def decode(self, tgt, memory=None, src_key_padding_mask=None, tgt_key_padding_mask=None,
+               cache: list[KVCache] | None = None, memory_kv=None) -> torch.Tensor:
+        """tgt ``(B, S_tgt)`` -> logits ``(B, S_tgt, V)``. With ``cache`` the tokens continue
+        the cached ones (and ``tgt_key_padding_mask`` covers all of them); ``memory_kv`` is the
+        per-layer cross-attention K/V of :meth:`project_memory` (else taken from ``memory``)."""
+        offset = cache[0].length if cache else 0
+        x, pos = self.embed(tgt, None, offset)
+        for i, block in enumerate(self.decoder):
+            x = block(x, key_padding_mask=tgt_key_padding_mask, position_ids=pos, memory=memory,
+                      memory_mask=src_key_padding_mask, cache=cache[i] if cache else None,
+                      memory_kv=memory_kv[i] if memory_kv else None)
+        return self.head(x)
+
+    def project_memory(self, memory: torch.Tensor) -> list:
+        """Cross-attention K/V of every decoder layer, computed once for decoding."""
+        return [block.cross_attn.project_memory(memory) for block in self.decoder]
+
+    def forward(self, src, tgt, src_key_padding_mask=None, tgt_key_padding_mask=None):
+        memory = self.encode(src, src_key_padding_mask)  # (B, S_src, C)
+        return self.decode(tgt, memory, src_key_padding_mask, tgt_key_padding_mask)
+
+
+class DecoderOnly(Transformer):
+    """Decoder-only LM: causal self-attention + FFN blocks. Packed sequences pass
+    ``segment_ids`` (attention stays within a segment) and ``position_ids`` (restart at 0)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__(cfg, cross=False)
+
+    def forward(self, tokens, key_padding_mask=None, segment_ids=None, position_ids=None,
+                cache: list[KVCache] | None = None):
+        """tokens ``(B, S)`` -> logits ``(B, S, V)``. With ``cache`` the tokens continue the
+        cached ones (masks then cover all ``cache_length + S`` keys)."""
+        offset = cache[0].length if cache else 0
+        x, pos = self.embed(tokens, position_ids, offset)
+        for i, block in enumerate(self.decoder):
+            x = block(x, key_padding_mask=key_padding_mask, segment_ids=segment_ids,
+                      position_ids=pos, cache=cache[i] if cache else None)
+        return self.head(x)
+
+
+def build_model(cfg: ModelConfig) -> Transformer:
+    """An :class:`EncoderDecoder` or, when ``cfg.n_encoder_layers == 0``, a :class:`DecoderOnly`."""
+    return EncoderDecoder(cfg) if cfg.is_encoder_decoder else DecoderOnly(cfg)
