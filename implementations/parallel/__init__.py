@@ -1,0 +1,2 @@
+"""Parallel axis: how a training step is spread over processes (``none``, DeepSpeed ``zero``)."""
+from . import none, zero  # noqa: F401  (each file registers its strategy)
