@@ -1,0 +1,74 @@
+"""What ``tbench list`` shows: the strategies of every axis with their documented parameters
+(``registry.describe``), the model presets, and the metric names with their units.
+Each function returns a rich Table; nothing here runs a model."""
+from __future__ import annotations
+
+from rich.table import Table
+
+from implementations import registry
+
+UNITS = (  # metric-name suffix -> unit, first match wins
+    ("_ms", "ms"), ("_ms_p50", "ms"), ("tflops_per_s", "TFLOP/s"), ("tokens_per_s", "tokens/s"),
+    ("samples_per_s", "samples/s"), ("_bytes", "bytes"), ("_bytes_max", "bytes"), ("energy_j", "J"),
+    ("power_w_mean", "W"), ("_pct_mean", "%"), ("_mhz_min", "MHz"), ("_mhz_median", "MHz"),
+    ("_mhz_max", "MHz"), ("_c_max", "degrees C"), ("_s", "s"), ("flops_per_step", "FLOP"),
+    ("peak_tflops", "TFLOP/s"), ("mfu", "fraction of peak"), ("padding_efficiency", "fraction"),
+    ("n_samples", "count"), ("amp_skipped_steps", "count"), ("throttled", "bool"),
+    ("throttle_reasons", "list"), ("loss_parity_ok", "bool"), ("model_state_imbalance", "max/mean"),
+)
+
+
+def unit_of(metric: str) -> str:
+    if "_ms_" in metric or metric.endswith("_ms"):
+        return "ms"
+    for suffix, unit in UNITS:
+        if metric.endswith(suffix):
+            return unit
+    return "-"
+
+
+def strategy_tables() -> list[Table]:
+    tables = []
+    for axis in registry.AXES:
+        table = Table(title=f"{axis} strategies", title_justify="left")
+        for name in ("name", "summary", "parameters"):
+            table.add_column(name, overflow="fold")
+        rows = registry.describe(axis)
+        for row in rows:
+            params = "\n".join(f"{p['name']}: {p['type']} = {p['default']!r}  {p['doc']}".rstrip()
+                               for p in row["params"]) or "-"
+            table.add_row(row["name"], row["summary"], params)
+        if not rows:
+            table.add_row("-", "no strategy registered on this axis yet", "-")
+        tables.append(table)
+    return tables
+
+
+def presets_table() -> Table:
+    from harness.suite import preset_names
+
+    table = Table(title="model presets (model.preset; fields settable in model.overrides)",
+                  title_justify="left")
+    keys = ("d_model", "n_heads", "d_ff", "n_encoder_layers", "n_decoder_layers", "max_seq_len",
+            "vocab_size", "positions")
+    table.add_column("preset")
+    for key in keys:
+        table.add_column(key, justify="right")
+    from implementations.presets import PRESETS
+
+    for name in preset_names():
+        table.add_row(name, *(str(PRESETS[name].get(k, "-")) for k in keys))
+    return table
+
+
+def metrics_table() -> Table:
+    try:
+        from harness.results import METRICS
+    except ImportError:
+        METRICS = ()
+    table = Table(title="metrics (results.jsonl 'metrics'; null = not available)", title_justify="left")
+    table.add_column("metric")
+    table.add_column("unit")
+    for name in METRICS:
+        table.add_row(name, unit_of(name))
+    return table

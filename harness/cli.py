@@ -1,0 +1,272 @@
+"""The ``tbench`` command line (typer + rich).
+
+    tbench run SUITE [--out DIR] [--device auto|cpu|cuda] [--set PATH=VALUE]... [--resume] [--dry-run]
+    tbench list        strategies per axis (documented parameters), model presets, metrics
+    tbench env         the environment a run records (harness.env.collect_env)
+    (+ report / compare / gate / export from harness.cli_reports)
+
+``run`` validates and expands the whole sweep before anything runs, writes
+``RUN_DIR/suite.resolved.json`` (source, device, overrides, the resolved suite and every point),
+runs the points (harness.runner), writes the reports, and prints the results path last on stdout.
+Exit codes: 0 every point ok or not supported, 2 bad usage or input (a message, never a
+traceback; nothing runs), 3 some points failed (oom / error / crashed / timeout), 130 interrupted.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from contextlib import contextmanager
+from datetime import datetime
+from enum import Enum
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+import yaml
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from harness import cli_reports
+from harness.errors import SuiteError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Benchmark and profile Transformer optimisation strategies.")
+RESOLVED_FILE = "suite.resolved.json"
+FAILED = ("oom", "error", "crashed", "timeout", "interrupted")
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+def _console(stderr: bool = False) -> Console:
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(stderr=stderr, width=None if stream.isatty() else 160, highlight=False)
+
+
+def _fail(lines: list[str]) -> typer.Exit:
+    for line in lines:
+        typer.echo(f"error: {line}", err=True)
+    return typer.Exit(2)
+
+
+@contextmanager
+def user_errors():
+    """Turn every kind of bad input into ``error: ...`` lines and exit code 2."""
+    from implementations.registry import StrategyError
+
+    try:
+        yield
+    except SuiteError as exc:
+        raise _fail(exc.lines) from None
+    except ValidationError as exc:
+        raise _fail([f"{e['loc']}: {e['msg']}" for e in exc.errors(include_url=False)]) from None
+    except (StrategyError, FileNotFoundError, NotADirectoryError, yaml.YAMLError) as exc:
+        raise _fail([str(exc)]) from None
+    except ValueError as exc:
+        if type(exc).__name__ != "RunDirError":  # harness.runner's refusal of a run folder
+            raise
+        raise _fail([str(exc)]) from None
+
+
+def _write_json_atomic(path: Path, data) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2, sort_keys=False)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _resolved_doc(source, device, sets, suite, points) -> dict:
+    return {"source": str(source), "device": device, "overrides": list(sets),
+            "suite": suite.model_dump(mode="json"), "points": [p.to_json() for p in points]}
+
+
+def _prepare_run_dir(run_dir: Path, doc: dict, resume: bool) -> None:
+    """Refuse a folder that already holds another run; write suite.resolved.json (new run)."""
+    resolved = run_dir / RESOLVED_FILE
+    if resume:
+        if not resolved.is_file():
+            raise SuiteError([f"--resume: {resolved} not found; --out must name the folder of the "
+                              "run to finish"])
+        before = [p["id"] for p in json.loads(resolved.read_text())["points"]]
+        now = [p["id"] for p in doc["points"]]
+        if before != now:
+            raise SuiteError([f"--resume: the suite now resolves to different points than the run "
+                              f"in {run_dir} ({len(set(now) - set(before))} new, "
+                              f"{len(set(before) - set(now))} gone); run it into a new folder"])
+        return
+    results = run_dir / "results.jsonl"
+    if results.is_file() and results.stat().st_size > 0:
+        raise SuiteError([f"{run_dir} already holds results; pass --resume to finish that run, "
+                          "or choose another --out folder"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _write_json_atomic(resolved, doc)
+
+
+def _points_table(points, title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for name in ("#", "id", "label", "kind", "batch", "seq_len", "device"):
+        table.add_column(name, no_wrap=True)
+    for p in points:
+        table.add_row(str(p.index), p.id, p.label, p.workload.kind, str(p.workload.batch_size),
+                      str(p.workload.seq_len), p.device)
+    return table
+
+
+def _summary_table(summary, run_dir: Path) -> Table:
+    table = Table(title=f"{run_dir}: {summary.total} point(s)", title_justify="left")
+    table.add_column("status")
+    table.add_column("points", justify="right")
+    for status, n in sorted(summary.counts.items()):
+        table.add_row(status, str(n))
+    if summary.skipped:
+        table.add_row("already done (resume)", str(summary.skipped))
+    return table
+
+
+def _failures(run_dir: Path) -> list[str]:
+    try:
+        from harness.results import latest_records, read_records
+
+        records = latest_records(read_records(run_dir))
+    except Exception:  # the summary still stands without the details
+        return []
+    lines = []
+    for rec in records:
+        if rec.get("status") in FAILED:
+            last = ((rec.get("error") or "").strip().splitlines() or ["(no error text)"])[-1]
+            lines.append(f"{rec.get('label')}: {rec['status']}: {last}")
+    return lines
+
+
+def _write_reports(run_dir: Path) -> None:
+    try:
+        from harness.report import write_reports
+    except ImportError:
+        return
+    try:
+        write_reports(run_dir)
+    except Exception as exc:  # results are on disk; a report bug must not hide them
+        typer.echo(f"warning: the report could not be written ({type(exc).__name__}: {exc}); "
+                   f"rerun with: tbench report {run_dir}", err=True)
+
+
+class SweepProgress:
+    """Progress on stderr: a rich bar (done/total, ETA, current point) on a terminal, else one
+    plain line per finished point."""
+
+    def __init__(self, total: int):
+        self.total, self.done, self.bar = total, 0, None
+
+    def __enter__(self):
+        if sys.stderr.isatty():
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                       TimeElapsedColumn, TimeRemainingColumn)
+
+            self.bar = Progress(BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                                TextColumn("ETA"), TimeRemainingColumn(),
+                                TextColumn("{task.description}"), console=_console(stderr=True))
+            self.bar.start()
+            self.task = self.bar.add_task("starting", total=self.total)
+        return self
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.stop()
+
+    def update(self, event) -> None:
+        if event.kind == "start":
+            if self.bar is not None:
+                self.bar.update(self.task, description=event.label)
+            return
+        self.done += 1
+        if self.bar is not None:
+            self.bar.update(self.task, advance=1)
+        elif event.kind == "finish":
+            took = f" ({event.duration_s:.1f} s)" if event.duration_s is not None else ""
+            typer.echo(f"[{self.done}/{self.total}] {event.status}: {event.label}{took}", err=True)
+
+
+@app.command()
+def run(
+    suite: Path = typer.Argument(..., help="suite YAML file, e.g. suites/attention.yaml"),
+    out: Optional[Path] = typer.Option(None, "--out", help="run folder [default: runs/<suite>-<time>]"),
+    device: Optional[Device] = typer.Option(None, "--device", help="[default: the suite's device, auto]"),
+    set_: List[str] = typer.Option([], "--set", metavar="PATH=VALUE",
+                                   help="override a field (workload.seq_len=256) or a sweep axis "
+                                        "(workload.seq_len=[128,256]); repeatable"),
+    resume: bool = typer.Option(False, "--resume", help="finish the run in --out, skipping finished points"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="list the points; run nothing"),
+) -> None:
+    """Run every point of a suite, each in a fresh worker process."""
+    from harness.sweep import load_points
+
+    with user_errors():
+        resolved, points = load_points(suite, device.value if device else None, set_)
+        dev = points[0].device
+        if dry_run:
+            _console().print(_points_table(points, f"{resolved.name} on {dev}: {len(points)} "
+                                                   "point(s) (dry run: nothing runs)"))
+            return
+        if resume and out is None:
+            raise SuiteError(["--resume needs --out RUN_DIR (the folder of the run to finish)"])
+        run_dir = out or Path("runs") / f"{resolved.name}-{datetime.now():%Y%m%d-%H%M%S}"
+        _prepare_run_dir(run_dir, _resolved_doc(suite, dev, set_, resolved, points), resume)
+        from harness.runner import run_sweep
+
+        with SweepProgress(len(points)) as bar:
+            summary = run_sweep(points, run_dir.resolve(), resume=resume, progress=bar.update)
+    _console().print(_summary_table(summary, run_dir))
+    for line in _failures(run_dir):
+        typer.echo(f"failed: {line}", err=True)
+    _write_reports(run_dir)
+    if summary.interrupted:
+        again = " ".join([f"--device {dev}"] + [f"--set '{item}'" for item in set_])
+        typer.echo(f"interrupted; finish with: tbench run {suite} --out {run_dir} {again} --resume",
+                   err=True)
+    typer.echo(str(summary.results_path))
+    if summary.interrupted:
+        raise typer.Exit(130)
+    if summary.failed:
+        raise typer.Exit(3)
+
+
+@app.command("list")
+def list_() -> None:
+    """Strategies per axis with their documented parameters, model presets, metric names."""
+    from harness.catalog import metrics_table, presets_table, strategy_tables
+
+    console = _console()
+    for table in strategy_tables():
+        console.print(table)
+    console.print(presets_table())
+    console.print(metrics_table())
+
+
+@app.command()
+def env() -> None:
+    """Print the environment a run records (torch, CUDA, GPU, CPU, packages, git) as JSON."""
+    try:
+        from harness.env import collect_env, fingerprint
+    except ImportError:
+        raise _fail(["harness.env is not available in this installation"]) from None
+    data = collect_env()
+    typer.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+    typer.echo(f"fingerprint: {fingerprint(data)}")
+
+
+def main() -> None:
+    """Console-script entry point ``tbench``."""
+    app()
+
+
+cli_reports.register(app)
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,174 @@
+"""The tbench CLI: bad input -> clear message + exit 2 + nothing runs; dry-run; run flow with a
+stand-in runner (the real end-to-end run is the runner's test); list; env."""
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from harness import cli
+
+GOOD = {"name": "t", "model": {"preset": "tiny"}, "workload": {"seq_len": 32, "batch_size": 2},
+        "strategies": {"attention": {"name": "local", "window": 8}},
+        "measure": {"min_time_s": 0.0, "max_samples": 10},
+        "sweep": {"grid": {"workload.seq_len": [16, 32]}}}
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli.app, [str(a) for a in args])
+
+
+def write(tmp_path, data, name="s.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def edit(**changes):
+    data = json.loads(json.dumps(GOOD))
+    for dotted, value in changes.items():
+        node = data
+        *parents, last = dotted.split("__")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return data
+
+
+BAD = [  # (suite content, extra args, expected message)
+    (edit(nmae="t"), [], "s.yaml: nmae: unknown key 'nmae' (did you mean 'name'?)"),
+    (edit(workload__seq_lne=3), [], "s.yaml: workload.seq_lne: unknown key 'seq_lne' (did you mean 'seq_len'?)"),
+    (edit(measure__min_sample=10), [], "measure.min_sample: unknown key 'min_sample' (did you mean 'min_samples'?)"),
+    (edit(model__presett="tiny"), [], "model.presett: unknown key 'presett' (did you mean 'preset'?)"),
+    (edit(sweep__grdi={}), [], "sweep.grdi: unknown key 'grdi' (did you mean 'grid'?)"),
+    (edit(workload__lengths={"distribution": "uniform", "lo": 3}), [],
+     "workload.lengths.lo: unknown key 'lo' (did you mean 'low'?)"),
+    (edit(strategies__attention={"name": "local", "windw": 8}), [],
+     "strategies.attention.windw: unknown key 'windw' (did you mean 'window'?)"),
+    (edit(profiles={"cpu": {"workload.seq_lne": 3}}), [], "profiles.cpu.workload.seq_lne: unknown key 'seq_lne'"),
+    (edit(workload__batch_size="eight"), [], "workload.batch_size: got 'eight', allowed: integer >= 1"),
+    (edit(strategies__attention={"name": "local", "window": 0}), [],
+     "strategies.attention.window: local.window must be an integer >= 1; got 0"),
+    (edit(workload__seq_len=0), [], "workload.seq_len: got 0, allowed: integer >= 1"),
+    (edit(sweep__grid={"workload.seq_len": [16, -4]}), [], "sweep.grid.workload.seq_len: got -4, allowed: integer >= 1"),
+    (edit(strategies__attention="lcoal"), [], "strategies.attention.name: got 'lcoal', allowed: atrous, block, dense, local (did you mean 'local'?)"),
+    (edit(model__preset="gpt-12m"), [], "model.preset: got 'gpt-12m', allowed: "),
+    (edit(sweep__grid={"workload.seqlen": [1]}), [], "sweep.grid.workload.seqlen: unknown key 'seqlen' (did you mean 'seq_len'?)"),
+    (GOOD, ["--set", "workload.batchsize=4"], "--set workload.batchsize: unknown key 'batchsize' (did you mean 'batch_size'?)"),
+    (GOOD, ["--set", "workload.seq_len"], "--set 'workload.seq_len': allowed: PATH=VALUE"),
+    (GOOD, ["--set", "workload.seq_len=[0,8]"], "sweep.grid.workload.seq_len: got 0, allowed: integer >= 1"),
+    (GOOD, ["--set", "strategies.attention.window=-1"], "--set strategies.attention.window: local.window must be an integer >= 1; got -1"),
+    ("name: !!python/object/apply:os.system ['echo pwned']\n", [], "YAML tag refused"),
+    ("name: t\nworkload: {seq_len: [1,\n", [], "invalid YAML"),
+    (GOOD, ["--device", "gpu"], "'gpu' is not one of"),
+    (GOOD, ["--resume"], "suite.resolved.json not found; --out must name the folder of the run to finish"),
+]
+
+
+@pytest.mark.parametrize("content, args, expected", BAD, ids=[b[2][:40] for b in BAD])
+def test_bad_input_exits_2_with_a_clear_message_and_runs_nothing(tmp_path, monkeypatch, content, args, expected):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("harness.runner.run_sweep", lambda *a, **k: pytest.fail("a point ran"))
+    result = invoke("run", write(tmp_path, content), "--out", tmp_path / "run", *args)
+    assert result.exit_code == 2, result.output
+    assert expected in result.output
+    assert "Traceback" not in result.output and result.exception is None or isinstance(result.exception, SystemExit)
+    assert not (tmp_path / "run").exists() and not (tmp_path / "runs").exists()
+
+
+def test_missing_suite_file_and_resume_without_out(tmp_path):
+    result = invoke("run", tmp_path / "nope.yaml", "--dry-run")
+    assert result.exit_code == 2 and "nope.yaml: file not found" in result.output
+    result = invoke("run", write(tmp_path, GOOD), "--resume")
+    assert result.exit_code == 2 and "--resume needs --out RUN_DIR" in result.output
+
+
+def test_dry_run_lists_points_and_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = invoke("run", write(tmp_path, GOOD), "--device", "cpu", "--dry-run",
+                    "--set", "strategies.attention=[dense,{name: local, window: 4}]")
+    assert result.exit_code == 0, result.output
+    assert "t on cpu: 4 point(s) (dry run: nothing runs)" in result.output
+    for label in ("dense/fused/S16/forward", "local_w4/fused/S32/forward"):
+        assert label in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.yaml"]
+
+
+class FakeRunner:
+    """Stands in for harness.runner.run_sweep: checks what the CLI wrote first, writes results."""
+
+    def __init__(self, statuses):
+        self.statuses, self.calls = statuses, []
+
+    def __call__(self, points, out_dir, *, resume, progress):
+        from harness.runner import ProgressEvent, RunSummary
+
+        resolved = json.loads((Path(out_dir) / cli.RESOLVED_FILE).read_text())  # written before
+        assert [p["id"] for p in resolved["points"]] == [p.id for p in points]
+        self.calls.append(resume)
+        summary = RunSummary(Path(out_dir), Path(out_dir) / "results.jsonl", len(points))
+        with open(summary.results_path, "a") as f:
+            for i, (point, status) in enumerate(zip(points, self.statuses)):
+                progress(ProgressEvent("start", i, len(points), point.id, point.label))
+                f.write(json.dumps({"point_id": point.id, "label": point.label, "status": status,
+                                    "error": "boom" if status == "error" else None}) + "\n")
+                summary.counts[status] = summary.counts.get(status, 0) + 1
+                progress(ProgressEvent("finish", i, len(points), point.id, point.label, status, 0.1))
+        return summary
+
+
+@pytest.mark.parametrize("statuses, code", [(["ok", "not_supported"], 0), (["ok", "error"], 3)])
+def test_run_writes_resolved_suite_first_and_prints_results_path_last(tmp_path, monkeypatch, statuses, code):
+    fake = FakeRunner(statuses)
+    monkeypatch.setattr("harness.runner.run_sweep", fake)
+    monkeypatch.setattr("harness.report.write_reports", lambda run_dir: [])
+    run_dir = tmp_path / "run"
+    result = invoke("run", write(tmp_path, GOOD), "--out", run_dir, "--device", "cpu")
+    assert result.exit_code == code, result.output
+    assert result.stdout.strip().splitlines()[-1] == str((run_dir / "results.jsonl").resolve())
+    assert f"[2/2] {statuses[1]}: local_w8/fused/S32/forward" in result.stderr
+    resolved = json.loads((run_dir / cli.RESOLVED_FILE).read_text())
+    assert resolved["device"] == "cpu" and resolved["suite"]["profiles"] == {} and len(resolved["points"]) == 2
+    if code == 3:
+        assert "failed: local_w8/fused/S32/forward: error: boom" in result.stderr
+
+
+def test_existing_results_need_resume_and_resume_needs_the_same_points(tmp_path, monkeypatch):
+    monkeypatch.setattr("harness.runner.run_sweep", FakeRunner(["ok", "ok"]))
+    monkeypatch.setattr("harness.report.write_reports", lambda run_dir: [])
+    suite, run_dir = write(tmp_path, GOOD), tmp_path / "run"
+    assert invoke("run", suite, "--out", run_dir, "--device", "cpu").exit_code == 0
+    again = invoke("run", suite, "--out", run_dir, "--device", "cpu")
+    assert again.exit_code == 2 and "already holds results; pass --resume" in again.output
+    changed = invoke("run", suite, "--out", run_dir, "--device", "cpu", "--resume", "--set", "workload.batch_size=3")
+    assert changed.exit_code == 2 and "resolves to different points" in changed.output
+    assert invoke("run", suite, "--out", run_dir, "--device", "cpu", "--resume").exit_code == 0
+
+
+def test_a_failing_report_is_a_warning_not_lost_results(tmp_path, monkeypatch):
+    monkeypatch.setattr("harness.runner.run_sweep", FakeRunner(["ok", "ok"]))
+
+    def broken(run_dir):
+        raise RuntimeError("template missing")
+
+    monkeypatch.setattr("harness.report.write_reports", broken)
+    result = invoke("run", write(tmp_path, GOOD), "--out", tmp_path / "run", "--device", "cpu")
+    assert result.exit_code == 0
+    assert "warning: the report could not be written (RuntimeError: template missing)" in result.stderr
+    assert result.stdout.strip().endswith("results.jsonl")
+
+
+def test_list_shows_strategies_parameters_presets_and_metric_units():
+    result = invoke("list")
+    assert result.exit_code == 0, result.output
+    for text in ("attention strategies", "local", "window: int = 128", "padding strategies",
+                 "gpt-125m", "latency_ms_p50", "mem_peak_allocated_bytes", "tokens/s"):
+        assert text in result.output
+
+
+def test_env_prints_the_environment_as_json():
+    result = invoke("env")
+    assert result.exit_code == 0, result.output
+    body, fingerprint = result.stdout.rsplit("fingerprint: ", 1)
+    assert "python" in json.loads(body) and fingerprint.strip()

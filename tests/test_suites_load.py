@@ -1,0 +1,44 @@
+"""Every suite shipped in suites/ loads and expands for both devices, so a broken one cannot ship."""
+from pathlib import Path
+
+import pytest
+
+from harness.sweep import load_points
+
+SUITES = sorted((Path(__file__).resolve().parents[1] / "suites").glob("*.yaml"))
+
+
+def test_the_shipped_suites_are_there():
+    assert {"attention.yaml", "smoke.yaml"} <= {p.name for p in SUITES}
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+@pytest.mark.parametrize("path", SUITES, ids=[p.stem for p in SUITES])
+def test_suite_loads_and_expands(path, device):
+    resolved, points = load_points(path, device)
+    assert points and {p.device for p in points} == {device}
+    assert len({p.id for p in points}) == len(points)
+    assert [p.index for p in points] == list(range(len(points)))
+    assert all(p.suite == resolved.name == path.stem for p in points)
+
+
+def test_attention_suite_covers_every_attention_strategy_both_ops_and_kinds():
+    from implementations import registry
+
+    for device in ("cpu", "cuda"):
+        _, points = load_points(SUITES[0].parent / "attention.yaml", device)
+        assert {p.strategies.attention.name for p in points} == set(registry.names("attention"))
+        assert {p.strategies.ops.label for p in points} == {"eager", "fused"}
+        assert {p.workload.kind for p in points} == {"forward", "train"}
+        assert any(getattr(p.strategies.attention, "window", None) for p in points
+                   if p.strategies.attention.name == "atrous")  # atrous with a window too
+        assert len({p.workload.seq_len for p in points}) >= 2
+
+
+def test_smoke_suite_touches_every_registered_strategy_axis():
+    from implementations import registry
+
+    _, points = load_points(SUITES[0].parent / "smoke.yaml", "cpu")
+    for axis in registry.AXES:
+        if registry.names(axis):
+            assert len({getattr(p.strategies, axis).label for p in points}) >= 2, axis
