@@ -1,0 +1,282 @@
+"""Run a sweep: every point in a fresh worker process, each result durable as soon as it exists.
+
+Input: ``run_sweep(points, out_dir, *, resume=False, progress=None, kill_grace_s=5.0)`` with
+resolved ``Point`` objects (their order is the run order) and the run folder.
+Output: in ``out_dir``: ``env.json`` (harness.env.collect_env), ``run.json`` (suite, device,
+device_name, started_at/finished_at (ISO 8601 UTC), fingerprint, points_total, git_commit,
+git_dirty, state) and ``results.jsonl`` (one DESIGN.md record per finished point, appended and
+fsync'ed at once); returns ``RunSummary`` (counts by status, total, results_path, run_dir,
+skipped, interrupted). ``progress(ProgressEvent)`` hears "start" / "finish" / "skip" per point.
+
+Isolation: a worker runs in its own session (process group); on ``measure.timeout_s`` the group
+gets SIGTERM, then SIGKILL after ``kill_grace_s`` -> status ``timeout``. A worker that dies by a
+signal or leaves no result -> ``crashed`` with the tail of its output. Points with nproc > 1 run
+under torchrun (``python -m torch.distributed.run``) on a free port. Ctrl-C kills the current
+worker group, records that point as ``interrupted`` and returns with every finished point kept.
+``resume=True`` skips points whose latest record is not ``interrupted`` and refuses
+(``RunDirError``) when the environment fingerprint differs from run.json's.
+Per point, the worker's files (point.json, result.json, worker.log) stay in RUN_DIR/workers/<id>/.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from harness import env as env_mod
+from harness import results, workload
+from harness.worker import merge_rank_results, write_json_atomic
+
+STDERR_TAIL_CHARS = 4000
+
+
+class RunDirError(ValueError):
+    """The run folder cannot be used as asked (existing results without --resume, changed env)."""
+
+
+@dataclass
+class ProgressEvent:
+    kind: str  # "start" | "finish" | "skip"
+    position: int  # 0-based place in this sweep
+    total: int
+    point_id: str
+    label: str
+    status: str | None = None  # finish / skip
+    duration_s: float | None = None  # finish
+
+
+@dataclass
+class RunSummary:
+    run_dir: Path
+    results_path: Path
+    total: int
+    counts: dict[str, int] = field(default_factory=dict)
+    skipped: int = 0
+    interrupted: bool = False
+
+    @property
+    def failed(self) -> int:
+        return sum(n for status, n in self.counts.items() if status not in ("ok", "not_supported"))
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def point_params(point) -> dict[str, Any]:
+    """Flattened swept + key config fields with dotted names (DESIGN.md "params")."""
+    data = point.to_json()
+    params: dict[str, Any] = {"device": point.device, "preset": point.model.preset}
+    params.update(point.model.overrides)
+    w = data["workload"]
+    lengths = w.pop("lengths") or {"distribution": "fixed"}
+    params.update(w)
+    params["lengths"] = lengths.pop("distribution")
+    params.update({f"lengths.{k}": v for k, v in lengths.items() if v is not None})
+    for axis in workload.AXES:
+        strategy = getattr(point.strategies, axis)
+        params[axis] = None if strategy is None else strategy.label
+        params.update({f"{axis}.{k}": v for k, v in (data["strategies"][axis] or {}).items()})
+    return params
+
+
+def base_record(point, started_at: str) -> dict[str, Any]:
+    return {"point_id": point.id, "label": point.label, "suite": point.suite,
+            "index": point.index, "status": None, "error": None, "stderr_tail": None,
+            "started_at": started_at, "duration_s": None, "params": point_params(point),
+            "samples_ms": [], "metrics": {}, "ranks": [], "warnings": []}
+
+
+def worker_command(point, point_file: Path, result_file: Path) -> list[str]:
+    """``python -m harness.worker ...``; under torchrun (the strategy's own launch command,
+    multi-node launcher arguments passed through) when the point has nproc > 1."""
+    worker = ["harness.worker", str(point_file), str(result_file)]
+    if workload.nproc_of(point) <= 1:
+        return [sys.executable, "-m", *worker]
+    return point.strategies.parallel.launch_command(worker, master_port=free_port())
+
+
+def kill_group(proc: subprocess.Popen, grace_s: float) -> None:
+    """SIGTERM the worker's whole process group, SIGKILL what is left after ``grace_s``."""
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 10.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(timeout=wait_s)
+            if sig == signal.SIGTERM:  # leader gone; make sure no group member survives it
+                os.killpg(proc.pid, signal.SIGKILL)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+        except ProcessLookupError:
+            break
+
+
+def tail(path: Path, chars: int = STDERR_TAIL_CHARS) -> str | None:
+    if not path.exists():
+        return None
+    with open(path, "rb") as f:
+        f.seek(max(0, path.stat().st_size - chars))
+        return f.read().decode("utf-8", "replace") or None
+
+
+def worker_env(point) -> dict[str, str]:
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    if point.device == "cpu":
+        env.setdefault("DS_ACCELERATOR", "cpu")  # DeepSpeed on a CPU point
+    return env
+
+
+def launch(point, work_dir: Path, grace_s: float) -> dict[str, Any]:
+    """Run one worker (group) to completion or timeout; the worker's record or a failure."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    point_file, result_file, log_file = (work_dir / n for n in ("point.json", "result.json", "worker.log"))
+    write_json_atomic(point_file, point.to_json())
+    for stale in work_dir.glob("result*.json"):
+        stale.unlink()
+    with open(log_file, "wb") as log:
+        proc = subprocess.Popen(worker_command(point, point_file, result_file), stdout=log,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env=worker_env(point), cwd=work_dir, start_new_session=True)
+        try:
+            rc = proc.wait(timeout=point.measure.timeout_s)
+        except subprocess.TimeoutExpired:
+            kill_group(proc, grace_s)
+            return {"status": "timeout", "stderr_tail": tail(log_file),
+                    "error": f"point exceeded its timeout of {point.measure.timeout_s:g} s; "
+                             "worker process group killed"}
+        except BaseException:  # KeyboardInterrupt: no worker may outlive the sweep
+            kill_group(proc, grace_s)
+            raise
+        kill_group(proc, 0.0)  # reap anything the worker left in its group
+    return collect(point, result_file, rc, tail(log_file))
+
+
+def collect(point, result_file: Path, rc: int, stderr_tail: str | None) -> dict[str, Any]:
+    nproc = workload.nproc_of(point)
+    if nproc > 1:
+        record = merge_rank_results(result_file, nproc)
+    else:
+        record = json.loads(result_file.read_text()) if result_file.exists() else None
+    if record is None:
+        how = (f"killed by signal {signal.Signals(-rc).name}" if rc < 0
+               else f"exited with code {rc}")
+        return {"status": "crashed", "error": f"worker {how} without writing a result",
+                "stderr_tail": stderr_tail}
+    record.pop("rank", None)
+    record.pop("rank_metrics", None)
+    record["stderr_tail"] = stderr_tail if record.get("status") != "ok" else None
+    return record
+
+
+def contention_warning(point) -> str | None:
+    if point.device != "cuda":
+        return None
+    from harness.telemetry import gpu_contention_warning
+
+    return gpu_contention_warning(0)
+
+
+def run_point(point, run_dir: Path, grace_s: float) -> dict[str, Any]:
+    """The full result record of one point (never raises except KeyboardInterrupt)."""
+    record = base_record(point, now_iso())
+    t0 = time.perf_counter()
+    warning = contention_warning(point)
+    reasons = workload.unsupported_reasons(point)  # cheap: no worker start for a known no
+    if reasons:
+        record.update(status="not_supported", error="; ".join(reasons))
+    else:
+        record.update(launch(point, run_dir / "workers" / point.id, grace_s))
+    record["warnings"] = ([warning] if warning else []) + list(record.get("warnings") or [])
+    record["duration_s"] = time.perf_counter() - t0
+    return record
+
+
+def _finished_ids(run_dir: Path) -> set[str]:
+    return {r["point_id"] for r in results.latest_records(results.read_records(run_dir))
+            if r.get("status") != "interrupted"}
+
+
+def prepare_run_dir(run_dir: Path, points, resume: bool) -> tuple[dict, set[str]]:
+    """Write or check env.json / run.json; the ids already finished (resume)."""
+    env = env_mod.collect_env()
+    fp = env_mod.fingerprint(env)
+    run_file = run_dir / results.RUN_FILE
+    if resume and run_file.exists():
+        run = json.loads(run_file.read_text())
+        if run.get("fingerprint") != fp:
+            raise RunDirError(
+                f"{run_dir}: the environment changed since this run started (fingerprint "
+                f"{run.get('fingerprint')} in run.json, {fp} now: one of torch, CUDA, GPU, CPU, "
+                "usable cores, Python differs); results would not be comparable. Start a new "
+                "run folder instead of --resume.")
+        run.update(state="running", resumed_at=run.get("resumed_at", []) + [now_iso()])
+        write_json_atomic(run_file, run)
+        return run, _finished_ids(run_dir)
+    if (run_dir / results.RESULTS_FILE).exists() and results.read_records(run_dir):
+        raise RunDirError(f"{run_dir} already holds results; pass --resume to finish that run, "
+                          "or choose another output folder")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(run_dir / "env.json", env)
+    run = {"suite": points[0].suite if points else None,
+           "device": points[0].device if points else None,
+           "device_name": (env.get("gpu") or {}).get("name") if points and points[0].device == "cuda"
+           else (env.get("cpu") or {}).get("model"),
+           "started_at": now_iso(), "finished_at": None, "state": "running", "fingerprint": fp,
+           "points_total": len(points), "git_commit": env.get("git", {}).get("commit"),
+           "git_dirty": env.get("git", {}).get("dirty")}
+    write_json_atomic(run_file, run)
+    return run, set()
+
+
+def run_sweep(points, out_dir, *, resume: bool = False,
+              progress: Callable[[ProgressEvent], None] | None = None,
+              kill_grace_s: float = 5.0) -> RunSummary:
+    """Run every point of ``points`` in order (see the module docstring)."""
+    run_dir = Path(out_dir)
+    run, done = prepare_run_dir(run_dir, points, resume)
+    summary = RunSummary(run_dir, run_dir / results.RESULTS_FILE, len(points))
+    notify = progress or (lambda event: None)
+    for pos, point in enumerate(points):
+        event = dict(position=pos, total=len(points), point_id=point.id, label=point.label)
+        if point.id in done:
+            summary.skipped += 1
+            notify(ProgressEvent("skip", status="done", **event))
+            continue
+        record = None
+        try:
+            notify(ProgressEvent("start", **event))
+            record = run_point(point, run_dir, kill_grace_s)
+            results.append_record(summary.results_path, record)
+            summary.counts[record["status"]] = summary.counts.get(record["status"], 0) + 1
+            notify(ProgressEvent("finish", status=record["status"],
+                                 duration_s=record["duration_s"], **event))
+        except KeyboardInterrupt:
+            if record is None:  # the point was running: keep a trace of it
+                record = base_record(point, now_iso())
+                record.update(status="interrupted", error="interrupted by the user (Ctrl-C)")
+                results.append_record(summary.results_path, record)
+                summary.counts["interrupted"] = summary.counts.get("interrupted", 0) + 1
+            summary.interrupted = True
+            break
+    run.update(finished_at=now_iso(), state="interrupted" if summary.interrupted else "finished")
+    write_json_atomic(run_dir / results.RUN_FILE, run)
+    return summary

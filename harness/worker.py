@@ -1,0 +1,171 @@
+"""One point in one fresh process: ``python -m harness.worker POINT_JSON RESULT_JSON``.
+
+Input: ``POINT_JSON``, a file holding ``Point.to_json()`` (re-validated here).
+Output: ``RESULT_JSON`` written atomically (temporary file, fsync, rename) with the worker's part
+of a DESIGN.md result record: ``status`` (ok | oom | error | not_supported), ``error`` (text or
+None), ``samples_ms`` (ms), ``metrics`` (units in the names), ``warnings``, ``rank``. The runner
+adds the provenance fields (id, label, times, params, stderr tail) and the statuses a worker
+cannot report about itself (crashed, timeout, interrupted).
+Under torchrun (``WORLD_SIZE`` > 1) each rank writes ``RESULT.rank<N>.json`` instead; the runner
+merges them (``merge_rank_results``) because only it still sees every rank when one has died.
+
+Fault injection (tests only): ``TBENCH_FAULT="<point id or *>=<fault>[,...]"`` makes the measured
+step of a matching point ``raise``, allocate far beyond memory (``oom``), ``segfault`` or
+``hang`` (ignoring SIGTERM). Unset, it costs one dict lookup and changes nothing.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+OOM_MARKERS = (
+    "out of memory",
+    "can't allocate memory",  # DefaultCPUAllocator
+    "cublas_status_alloc_failed",
+    "std::bad_alloc",
+)
+NOT_IMPLEMENTED_MARKER = "not implemented for '"  # a kernel missing for a dtype, e.g. 'Half'
+FAULTS = ("raise", "oom", "segfault", "hang")
+
+
+def classify(exc: BaseException) -> str:
+    """Status of a point that raised ``exc``: oom, not_supported or error."""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return "oom"
+    text = str(exc).lower()
+    if any(marker in text for marker in OOM_MARKERS):
+        return "oom"
+    if isinstance(exc, RuntimeError) and NOT_IMPLEMENTED_MARKER in str(exc):
+        return "not_supported"
+    return "error"
+
+
+def injected_fault(point_id: str) -> str | None:
+    """The fault ``TBENCH_FAULT`` assigns to ``point_id`` (or to every point with ``*``)."""
+    spec = os.environ.get("TBENCH_FAULT", "")
+    for item in filter(None, spec.split(",")):
+        key, _, fault = item.partition("=")
+        if key.strip() in (point_id, "*"):
+            if fault not in FAULTS:
+                raise ValueError(f"TBENCH_FAULT: fault {fault!r} unknown; allowed: {FAULTS}")
+            return fault
+    return None
+
+
+def _fire(fault: str) -> None:
+    if fault == "raise":
+        raise RuntimeError("injected fault: the step raised")
+    if fault == "oom":
+        import torch
+
+        torch.empty(10**15, dtype=torch.uint8)  # 1 PB: the allocator refuses at once
+    if fault == "segfault":
+        os.kill(os.getpid(), signal.SIGSEGV)
+    if fault == "hang":
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # only the runner's SIGKILL can end it
+        while True:
+            time.sleep(3600)
+
+
+def with_fault(step: Callable[[], Any], fault: str | None) -> Callable[[], Any]:
+    if fault is None:
+        return step
+
+    def faulty_step():
+        _fire(fault)
+        return step()
+
+    return faulty_step
+
+
+def seed_everything(seed: int) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def write_json_atomic(path: str | os.PathLike, data: dict) -> None:
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, default=str)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def rank_result_path(result_path: str | os.PathLike, rank: int) -> Path:
+    path = Path(result_path)
+    return path.with_name(f"{path.stem}.rank{rank}{path.suffix or '.json'}")
+
+
+def failure(status: str, error: str) -> dict[str, Any]:
+    return {"status": status, "error": error, "samples_ms": [], "metrics": {}, "warnings": []}
+
+
+def run(point_path: str, result_path: str) -> int:
+    """Measure the point of ``point_path``; always leaves a result file unless the process dies."""
+    rank = int(os.environ.get("RANK", "0"))
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    out = result_path if world == 1 else rank_result_path(result_path, rank)
+    try:
+        from harness import measurement
+        from harness.suite import Point
+
+        point = Point.from_json(json.loads(Path(point_path).read_text()))
+        seed_everything(point.seed)
+        record = measurement.measure_point(point, fault=injected_fault(point.id))
+    except BaseException as exc:  # noqa: BLE001 -- every failure becomes a result
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        traceback.print_exc()
+        record = failure(classify(exc), f"{type(exc).__name__}: {exc}")
+    record["rank"] = rank
+    write_json_atomic(out, record)
+    return 0
+
+
+def merge_rank_results(result_path: str | os.PathLike, nproc: int) -> dict[str, Any] | None:
+    """Rank 0's record with ``ranks`` = every rank's own numbers; None if no rank wrote one."""
+    found = {}
+    for rank in range(nproc):
+        path = rank_result_path(result_path, rank)
+        if path.exists():
+            found[rank] = json.loads(path.read_text())
+    if not found:
+        return None
+    base = dict(found.get(0) or next(iter(found.values())))
+    missing = [r for r in range(nproc) if r not in found]
+    failed = [r for r, rec in found.items() if rec.get("status") != "ok"]
+    if missing and base.get("status") == "ok":
+        base.update(status="crashed", error=f"ranks {missing} left no result")
+    elif failed and base.get("status") == "ok":
+        first = found[failed[0]]
+        base.update(status=first["status"], error=f"rank {failed[0]}: {first.get('error')}")
+    base["ranks"] = [rec.get("rank_metrics", {"rank": r}) for r, rec in sorted(found.items())]
+    from implementations.parallel.state_bytes import aggregate_ranks
+
+    base.setdefault("metrics", {}).update(aggregate_ranks(base["ranks"]))
+    return base
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2:
+        print("usage: python -m harness.worker POINT_JSON RESULT_JSON", file=sys.stderr)
+        return 2
+    return run(*args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

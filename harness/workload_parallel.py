@@ -1,0 +1,53 @@
+"""The train step of a DeepSpeed ("zero") point, one rank of it.
+
+Input: a resolved ``Point`` whose parallel strategy has ``wrap`` (implementations.parallel),
+the built model, the point's batches and this rank's device. torchrun set RANK / WORLD_SIZE /
+LOCAL_RANK / MASTER_*; the process group is joined here with the strategy's backend
+(``auto``: NCCL on GPU, gloo on CPU) and its collective timeout (below the point timeout, so a
+hung collective becomes an error instead of a hang).
+Output: a ``Workload`` whose ``step()`` is one engine step (forward, loss, ``engine.backward``,
+``engine.step``); precision is DeepSpeed's own (no autocast / GradScaler on top). Counts are
+per rank (each rank processes ``batch_size`` sequences per step). ``finish()`` fills
+``extra["rank_metrics"]``: {rank, mem_peak_bytes, param_bytes, grad_bytes, optim_bytes,
+model_state_bytes}, the model-state bytes read around the first step (gradients at their peak).
+"""
+from __future__ import annotations
+
+import os
+
+from implementations.parallel.state_bytes import measure_step, peak_memory_bytes
+from implementations.parallel.zero import init_distributed, train_step
+
+
+def train_parallel(point, cfg, model, batches, device: str):
+    from harness.workload import LR, Workload, mean_flops
+    from implementations.flops import train_step_flops
+
+    s = point.strategies
+    rank = int(os.environ.get("RANK", "0"))
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 or s.parallel.name == "zero":
+        init_distributed(s.parallel.resolved_backend(point.device), s.parallel.timeout_s)
+    model.train()
+    optimizer = s.ops.make_optimizer(model.parameters(), LR)
+    engine = s.parallel.wrap(model, optimizer, s.precision.label, point.workload.batch_size)
+    order = batches[rank % len(batches):] + batches[:rank % len(batches)]  # ranks see different data
+    state = {"i": 0, "loss": None, "bytes": None}
+
+    def step():
+        batch = order[state["i"] % len(order)]
+        state["i"] += 1
+        if state["bytes"] is None:
+            state["loss"], state["bytes"] = measure_step(engine, lambda: train_step(engine, batch))
+        else:
+            state["loss"] = train_step(engine, batch)
+
+    wl = Workload(step, 0, 0, 0, mean_flops(train_step_flops, cfg, batches))
+
+    def finish() -> dict:
+        wl.extra["rank_metrics"] = {"rank": rank,
+                                    "mem_peak_bytes": peak_memory_bytes(device.split(":")[0]),
+                                    **(state["bytes"] or {})}
+        return {"loss_final": state["loss"], "amp_skipped_steps": None}
+
+    wl.finish = finish
+    return wl

@@ -1,0 +1,152 @@
+"""The runner under failure: every kind of broken point is recorded and the sweep goes on.
+
+Worker processes import torch (~3 s each on this machine), so the tests share few sweeps:
+one sweep holds every failure mode, one is interrupted and resumed.
+"""
+import json
+import os
+import signal
+import threading
+from pathlib import Path
+
+import pytest
+
+from harness import results, runner, worker
+from harness.suite import parse_suite
+from harness.sweep import expand
+
+FAST = {"warmup_iters": 1, "warmup_s": 0.0, "min_samples": 10, "min_time_s": 0.0, "max_samples": 10}
+
+
+def points(seq_lens, timeouts=None, **extra):
+    zipped = {"workload.seq_len": seq_lens}
+    if timeouts:
+        zipped["measure.timeout_s"] = timeouts
+    data = {"name": "runner-test", "model": {"preset": "tiny"},
+            "workload": {"kind": "forward", "batch_size": 2, "num_batches": 1},
+            "measure": FAST, "sweep": {"zip": [zipped]}, **extra}
+    return expand(parse_suite(data, "test"), "cpu")
+
+
+def by_id(run_dir):
+    return {r["point_id"]: r for r in results.read_records(run_dir)}
+
+
+def test_every_failure_is_recorded_and_the_sweep_finishes(tmp_path, monkeypatch):
+    pts = points([8, 9, 10, 11, 12], timeouts=[120, 120, 120, 4, 120])
+    faults = dict(zip((p.id for p in pts[:4]), ("raise", "oom", "segfault", "hang")))
+    monkeypatch.setenv("TBENCH_FAULT", ",".join(f"{k}={v}" for k, v in faults.items()))
+    unsupported = expand(parse_suite({
+        "name": "runner-test-ns", "workload": {"kind": "forward"},
+        "strategies": {"parallel": {"name": "zero", "nproc": 2}}}, "test"), "cpu")
+    events = []
+    summary = runner.run_sweep(pts + unsupported, tmp_path, progress=events.append, kill_grace_s=1.0)
+
+    recs = by_id(tmp_path)
+    assert len(recs) == 6 and summary.total == 6 and not summary.interrupted
+    raised, oom, segv, hang, ok = (recs[p.id] for p in pts)
+    assert raised["status"] == "error" and "injected fault" in raised["error"]
+    assert "Traceback" in raised["stderr_tail"]
+    assert oom["status"] == "oom" and "can't allocate memory" in oom["error"]
+    assert segv["status"] == "crashed" and "SIGSEGV" in segv["error"]
+    assert hang["status"] == "timeout" and "4 s" in hang["error"]
+    assert ok["status"] == "ok" and ok["error"] is None and len(ok["samples_ms"]) == 10
+    assert ok["metrics"]["latency_ms_p50"] > 0 and ok["metrics"]["tokens_per_s"] > 0
+    assert ok["metrics"]["mem_peak_rss_bytes"] > ok["metrics"]["mem_rss_baseline_bytes"] > 0
+    ns = recs[unsupported[0].id]
+    assert ns["status"] == "not_supported" and "not train" in ns["error"]
+    assert summary.counts == {"error": 1, "oom": 1, "crashed": 1, "timeout": 1, "ok": 1,
+                              "not_supported": 1}
+    assert [e.kind for e in events].count("finish") == 6
+    assert not live_workers(tmp_path)  # the hung worker's group is gone
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert run["state"] == "finished" and run["points_total"] == 6
+    assert (tmp_path / "env.json").exists()
+
+
+def live_workers(run_dir) -> list[int]:
+    """pids whose command line names a point file of ``run_dir``."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmd = (proc / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if proc.name.isdigit() and str(run_dir) in cmd and "harness.worker" in cmd:
+            pids.append(int(proc.name))
+    return pids
+
+
+def test_interrupt_then_resume_loses_and_repeats_nothing(tmp_path):
+    pts = points([8, 9, 10])
+
+    def ctrl_c_during_second_point(event):
+        if event.kind == "start" and event.position == 1:  # Ctrl-C while its worker starts
+            threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT)).start()
+
+    first = runner.run_sweep(pts, tmp_path, progress=ctrl_c_during_second_point)
+    assert first.interrupted and first.counts == {"ok": 1, "interrupted": 1}
+    assert [r["status"] for r in results.read_records(tmp_path)] == ["ok", "interrupted"]
+    assert not live_workers(tmp_path)
+    assert json.loads((tmp_path / "run.json").read_text())["state"] == "interrupted"
+
+    with pytest.raises(runner.RunDirError, match="--resume"):
+        runner.run_sweep(pts, tmp_path)
+    second = runner.run_sweep(pts, tmp_path, resume=True)
+    assert second.skipped == 1 and second.counts == {"ok": 2}
+    latest = results.latest_records(results.read_records(tmp_path))
+    assert sorted(r["point_id"] for r in latest) == sorted(p.id for p in pts)
+    assert all(r["status"] == "ok" for r in latest)
+    oks = [r["point_id"] for r in results.read_records(tmp_path) if r["status"] == "ok"]
+    assert len(oks) == len(set(oks)) == 3  # no point measured twice
+    assert len(results.load_run(tmp_path)) == 3
+
+
+def test_resume_refuses_a_changed_environment(tmp_path, monkeypatch):
+    pts = points([8])
+    monkeypatch.setattr(runner.env_mod, "collect_env", lambda: {"torch": "1.0", "git": {}})
+    runner.prepare_run_dir(tmp_path, pts, resume=False)
+    monkeypatch.setattr(runner.env_mod, "collect_env", lambda: {"torch": "9.9", "git": {}})
+    with pytest.raises(runner.RunDirError, match="environment changed"):
+        runner.prepare_run_dir(tmp_path, pts, resume=True)
+
+
+@pytest.mark.parametrize("exc, status", [
+    (MemoryError(), "oom"),
+    (RuntimeError("[enforce fail at alloc_cpu.cpp:119] DefaultCPUAllocator: can't allocate memory"), "oom"),
+    (RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"), "oom"),
+    (RuntimeError('"addmm_impl_cpu_" not implemented for \'Half\''), "not_supported"),
+    (ValueError("bad"), "error"),
+    (NotImplementedError("abstract"), "error"),
+])
+def test_classify(exc, status):
+    assert worker.classify(exc) == status
+
+
+def test_fault_hook_matches_ids_only(monkeypatch):
+    monkeypatch.setenv("TBENCH_FAULT", "abc=hang,def=raise")
+    assert worker.injected_fault("def") == "raise" and worker.injected_fault("xyz") is None
+    monkeypatch.setenv("TBENCH_FAULT", "*=nonsense")
+    with pytest.raises(ValueError, match="unknown"):
+        worker.injected_fault("xyz")
+
+
+def test_rank_results_merge(tmp_path):
+    result = tmp_path / "result.json"
+    for rank, state in ((0, 100), (1, 60)):
+        worker.write_json_atomic(worker.rank_result_path(result, rank), {
+            "status": "ok", "error": None, "metrics": {"latency_ms_p50": 1.0}, "rank": rank,
+            "rank_metrics": {"rank": rank, "model_state_bytes": state, "mem_peak_bytes": 5}})
+    merged = worker.merge_rank_results(result, 2)
+    assert [r["rank"] for r in merged["ranks"]] == [0, 1]
+    assert merged["metrics"]["model_state_bytes_max"] == 100
+    assert merged["status"] == "ok"
+    assert worker.merge_rank_results(result, 3)["status"] == "crashed"  # rank 2 left nothing
+
+
+def test_multi_rank_points_launch_through_torchrun(tmp_path):
+    pt = expand(parse_suite({"name": "z", "workload": {"kind": "train"},
+                             "strategies": {"parallel": {"name": "zero", "nproc": 2}}}, "t"), "cpu")[0]
+    cmd = runner.worker_command(pt, tmp_path / "p.json", tmp_path / "r.json")
+    assert cmd[1:4] == ["-m", "torch.distributed.run", "--nproc_per_node"] and "2" in cmd
+    assert cmd[-3:] == ["harness.worker", str(tmp_path / "p.json"), str(tmp_path / "r.json")]
