@@ -1,0 +1,268 @@
+"""Compare two runs point by point and give a verdict per metric and overall.
+
+Input: two run folders (or their records, see ``compare_records``). Output: a ``Comparison``
+with one ``PointResult`` per point id (matched, new or missing), rendered as GitHub-flavoured
+Markdown (``to_markdown``) and as a JSON verdict (``to_json``).
+
+Rules (docs/DESIGN.md, issue 5):
+  * timing (``latency_ms_p50``, from the per-sample ``samples_ms``): a regression needs BOTH
+    the median ratio current/base above ``1 + threshold`` AND a one-sided Mann-Whitney U test
+    (current slower) with p < ``alpha`` (0.01). Improvements are symmetric (ratio below
+    ``1 - threshold`` and the other one-sided test). Only one of the two -> "inconclusive";
+    fewer than ``MIN_SAMPLES`` samples on a side -> "inconclusive".
+  * deterministic metrics (FLOPs, model-state bytes, padding efficiency, peak allocated bytes):
+    equal within ``DETERMINISTIC_RTOL`` (relative) -> "ok", otherwise better/worse by direction.
+  * status: ok -> failure is a regression, failure -> ok an improvement, another change
+    between failure kinds is "inconclusive".
+  * runs whose ``run.json`` fingerprints differ are "incomparable" unless ``force``.
+  * ``timing_informational``: timing verdicts are shown but never fail the comparison.
+Never imports torch.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+
+from scipy.stats import mannwhitneyu
+
+from harness import stats
+from harness.report import BadInput, RunFolder
+
+MIN_SAMPLES = 5
+ALPHA = 0.01
+DETERMINISTIC_RTOL = 1e-9
+TIMING_METRICS = {"latency_ms_p50": "lower"}
+DETERMINISTIC_METRICS = {
+    "flops_per_step": "lower",
+    "model_state_bytes_max": "lower",
+    "padding_efficiency": "higher",
+    "mem_peak_allocated_bytes": "lower",
+}
+DEFAULT_METRICS = tuple(TIMING_METRICS) + tuple(DETERMINISTIC_METRICS)
+_RANK = {"regression": 3, "inconclusive": 2, "improvement": 1, "ok": 0}
+
+
+@dataclass
+class MetricResult:
+    metric: str
+    kind: str  # "timing" | "deterministic"
+    base: float | None
+    current: float | None
+    ratio: float | None
+    p_value: float | None
+    verdict: str  # regression | improvement | inconclusive | ok
+    informational: bool = False
+    note: str = ""
+
+
+@dataclass
+class PointResult:
+    point_id: str
+    label: str
+    presence: str  # matched | new | missing
+    base_status: str | None
+    current_status: str | None
+    verdict: str
+    metrics: list[MetricResult] = field(default_factory=list)
+    note: str = ""
+
+
+@dataclass
+class Comparison:
+    verdict: str  # regression | inconclusive | improvement | ok | incomparable
+    threshold: float
+    alpha: float
+    points: list[PointResult]
+    base_fingerprint: str | None = None
+    current_fingerprint: str | None = None
+    forced: bool = False
+    timing_informational: bool = False
+
+    @property
+    def exit_code(self) -> int:
+        return {"regression": 1, "incomparable": 2}.get(self.verdict, 0)
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for p in self.points:
+            key = p.presence if p.presence != "matched" else p.verdict
+            out[key] = out.get(key, 0) + 1
+        return dict(sorted(out.items()))
+
+    def to_json(self) -> str:
+        body = asdict(self)
+        body["counts"] = self.counts()
+        body["exit_code"] = self.exit_code
+        return json.dumps(body, sort_keys=True, indent=2, allow_nan=False) + "\n"
+
+
+def timing_verdict(base_ms, current_ms, threshold: float, alpha: float = ALPHA) -> MetricResult:
+    """The two-condition decision on per-sample times (current vs base, lower is better)."""
+    n_b, n_c = len(base_ms), len(current_ms)
+    if n_b < MIN_SAMPLES or n_c < MIN_SAMPLES:
+        b = stats.median(base_ms) if n_b else None
+        c = stats.median(current_ms) if n_c else None
+        return MetricResult("latency_ms_p50", "timing", b, c, _ratio(b, c), None, "inconclusive",
+                            note=f"too few samples ({n_b} vs {n_c}; need {MIN_SAMPLES} per side)")
+    b, c = stats.median(base_ms), stats.median(current_ms)
+    ratio = _ratio(b, c)
+    p_slower = _mwu(current_ms, base_ms, "greater")
+    p_faster = _mwu(current_ms, base_ms, "less")
+    slower, faster = ratio > 1 + threshold, ratio < 1 - threshold
+    if slower and p_slower < alpha:
+        verdict, p = "regression", p_slower
+    elif faster and p_faster < alpha:
+        verdict, p = "improvement", p_faster
+    elif slower or faster or min(p_slower, p_faster) < alpha:
+        verdict, p = "inconclusive", (p_slower if ratio >= 1 else p_faster)
+    else:
+        verdict, p = "ok", min(p_slower, p_faster)
+    return MetricResult("latency_ms_p50", "timing", b, c, ratio, p, verdict)
+
+
+def _mwu(x, y, alternative: str) -> float:
+    if len(set(x)) == 1 and set(x) == set(y):
+        return 1.0  # identical constant samples: no evidence either way
+    return float(mannwhitneyu(x, y, alternative=alternative).pvalue)
+
+
+def _ratio(base, current) -> float | None:
+    if base is None or current is None or base == 0:
+        return None
+    return current / base
+
+
+def deterministic_verdict(metric: str, base, current) -> MetricResult:
+    direction = DETERMINISTIC_METRICS[metric]
+    if base is None or current is None:
+        note = "" if base is None and current is None else "available on one side only"
+        return MetricResult(metric, "deterministic", base, current, None, None, "ok", note=note)
+    if math.isclose(base, current, rel_tol=DETERMINISTIC_RTOL, abs_tol=0.0):
+        return MetricResult(metric, "deterministic", base, current, _ratio(base, current), None, "ok")
+    worse = current > base if direction == "lower" else current < base
+    return MetricResult(metric, "deterministic", base, current, _ratio(base, current), None,
+                        "regression" if worse else "improvement")
+
+
+def _status_verdict(base: str, current: str) -> str:
+    if base == current:
+        return "ok"
+    if base == "ok":
+        return "regression"
+    if current == "ok":
+        return "improvement"
+    return "inconclusive"
+
+
+def compare_pair(base: dict, current: dict, metrics, threshold: float,
+                 timing_informational: bool = False) -> PointResult:
+    """Compare two records of the same point."""
+    bs, cs = base.get("status"), current.get("status")
+    out = PointResult(base.get("point_id", "?"), current.get("label") or base.get("label", ""),
+                      "matched", bs, cs, _status_verdict(bs, cs))
+    if bs != cs:
+        out.note = f"status {bs} -> {cs}"
+        return out
+    if bs != "ok":
+        return out
+    for m in metrics:
+        if m in TIMING_METRICS:
+            r = timing_verdict(base.get("samples_ms") or [], current.get("samples_ms") or [],
+                               threshold)
+            r.informational = timing_informational
+        else:
+            r = deterministic_verdict(m, (base.get("metrics") or {}).get(m),
+                                      (current.get("metrics") or {}).get(m))
+        out.metrics.append(r)
+    counted = [r.verdict for r in out.metrics if not r.informational]
+    out.verdict = max(counted, key=_RANK.__getitem__, default="ok")
+    return out
+
+
+def compare_records(base: list[dict], current: list[dict], *, threshold: float = 0.05,
+                    metrics=DEFAULT_METRICS, timing_informational: bool = False,
+                    key: str = "point_id") -> list[PointResult]:
+    """Pair records by ``key`` (the last record of a key wins) and compare each pair."""
+    unknown = [m for m in metrics if m not in TIMING_METRICS and m not in DETERMINISTIC_METRICS]
+    if unknown:
+        allowed = ", ".join(DEFAULT_METRICS)
+        raise BadInput(f"unknown metric(s) {', '.join(unknown)}; allowed: {allowed}")
+    b = {r[key]: r for r in base}
+    c = {r[key]: r for r in current}
+    results = []
+    for k in sorted(set(b) | set(c), key=str):
+        if k in b and k in c:
+            results.append(compare_pair(b[k], c[k], metrics, threshold, timing_informational))
+        else:
+            r = b.get(k) or c[k]
+            presence = "missing" if k in b else "new"
+            results.append(PointResult(r.get("point_id", str(k)), r.get("label", ""), presence,
+                                       b[k]["status"] if k in b else None,
+                                       c[k]["status"] if k in c else None, "ok"))
+    if not any(p.presence == "matched" for p in results):
+        raise BadInput("no matched points: the two runs share no point id (different suites?)")
+    return results
+
+
+def overall_verdict(points: list[PointResult]) -> str:
+    matched = [p.verdict for p in points if p.presence == "matched"]
+    return max(matched, key=_RANK.__getitem__, default="ok")
+
+
+def compare_runs(base: RunFolder, current: RunFolder, *, threshold: float = 0.05,
+                 metrics=DEFAULT_METRICS, force: bool = False,
+                 timing_informational: bool = False) -> Comparison:
+    """Compare two loaded run folders (see ``harness.report.read_run_folder``)."""
+    points = compare_records(base.records, current.records, threshold=threshold,
+                             metrics=metrics, timing_informational=timing_informational)
+    bf, cf = base.run.get("fingerprint"), current.run.get("fingerprint")
+    verdict = overall_verdict(points)
+    if bf != cf and not force:
+        verdict = "incomparable"
+    return Comparison(verdict, threshold, ALPHA, points, bf, cf, force, timing_informational)
+
+
+def _fmt(x) -> str:
+    if x is None:
+        return "—"
+    if isinstance(x, float) and not x.is_integer():
+        return f"{x:.4g}"
+    return f"{int(x):,}" if isinstance(x, (int, float)) else str(x)
+
+
+def _cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def to_markdown(cmp: Comparison) -> str:
+    """A GFM summary: verdict line, counts, then one row per (point, metric) worth showing."""
+    lines = [f"## tbench compare: **{cmp.verdict.upper()}**", ""]
+    lines.append(f"threshold {cmp.threshold:.1%}, one-sided Mann-Whitney U p < {cmp.alpha}"
+                 + (", timing informational only" if cmp.timing_informational else ""))
+    lines.append("")
+    lines.append("counts: " + ", ".join(f"{k} {v}" for k, v in cmp.counts().items()))
+    if cmp.base_fingerprint != cmp.current_fingerprint:
+        lines += ["", f"environment fingerprints differ: `{_cell(cmp.base_fingerprint)}` vs "
+                      f"`{_cell(cmp.current_fingerprint)}`"
+                  + (" (forced)" if cmp.forced else " — results are incomparable; use --force")]
+    lines += ["", "| point | metric | base | current | ratio | p | verdict |",
+              "|---|---|---:|---:|---:|---:|---|"]
+    for p in cmp.points:
+        label = _cell(f"{p.label} (`{p.point_id}`)")
+        if p.presence != "matched" or p.base_status != p.current_status or p.base_status != "ok":
+            what = p.presence if p.presence != "matched" else "status"
+            lines.append(f"| {label} | {what} | {_cell(p.base_status or '—')} | "
+                         f"{_cell(p.current_status or '—')} | | | {p.verdict if what == 'status' else what} |")
+            continue
+        for r in p.metrics:
+            if r.base is None and r.current is None:
+                continue  # unavailable on both sides (e.g. GPU memory on CPU)
+            verdict = r.verdict + (" (info)" if r.informational else "")
+            if r.note:
+                verdict += f": {_cell(r.note)}"
+            ratio = "—" if r.ratio is None else f"{r.ratio:.3f}"
+            pv = "—" if r.p_value is None else f"{r.p_value:.2g}"
+            lines.append(f"| {label} | {r.metric} | {_fmt(r.base)} | {_fmt(r.current)} | "
+                         f"{ratio} | {pv} | {verdict} |")
+    return "\n".join(lines) + "\n"

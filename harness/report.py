@@ -1,0 +1,341 @@
+"""Markdown and self-contained HTML reports of one run folder.
+
+Input: a run folder (docs/DESIGN.md: results.jsonl, run.json, env.json, suite.resolved.json).
+Output: ``RUN_DIR/report.md`` (GitHub-flavoured) and ``RUN_DIR/report.html`` (one file: plots as
+base64 PNG, the records as JSON in a ``<script type="application/json">``, no network access).
+
+Tables: one per question the suite asks. Points are grouped by the params that vary across the
+run: sequence length (``seq_len``) gives the columns, the strategy axes that vary give the rows,
+every other varying param gives one table per value. A cell shows latency p50 with its 95% CI,
+tokens/s, peak memory, MFU, and the speed-up and memory ratio against the baseline strategy
+(``--baseline``; default the row whose attention is ``dense``, else the first row). A failed
+point shows its status (``OOM``, ``timeout``, ``not supported``, ``error``, ``crashed``) in its
+cell and its reason under the table. Same input -> byte-identical output. Never imports torch.
+"""
+from __future__ import annotations
+
+import html
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness import results
+
+__all__ = ["BadInput", "RunFolder", "read_run_folder", "build_tables", "render_markdown",
+           "render_html", "write_reports"]
+
+STRATEGY_AXES = ("attention", "padding", "precision", "parallel", "ops")
+COLUMN_AXIS = "seq_len"
+STATUS_TEXT = {"oom": "OOM", "timeout": "timeout", "not_supported": "not supported",
+               "error": "error", "crashed": "crashed", "interrupted": "interrupted"}
+ENV_HIGHLIGHTS = ("hostname", "python", "torch", "cuda", "cudnn", "nccl", "driver", "gpu",
+                  "gpu_name", "gpu_count", "cpu", "cpu_count", "deepspeed", "git_commit", "git")
+
+
+class BadInput(ValueError):
+    """Input the user must fix (missing folder, corrupt file, unknown name): CLI exit code 2."""
+
+
+@dataclass
+class RunFolder:
+    path: Path
+    records: list[dict]  # the latest record per point, file order
+    run: dict
+    env: dict
+    suite: dict
+
+
+def _finite(obj):
+    """Non-finite floats (NaN, inf) become None: unavailable metrics are null, never NaN."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def _read_json(path: Path) -> dict:
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BadInput(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise BadInput(f"{path}: expected a JSON object")
+    return data
+
+
+def read_run_folder(run_dir) -> RunFolder:
+    """Load a run folder (or the folder of a given results.jsonl) via ``harness.results``."""
+    path = Path(run_dir)
+    if path.is_file() and path.name == results.RESULTS_FILE:
+        path = path.parent
+    if not path.is_dir():
+        raise BadInput(f"{run_dir}: not a run folder (no such directory)")
+    if not (path / results.RESULTS_FILE).is_file():
+        raise BadInput(f"{run_dir}: not a run folder (no {results.RESULTS_FILE})")
+    try:
+        records = results.latest_records(results.read_records(path))
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
+        raise BadInput(f"{run_dir}: unreadable results ({e})") from None
+    for n, r in enumerate(records):
+        if not isinstance(r, dict) or "point_id" not in r or "status" not in r:
+            raise BadInput(f"{run_dir}: record {n + 1} lacks point_id/status")
+    return RunFolder(path, _finite(records), _finite(_read_json(path / "run.json")),
+                     _finite(_read_json(path / "env.json")),
+                     _finite(_read_json(path / "suite.resolved.json")))
+
+
+@dataclass
+class Cell:
+    status: str
+    lines: list[str] = field(default_factory=list)
+    point_id: str = ""
+
+
+@dataclass
+class Table:
+    title: str
+    column_axis: str | None
+    columns: list[str]
+    rows: list[tuple[str, list[Cell]]]
+    baseline: str | None
+    memory_metric: str
+    failures: list[tuple[str, str, str]]  # (point label, status, reason)
+    records: list[dict] = field(default_factory=list)
+
+
+def _value(rec: dict, key: str):
+    return (rec.get("params") or {}).get(key)
+
+
+def _varying(records: list[dict]) -> list[str]:
+    keys = sorted({k for r in records for k in (r.get("params") or {})})
+    keys = [k for k in keys if "." not in k or k.split(".")[0] not in keys]
+    return [k for k in keys if len({json.dumps(_value(r, k), sort_keys=True) for r in records}) > 1]
+
+
+def _sort_key(v):
+    return (0, v, "") if isinstance(v, (int, float)) and not isinstance(v, bool) else (1, 0, str(v))
+
+
+def _fmt_bytes(n) -> str:
+    if n is None:
+        return "—"
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if abs(n) >= size:
+            return f"{n / size:.2f} {unit}"
+    return f"{n:.0f} B"
+
+
+def _fmt_num(x) -> str:
+    for suffix, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(x) >= size:
+            return f"{x / size:.3g}{suffix}"
+    return f"{x:.3g}"
+
+
+def _memory(rec: dict, metric: str):
+    return (rec.get("metrics") or {}).get(metric)
+
+
+def _cell(rec: dict | None, base: dict | None, mem_metric: str) -> Cell:
+    if rec is None:
+        return Cell("absent", ["—"])
+    status = rec.get("status", "error")
+    if status != "ok":
+        return Cell(status, [STATUS_TEXT.get(status, status)], rec.get("point_id", ""))
+    m = rec.get("metrics") or {}
+    lines = []
+    p50 = m.get("latency_ms_p50")
+    if p50 is not None:
+        lo, hi = m.get("latency_ms_p50_ci_low"), m.get("latency_ms_p50_ci_high")
+        ci = f" [{lo:.3g}, {hi:.3g}]" if lo is not None and hi is not None else ""
+        lines.append(f"{p50:.3g} ms{ci}")
+    if m.get("tokens_per_s") is not None:
+        lines.append(f"{_fmt_num(m['tokens_per_s'])} tok/s")
+    if _memory(rec, mem_metric) is not None:
+        lines.append(_fmt_bytes(_memory(rec, mem_metric)))
+    if m.get("mfu") is not None:
+        lines.append(f"MFU {m['mfu']:.1%}")
+    if base is not None and base is not rec and base.get("status") == "ok":
+        bm = base.get("metrics") or {}
+        if bm.get("latency_ms_p50") and p50:
+            lines.append(f"speed-up ×{bm['latency_ms_p50'] / p50:.2f}")
+        if _memory(base, mem_metric) and _memory(rec, mem_metric) is not None:
+            lines.append(f"mem ×{_memory(rec, mem_metric) / _memory(base, mem_metric):.2f}")
+    return Cell("ok", lines or ["ok"], rec.get("point_id", ""))
+
+
+def _pick_baseline(row_labels: list[str], row_parts: dict[str, tuple], wanted: str | None):
+    if not row_labels:
+        return None
+    for label in row_labels:
+        if wanted is not None and (label == wanted or wanted in row_parts[label]):
+            return label
+    if wanted is not None:
+        raise BadInput(f"baseline strategy {wanted!r} not found; rows are: {', '.join(row_labels)}")
+    for label in row_labels:
+        if "dense" in row_parts[label]:
+            return label
+    return row_labels[0]
+
+
+def build_tables(records: list[dict], baseline: str | None = None) -> list[Table]:
+    """Group records into one table per question (see the module docstring)."""
+    varying = _varying(records)
+    col = COLUMN_AXIS if COLUMN_AXIS in varying else None
+    row_keys = [k for k in STRATEGY_AXES if k in varying]
+    if not row_keys:
+        row_keys = [k for k in varying if k != col]
+    table_keys = [k for k in varying if k != col and k not in row_keys]
+    groups: dict[tuple, list[dict]] = {}
+    for r in records:
+        tkey = tuple(json.dumps(_value(r, k), sort_keys=True) for k in table_keys)
+        groups.setdefault(tkey, []).append(r)
+    tables, found_baseline = [], baseline is None
+    for tkey in sorted(groups, key=lambda t: [_sort_key(json.loads(v)) for v in t]):
+        recs = groups[tkey]
+        title = (", ".join(f"{k} = {json.loads(v)}" for k, v in zip(table_keys, tkey))
+                 or " × ".join(row_keys + ([col] if col else [])) or "all points")
+        try:
+            tables.append(_table(title, recs, row_keys, col, baseline))
+            found_baseline = True
+        except BadInput:
+            tables.append(_table(title, recs, row_keys, col, None))
+    if not found_baseline:
+        _table("", records, row_keys, col, baseline)  # raises the clear error
+    return tables
+
+
+def _table(title, recs, row_keys, col, baseline) -> Table:
+    mem_metric = ("mem_peak_allocated_bytes" if any(_memory(r, "mem_peak_allocated_bytes")
+                                                    is not None for r in recs)
+                  else "mem_peak_rss_bytes")
+    row_parts: dict[str, tuple] = {}
+    for r in recs:
+        parts = tuple(str(_value(r, k)) for k in row_keys)
+        row_parts.setdefault(" · ".join(parts) or str(r.get("suite", "run")), parts)
+    order = {}
+    for r in recs:  # keep suite order: first appearance by record index
+        label = next(lbl for lbl, p in row_parts.items()
+                     if p == tuple(str(_value(r, k)) for k in row_keys))
+        order.setdefault(label, r.get("index", 0))
+    row_labels = sorted(row_parts, key=lambda lbl: (order[lbl], lbl))
+    columns = sorted({_value(r, col) for r in recs}, key=_sort_key) if col else [None]
+    cells: dict[tuple, dict] = {}
+    for r in recs:
+        label = " · ".join(str(_value(r, k)) for k in row_keys) or str(r.get("suite", "run"))
+        cells[(label, _value(r, col) if col else None)] = r
+    base_label = _pick_baseline(row_labels, row_parts, baseline)
+    rows = [(lbl, [_cell(cells.get((lbl, c)), cells.get((base_label, c)), mem_metric)
+                   for c in columns]) for lbl in row_labels]
+    failures = [(r.get("label", r.get("point_id", "")), STATUS_TEXT.get(r["status"], r["status"]),
+                 (r.get("error") or "").strip().splitlines()[-1:][0] if r.get("error") else "")
+                for r in sorted(recs, key=lambda r: r.get("index", 0)) if r.get("status") != "ok"]
+    return Table(title, col, [str(c) for c in columns] if col else ["result"], rows, base_label,
+                 mem_metric, failures, recs)
+
+
+def status_counts(records: list[dict]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for r in records:
+        out[r.get("status", "?")] = out.get(r.get("status", "?"), 0) + 1
+    return dict(sorted(out.items()))
+
+
+def env_highlights(env: dict) -> list[tuple[str, str]]:
+    flat: dict[str, object] = {}
+    for k, v in env.items():
+        if isinstance(v, dict):
+            flat.update({f"{k}.{kk}": vv for kk, vv in v.items() if not isinstance(vv, (dict, list))})
+        elif not isinstance(v, list):
+            flat[k] = v
+    picked = [k for k in sorted(flat) if k.split(".")[0] in ENV_HIGHLIGHTS
+              or k.split(".")[-1] in ENV_HIGHLIGHTS]
+    return [(k, str(flat[k])) for k in (picked or sorted(flat)[:10]) if flat[k] is not None]
+
+
+def summary(run: RunFolder) -> dict:
+    return {"suite": str(run.run.get("suite") or run.suite.get("name") or
+                         (run.records[0].get("suite") if run.records else "?")),
+            "device": str(run.run.get("device", "?")),
+            "fingerprint": str(run.run.get("fingerprint", "")),
+            "started": str(run.run.get("started_at", run.run.get("started", ""))),
+            "finished": str(run.run.get("finished_at", run.run.get("finished", ""))),
+            "points": len(run.records), "counts": status_counts(run.records),
+            "env": env_highlights(run.env)}
+
+
+def _md(text) -> str:
+    """Escape data for a GFM table cell: HTML-significant characters, pipes, newlines."""
+    return html.escape(str(text), quote=False).replace("|", "\\|").replace("\n", " ")
+
+
+def render_markdown(run: RunFolder, baseline: str | None = None) -> str:
+    s, tables = summary(run), build_tables(run.records, baseline)
+    out = [f"# tbench report: {_md(s['suite'])}", "",
+           f"- device: {_md(s['device'])}", f"- points: {s['points']} ("
+           + ", ".join(f"{_md(k)}: {v}" for k, v in s["counts"].items()) + ")"]
+    if s["started"]:
+        out.append(f"- started: {_md(s['started'])}, finished: {_md(s['finished'])}")
+    if s["fingerprint"]:
+        out.append(f"- environment fingerprint: `{_md(s['fingerprint'])}`")
+    out += [f"- {_md(k)}: {_md(v)}" for k, v in s["env"]]
+    for t in tables:
+        out += ["", f"## {_md(t.title)}", ""]
+        if t.baseline:
+            out.append(f"Baseline: **{_md(t.baseline)}**. Cell: latency p50 [95% CI], tokens/s, "
+                       f"peak memory ({t.memory_metric}), MFU, speed-up and memory ratio vs "
+                       "baseline.")
+            out.append("")
+        head = _md(t.column_axis or "")
+        out.append(f"| strategy | " + " | ".join(f"{head} {_md(c)}".strip() for c in t.columns) + " |")
+        out.append("|---|" + "---:|" * len(t.columns))
+        for label, cells in t.rows:
+            out.append(f"| {_md(label)} | "
+                       + " | ".join("<br>".join(_md(x) for x in c.lines) for c in cells) + " |")
+        if t.failures:
+            out += ["", "Failures:", ""]
+            out += [f"- {_md(lbl)}: {_md(st)}" + (f" — {_md(why)}" if why else "")
+                    for lbl, st, why in t.failures]
+    return "\n".join(out) + "\n"
+
+
+def embedded_json(obj) -> str:
+    """JSON safe inside <script>: no ``</`` or ``<!--`` can close or comment the element."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False, default=str)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def render_html(run: RunFolder, baseline: str | None = None) -> str:
+    import jinja2
+
+    from harness import plots
+
+    tables = build_tables(run.records, baseline)
+    env = jinja2.Environment(loader=jinja2.PackageLoader("harness", "templates"),
+                             autoescape=True, keep_trailing_newline=True)
+    data = {"run": run.run, "records": run.records, "summary": summary(run)}
+    return env.get_template("report.html.j2").render(
+        s=summary(run), tables=tables, figures=plots.figures(run.records, tables),
+        data_json=embedded_json(data))
+
+
+def write_reports(run_dir, formats=("md", "html"), baseline: str | None = None) -> list[Path]:
+    """Write report.md and/or report.html into ``run_dir``; returns the paths written."""
+    run = read_run_folder(run_dir)
+    bad = [f for f in formats if f not in ("md", "html")]
+    if bad:
+        raise BadInput(f"unknown report format(s) {', '.join(bad)}; allowed: md, html")
+    written = []
+    for fmt in formats:
+        text = render_markdown(run, baseline) if fmt == "md" else render_html(run, baseline)
+        path = Path(run.path) / f"report.{fmt}"
+        path.write_text(text, encoding="utf-8")
+        written.append(path)
+    return written

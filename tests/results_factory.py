@@ -1,0 +1,74 @@
+"""Hand-built run folders (docs/DESIGN.md "Run folder") for report/compare/export tests.
+
+``record(...)`` builds one result record; its latency metrics come from ``samples_ms`` through
+``harness.stats.summarize`` (as the worker does), other metrics are given explicitly.
+``write_run(dir, records, ...)`` writes results.jsonl, run.json, env.json, suite.resolved.json.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from harness import stats
+
+
+def record(point_id: str, *, status: str = "ok", samples_ms=None, index: int = 0,
+           label: str | None = None, params: dict | None = None, metrics: dict | None = None,
+           error: str | None = None, ranks=None, suite: str = "demo") -> dict:
+    samples = list(samples_ms or [])
+    m: dict = {}
+    if status == "ok" and samples:
+        m.update(stats.summarize(samples))
+    m.update(metrics or {})
+    return {
+        "point_id": point_id, "label": label or point_id, "suite": suite, "index": index,
+        "status": status, "error": error, "stderr_tail": None,
+        "started_at": "2025-01-01T00:00:00+00:00", "duration_s": 1.0,
+        "params": dict(params or {}), "samples_ms": samples if status == "ok" else [],
+        "metrics": m if status == "ok" else {}, "ranks": list(ranks or []), "warnings": [],
+    }
+
+
+def write_run(run_dir, records, *, suite: str = "demo", device: str = "cpu",
+              fingerprint: str = "fp-cpu-1", env: dict | None = None) -> Path:
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / "results.jsonl", "w", encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps(r) + "\n")
+    (run_dir / "run.json").write_text(json.dumps({
+        "suite": suite, "device": device, "fingerprint": fingerprint,
+        "started_at": "2025-01-01T00:00:00+00:00", "finished_at": "2025-01-01T00:10:00+00:00",
+        "points_total": len(records)}), encoding="utf-8")
+    (run_dir / "env.json").write_text(json.dumps(env or {
+        "python": "3.11.7", "torch": "2.13.0", "cpu": "test cpu", "cpu_count": 2,
+        "git": {"commit": "abc123", "dirty": False}}), encoding="utf-8")
+    (run_dir / "suite.resolved.json").write_text(json.dumps({"name": suite}), encoding="utf-8")
+    return run_dir
+
+
+def attention_sweep(strategies=("dense", "local_w128"), seq_lens=(256, 512), *,
+                    base_ms: float = 10.0, fail: dict | None = None) -> list[dict]:
+    """A strategy x seq_len sweep with simple, hand-checkable numbers.
+
+    Point (strategy s, seq_len L) at position (i, j): samples are ``base_ms * (i + 1) * (j + 1)``
+    plus a fixed +-1% pattern; tokens/s = 1000 * L / p50; memory = L * 1 MiB * (i + 1).
+    ``fail`` maps (strategy, seq_len) -> (status, error text).
+    """
+    out, fail = [], fail or {}
+    pattern = [0.99, 1.0, 1.01, 1.0, 0.995, 1.005, 1.0, 0.99, 1.01, 1.0, 1.0]  # median 1.0
+    for i, s in enumerate(strategies):
+        for j, L in enumerate(seq_lens):
+            pid = f"{s}-{L}"
+            params = {"attention": s, "seq_len": L, "ops": "fused", "precision": "fp32"}
+            if (s, L) in fail:
+                status, err = fail[(s, L)]
+                out.append(record(pid, status=status, error=err, params=params, index=len(out)))
+                continue
+            t = base_ms * (i + 1) * (j + 1)
+            out.append(record(pid, samples_ms=[t * p for p in pattern], params=params,
+                              index=len(out), metrics={
+                                  "tokens_per_s": 1000.0 * L / t,
+                                  "mem_peak_allocated_bytes": L * 2**20 * (i + 1),
+                                  "flops_per_step": 1e9 * L, "mfu": 0.01 * (i + 1)}))
+    return out

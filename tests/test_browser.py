@@ -1,0 +1,74 @@
+"""Open the HTML report in real headless chromium (Debian's package, driven by playwright)."""
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from harness.report import write_reports
+from results_factory import attention_sweep, write_run
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+pytestmark = pytest.mark.browser
+
+try:
+    from playwright.sync_api import sync_playwright
+except ImportError:  # pragma: no cover - depends on the machine
+    sync_playwright = None
+
+
+def _skip_reason() -> str | None:
+    if sync_playwright is None:
+        return "playwright is not installed (pip install playwright)"
+    if not os.access(CHROMIUM, os.X_OK):
+        return f"{CHROMIUM} not found (apt-get install chromium)"
+    return None
+
+
+@pytest.mark.skipif(_skip_reason() is not None, reason=_skip_reason() or "")
+def test_report_renders_in_chromium(tmp_path):
+    recs = attention_sweep(("dense", "local_w128", "block_b64"), (256, 512, 1024),
+                           fail={("dense", 1024): ("oom", "CUDA OOM </script><script>x()</script>")})
+    recs[1]["ranks"] = [{"rank": i, "mem_peak_bytes": 2**30, "param_bytes": 2**28,
+                         "grad_bytes": 2**28, "optim_bytes": 2**29} for i in range(2)]
+    run = write_run(tmp_path / "run", recs, suite="demo<b>")
+    (report,) = write_reports(run, ["html"])
+    url = report.resolve().as_uri()
+    console, requests, page_errors = [], [], []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.on("console", lambda m: console.append(m) if m.type == "error" else None)
+        page.on("pageerror", lambda e: page_errors.append(str(e)))
+        page.on("request", lambda r: requests.append(r.url))
+        page.goto(url, wait_until="load")
+        images = page.eval_on_selector_all(
+            "img", "els => els.map(e => [e.complete, e.naturalWidth, e.naturalHeight])")
+        rows = page.eval_on_selector_all("table.results tbody tr", "els => els.length")
+        heads = page.eval_on_selector_all("table.results thead th", "els => els.map(e => e.textContent)")
+        data = json.loads(page.eval_on_selector("#tbench-data", "e => e.textContent"))
+        title = page.title()
+        fail_cells = page.eval_on_selector_all("td.fail", "els => els.map(e => e.textContent)")
+        shot = tmp_path / "report.png"
+        page.screenshot(path=str(shot), full_page=True)
+        browser.close()
+    assert not console and not page_errors, [m.text for m in console] + page_errors
+    assert requests == [url], requests  # the file itself, nothing else
+    assert len(images) >= 6 and all(c and w > 0 and h > 0 for c, w, h in images), images
+    strategies = {r["params"]["attention"] for r in data["records"]}
+    assert rows == len(strategies) == 3
+    assert heads == ["strategy", "seq_len 256", "seq_len 512", "seq_len 1024"]
+    assert len(data["records"]) == len(recs)
+    assert fail_cells == ["OOM"]
+    assert title == "tbench report: demo<b>"
+    assert shot.stat().st_size > 10_000
+    keep = os.environ.get("TBENCH_SCREENSHOT")
+    if keep:  # for a human look: TBENCH_SCREENSHOT=/tmp/report.png pytest tests/test_browser.py
+        Path(keep).write_bytes(shot.read_bytes())
+    assert re.match(r"file://", url)

@@ -1,0 +1,157 @@
+"""Markdown and HTML reports from hand-built run folders."""
+from __future__ import annotations
+
+import html
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from harness import cli_reports
+from harness.report import BadInput, build_tables, read_run_folder, render_markdown, write_reports
+from results_factory import attention_sweep, record, write_run
+
+ROOT = Path(__file__).parents[1]
+FAILS = {("dense", 1024): ("oom", "CUDA out of memory"),
+         ("local_w128", 1024): ("timeout", "timed out after 600 s"),
+         ("block_b64", 256): ("not_supported", "needs seq_len % 64 == 0 <b>bold</b>"),
+         ("block_b64", 512): ("error", "ValueError: bad"),
+         ("block_b64", 1024): ("crashed", "worker died: signal 9")}
+
+
+def sweep_run(tmp_path, **kw) -> Path:
+    recs = attention_sweep(("dense", "local_w128", "block_b64"), (256, 512, 1024), fail=FAILS)
+    return write_run(tmp_path / "run", recs, **kw)
+
+
+def table_rows(md: str) -> list[list[str]]:
+    return [[c.strip() for c in line.strip("|").split(" | ")]
+            for line in md.splitlines() if line.startswith("| ") and "---" not in line]
+
+
+def test_markdown_table_cells_hand_computed(tmp_path):
+    md = render_markdown(read_run_folder(sweep_run(tmp_path)))
+    rows = table_rows(md)
+    assert rows[0] == ["strategy", "seq_len 256", "seq_len 512", "seq_len 1024"]
+    # dense at 256: 11 samples 10 ms x pattern; median 10; CI ranks (2, 10) of 11 -> 9.9, 10.1
+    assert rows[1] == ["dense", "10 ms [9.9, 10.1]<br>25.6k tok/s<br>256.00 MiB<br>MFU 1.0%",
+                       "20 ms [19.8, 20.2]<br>25.6k tok/s<br>512.00 MiB<br>MFU 1.0%", "OOM"]
+    # local_w128 at 256 is 2x slower than dense (20 vs 10 ms) with 2x the memory
+    assert rows[2][1] == ("20 ms [19.8, 20.2]<br>12.8k tok/s<br>512.00 MiB<br>MFU 2.0%"
+                          "<br>speed-up ×0.50<br>mem ×2.00")
+    assert rows[2][3] == "timeout"
+    assert rows[3][1:] == ["not supported", "error", "crashed"]
+    assert "- block_b64-256: not supported — needs seq_len % 64 == 0 &lt;b&gt;bold&lt;/b&gt;" in md
+    assert "- points: 9 (crashed: 1, error: 1, not_supported: 1, ok: 4, oom: 1, timeout: 1)" in md
+    assert "Baseline: **dense**" in md
+
+
+def test_baseline_option_and_unknown_baseline(tmp_path):
+    run = read_run_folder(sweep_run(tmp_path))
+    rows = table_rows(render_markdown(run, baseline="local_w128"))
+    assert rows[1][1].endswith("speed-up ×2.00<br>mem ×0.50")  # dense vs local_w128 at 256
+    with pytest.raises(BadInput, match="baseline strategy 'flash' not found"):
+        render_markdown(run, baseline="flash")
+
+
+def test_one_table_per_question(tmp_path):
+    recs = []
+    for bs in (1, 8):
+        for r in attention_sweep(("dense", "local_w128"), (256, 512)):
+            r = dict(r, point_id=f"{r['point_id']}-b{bs}", params=dict(r["params"], batch_size=bs))
+            recs.append(r)
+    tables = build_tables(recs)
+    assert [t.title for t in tables] == ["batch_size = 1", "batch_size = 8"]
+    assert all([lbl for lbl, _ in t.rows] == ["dense", "local_w128"] for t in tables)
+    assert all(t.columns == ["256", "512"] for t in tables)
+
+
+def test_single_point_run_has_one_cell(tmp_path):
+    run = write_run(tmp_path / "one", [record("a", samples_ms=[1.0] * 10, params={"seq_len": 8})])
+    rows = table_rows(render_markdown(read_run_folder(run)))
+    assert rows == [["strategy", "result"], ["demo", "1 ms [1, 1]"]]
+
+
+def test_reports_are_byte_identical_for_same_input(tmp_path):
+    run = sweep_run(tmp_path)
+    first = [p.read_bytes() for p in write_reports(run)]
+    second = [p.read_bytes() for p in write_reports(run)]
+    assert first == second and len(first) == 2
+
+
+def test_html_is_self_contained_escaped_and_embeds_data(tmp_path):
+    evil = "<script>alert('x')</script><!--"
+    recs = attention_sweep(("dense", "local_w128"), (256, 512),
+                           fail={("dense", 512): ("oom", evil)})
+    recs[0]["ranks"] = [{"rank": i, "mem_peak_bytes": 2**30, "param_bytes": 2**28,
+                         "grad_bytes": 2**28, "optim_bytes": 2**29, "model_state_bytes": 2**30}
+                        for i in range(2)]
+    recs[0]["label"] = evil
+    run = write_run(tmp_path / "run", recs, suite="x<img src=y>")
+    (path,) = write_reports(run, ["html"])
+    text = path.read_text()
+    assert "<script>alert" not in text and "<img src=y>" not in text
+    assert html.escape("x<img src=y>", quote=False) in text
+    assert not re.search(r"(src|href)=\"(?!data:)", text), "only data: URIs allowed"
+    assert "http://" not in text and "https://" not in text
+    scripts = re.findall(r"<script[^>]*>(.*?)</script>", text, flags=re.S)
+    assert len(scripts) == 1 and "<" not in scripts[0]
+    data = json.loads(scripts[0])
+    assert [r["point_id"] for r in data["records"]] == [r["point_id"] for r in recs]
+    assert data["records"][1]["error"] == evil
+    titles = re.findall(r"<figcaption>(.*?)</figcaption>", text)
+    assert titles[:4] == ["Throughput (tokens/s): attention × seq_len",
+                          "Latency p50 (ms): attention × seq_len",
+                          "Peak memory (log-log): attention × seq_len",
+                          "Speed-up vs baseline: attention × seq_len"]
+    assert "Latency distributions (per-sample step times)" in titles
+    assert any(t.startswith("Per-rank memory: ") for t in titles)
+    assert text.count("<img ") == len(titles)
+    assert text.count('<tr class="baseline">') == 1
+
+
+def test_padding_points_get_a_padding_plot(tmp_path):
+    recs = [record(f"p{i}", index=i, samples_ms=[1.0 + i] * 10,
+                   params={"padding": pad, "seq_len": 128},
+                   metrics={"padding_efficiency": eff})
+            for i, (pad, eff) in enumerate([("fixed", 0.5), ("dynamic", 0.8), ("packed", 0.98)])]
+    (path,) = write_reports(write_run(tmp_path / "run", recs), ["html"])
+    assert "<figcaption>Padding efficiency</figcaption>" in path.read_text()
+
+
+def test_nan_metrics_become_null(tmp_path):
+    r = record("a", samples_ms=[1.0] * 10, params={"seq_len": 8})
+    run = write_run(tmp_path / "run", [r])
+    text = (run / "results.jsonl").read_text().replace('"mfu": null', "").replace(
+        '"n_samples": 10', '"n_samples": 10, "mfu": NaN')
+    (run / "results.jsonl").write_text(text)
+    assert read_run_folder(run).records[0]["metrics"]["mfu"] is None
+    write_reports(run)
+
+
+def test_cli_report(tmp_path):
+    app = typer.Typer()
+    cli_reports.register(app)
+    run = sweep_run(tmp_path)
+    r = CliRunner().invoke(app, ["report", str(run), "--format", "md"])
+    assert r.exit_code == 0 and (run / "report.md").exists() and not (run / "report.html").exists()
+    r = CliRunner().invoke(app, ["report", str(tmp_path / "nope")])
+    assert r.exit_code == 2 and "not a run folder" in r.output and "Traceback" not in r.output
+    r = CliRunner().invoke(app, ["report", str(run), "--format", "pdf"])
+    assert r.exit_code == 2 and "unknown report format" in r.output
+    r = CliRunner().invoke(app, ["report", str(run), "--baseline", "flash"])
+    assert r.exit_code == 2 and "not found" in r.output
+
+
+def test_report_does_not_import_torch(tmp_path):
+    run = sweep_run(tmp_path)
+    code = ("import sys\nfrom harness.report import write_reports\n"
+            f"write_reports({str(run)!r})\n"
+            "assert 'torch' not in sys.modules and 'implementations' not in sys.modules\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
