@@ -1,0 +1,55 @@
+"""Dilated (atrous) attention: a query sees every k-th key, optionally within a window."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from implementations.attention.base import AttentionStrategy, check_int, diagonal_pairs
+from implementations.attention.local import chunk_groups
+from implementations.registry import param, register
+
+
+@register("attention", "atrous")
+@dataclass(frozen=True)
+class AtrousAttention(AttentionStrategy):
+    """Atrous attention: query i may attend to key j iff (i - j) mod k == 0 (and |i - j| <= w
+    when a window is given).
+
+    Positions with the same residue ``i mod k`` form ``k`` interleaved sub-sequences of length
+    ``ceil(S / k)``; attention runs inside each one: dense (O(S^2 / k)) without a window, local
+    with window ``w // k`` in sub-sequence steps (O(S * w / k)) with one. ``dilation=1`` with a
+    window is exactly ``local``.
+    """
+
+    dilation: int = param(2, "k: query i sees keys j with (i - j) % k == 0")
+    window: int | None = param(None, "w: also |i - j| <= w; None = no window")
+
+    def __post_init__(self):
+        check_int("atrous", "dilation", self.dilation, 1)
+        if self.window is not None:
+            check_int("atrous", "window", self.window, 1)
+
+    @property
+    def label(self) -> str:
+        return f"atrous_k{self.dilation}" + ("" if self.window is None else f"_w{self.window}")
+
+    def allowed(self, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
+        ok = torch.remainder(i - j, self.dilation) == 0
+        return ok if self.window is None else ok & ((i - j).abs() <= self.window)
+
+    def groups(self, S: int, causal: bool):
+        k = self.dilation
+        m = -(-S // k)  # sub-sequence length; position of step t in residue r: r + k t
+        residues = torch.arange(k)[:, None, None]  # (k, 1, 1)
+        if self.window is None:
+            q_t = k_t = torch.arange(m)[None, :]  # (1, m): one group per residue
+        else:
+            q_t, k_t = chunk_groups(m, self.window // k, causal)  # (G', c), (G', Lk) in steps
+        # steps outside [0, m) map to positions outside [0, S): padding
+        q_idx = (residues + k * q_t).flatten(0, 1)  # (k G', Lq)
+        k_idx = (residues + k * k_t).flatten(0, 1)  # (k G', Lk)
+        return q_idx, k_idx
+
+    def allowed_pairs(self, S: int, causal: bool) -> int:
+        return diagonal_pairs(S, causal, step=self.dilation, reach=self.window)

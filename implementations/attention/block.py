@@ -1,0 +1,47 @@
+"""Block-diagonal attention: a query sees only the keys of its own block of ``block_size``."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from implementations.attention.base import AttentionStrategy, check_int
+from implementations.registry import param, register
+
+
+@register("attention", "block")
+@dataclass(frozen=True)
+class BlockAttention(AttentionStrategy):
+    """Block attention: query i may attend to key j iff floor(i / b) == floor(j / b).
+
+    The last block is partial when ``S % b != 0`` and is kept (its queries see its ``S % b`` keys).
+    Each query sees ``b`` keys (``i % b + 1`` when causal). Runs as independent ``b x b``
+    attentions over batched blocks: a reshape when ``S % b == 0`` (SDPA gets ``attn_mask=None`` or
+    ``is_causal``), a padded gather otherwise. Time and memory O(S * b).
+    """
+
+    block_size: int = param(128, "keys per block b: query i sees keys j with i // b == j // b")
+
+    def __post_init__(self):
+        check_int("block", "block_size", self.block_size, 1)
+
+    @property
+    def label(self) -> str:
+        return f"block_b{self.block_size}"
+
+    def allowed(self, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
+        return torch.div(i, self.block_size, rounding_mode="floor") == torch.div(
+            j, self.block_size, rounding_mode="floor")
+
+    def groups(self, S: int, causal: bool):
+        b = min(self.block_size, S)  # one block when b >= S
+        n = -(-S // b)  # blocks, the last one possibly partial
+        idx = torch.arange(n * b).view(n, b)  # (G, b); entries >= S are padding
+        return idx, idx
+
+    def allowed_pairs(self, S: int, causal: bool) -> int:
+        b = self.block_size
+        full, rest = divmod(S, b)
+        if causal:
+            return full * b * (b + 1) // 2 + rest * (rest + 1) // 2
+        return full * b * b + rest * rest

@@ -1,0 +1,53 @@
+"""Sliding-window (local) attention: a query sees the keys within ``window`` positions."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from implementations.attention.base import AttentionStrategy, check_int, diagonal_pairs
+from implementations.registry import param, register
+
+
+def chunk_groups(n: int, w: int, causal: bool, chunk: int | None = None):
+    """Query chunks of positions ``0..n-1`` with the keys a window ``w`` can reach.
+
+    Chunk ``[s, s + c)`` gets keys ``[s - w, s + c + w)`` (``[s - w, s + c)`` when causal), so
+    each query pays ``c + 2w`` (``c + w``) scores for its ``2w + 1`` (``w + 1``) keys. Returns
+    ``(q_idx (G, c), k_idx (G, Lk))``; entries outside ``[0, n)`` are padding.
+    """
+    w = min(w, max(n - 1, 0))  # a window past the sequence reaches no further keys
+    c = min(chunk or max(w // 2, 8), n)
+    starts = torch.arange(-(-n // c)) * c  # (G,)
+    q_idx = starts[:, None] + torch.arange(c)  # (G, c)
+    k_idx = starts[:, None] - w + torch.arange(c + w + (0 if causal else w))  # (G, Lk)
+    return q_idx, k_idx
+
+
+@register("attention", "local")
+@dataclass(frozen=True)
+class LocalAttention(AttentionStrategy):
+    """Local attention: query i may attend to key j iff |i - j| <= w.
+
+    So ``2w + 1`` keys per query (``w + 1`` when causal), fewer at the sequence ends. Runs over
+    overlapping chunks (queries in chunks of ``max(w // 2, 8)``, keys extended by ``w`` each side)
+    with a small per-chunk mask. Time and memory O(S * w).
+    """
+
+    window: int = param(128, "w: query i sees keys j with |i - j| <= w (2w + 1 keys, w + 1 causal)")
+
+    def __post_init__(self):
+        check_int("local", "window", self.window, 1)
+
+    @property
+    def label(self) -> str:
+        return f"local_w{self.window}"
+
+    def allowed(self, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
+        return (i - j).abs() <= self.window
+
+    def groups(self, S: int, causal: bool):
+        return chunk_groups(S, self.window, causal)
+
+    def allowed_pairs(self, S: int, causal: bool) -> int:
+        return diagonal_pairs(S, causal, reach=self.window)

@@ -1,0 +1,151 @@
+"""Strategy-specific attention tests: the exact boundaries of each pattern, labels, validation.
+
+The generic contract (every strategy against a float64 dense reference, gradients, padding,
+segments, decoding) lives in ``test_attention_registry.py``.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from implementations import registry
+from implementations.attention import (AtrousAttention, BlockAttention, DenseAttention,
+                                       LocalAttention)
+
+OPS = ["eager", "fused"]
+
+
+def weights_seen(strategy, S, causal, ops):
+    """(S, S) attention weights actually used by ``attend``: zero queries make the softmax uniform
+    over the allowed keys, and one-hot values read the weights out. Row i = 1/n on its n keys."""
+    q = torch.zeros(1, 1, S, S, dtype=torch.float64)
+    v = torch.eye(S, dtype=torch.float64)[None, None]  # (1, 1, S, S): value j = e_j
+    return strategy.attend(q, q, v, causal=causal, ops=ops)[0, 0]
+
+
+def keys_of(weights, i):
+    return weights[i].nonzero().flatten().tolist()
+
+
+@pytest.mark.parametrize("ops", OPS)
+def test_local_window_is_inclusive_2w_plus_1_keys(ops):
+    """Pins the definition: |i - j| <= w (2w + 1 keys), not |i - j| < w (2w - 1 keys)."""
+    s = LocalAttention(window=2)
+    w = weights_seen(s, 11, causal=False, ops=ops)
+    assert keys_of(w, 5) == [3, 4, 5, 6, 7]
+    torch.testing.assert_close(w[5, 3:8], torch.full((5,), 0.2, dtype=torch.float64))
+    assert keys_of(w, 0) == [0, 1, 2]  # fewer at the edges
+    assert keys_of(w, 10) == [8, 9, 10]
+    assert s.dense_mask(11, 11, False).sum(1).tolist() == [3, 4] + [5] * 7 + [4, 3]
+
+
+@pytest.mark.parametrize("ops", OPS)
+def test_local_causal_window_has_w_plus_1_keys(ops):
+    s = LocalAttention(window=3)
+    w = weights_seen(s, 12, causal=True, ops=ops)
+    assert keys_of(w, 7) == [4, 5, 6, 7]
+    assert keys_of(w, 1) == [0, 1]
+    assert s.dense_mask(12, 12, True).sum(1).tolist() == [1, 2, 3] + [4] * 9
+
+
+@pytest.mark.parametrize("ops", OPS)
+def test_last_partial_block_is_kept(ops):
+    """S = 10, b = 4: blocks {0..3}, {4..7}, {8, 9}; the last two queries are not dropped."""
+    s = BlockAttention(block_size=4)
+    w = weights_seen(s, 10, causal=False, ops=ops)
+    assert keys_of(w, 3) == [0, 1, 2, 3]
+    assert keys_of(w, 4) == [4, 5, 6, 7]
+    assert keys_of(w, 8) == keys_of(w, 9) == [8, 9]
+    torch.testing.assert_close(w[9, 8:], torch.full((2,), 0.5, dtype=torch.float64))
+    wc = weights_seen(s, 10, causal=True, ops=ops)
+    assert keys_of(wc, 9) == [8, 9] and keys_of(wc, 8) == [8] and keys_of(wc, 6) == [4, 5, 6]
+
+
+@pytest.mark.parametrize("ops", OPS)
+def test_atrous_sees_every_kth_key(ops):
+    s = AtrousAttention(dilation=3)
+    w = weights_seen(s, 14, causal=False, ops=ops)
+    assert keys_of(w, 7) == [1, 4, 7, 10, 13]
+    assert keys_of(weights_seen(s, 14, causal=True, ops=ops), 7) == [1, 4, 7]
+    windowed = AtrousAttention(dilation=3, window=6)
+    assert keys_of(weights_seen(windowed, 14, causal=False, ops=ops), 7) == [1, 4, 7, 10, 13]
+    narrower = AtrousAttention(dilation=3, window=5)  # |i - j| <= 5: 1 and 13 fall out
+    assert keys_of(weights_seen(narrower, 14, causal=False, ops=ops), 7) == [4, 7, 10]
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("ops", OPS)
+def test_atrous_dilation_1_with_window_is_local(ops, causal):
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 37, 8, dtype=torch.float64) for _ in range(3))
+    atrous, local = AtrousAttention(dilation=1, window=5), LocalAttention(window=5)
+    assert torch.equal(atrous.dense_mask(37, 37, causal), local.dense_mask(37, 37, causal))
+    assert atrous.allowed_pairs(37, causal) == local.allowed_pairs(37, causal)
+    torch.testing.assert_close(atrous.attend(q, k, v, causal=causal, ops=ops),
+                               local.attend(q, k, v, causal=causal, ops=ops))
+
+
+def test_dense_pairs_and_masks():
+    s = DenseAttention()
+    assert s.allowed_pairs(7, False) == 49 and s.allowed_pairs(7, True) == 28
+    assert torch.equal(s.dense_mask(3, 5, True, q_offset=2),
+                       torch.ones(3, 5, dtype=torch.bool).tril(2))
+
+
+def test_eager_and_fused_agree_in_float32():
+    torch.manual_seed(1)
+    q, k, v = (torch.randn(1, 4, 70, 16) for _ in range(3))
+    for s in (DenseAttention(), BlockAttention(16), LocalAttention(7), AtrousAttention(3, 20)):
+        for causal in (False, True):
+            torch.testing.assert_close(s.attend(q, k, v, causal=causal, ops="eager"),
+                                       s.attend(q, k, v, causal=causal, ops="fused"),
+                                       rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("spec,label", [
+    ({"name": "dense"}, "dense"),
+    ({"name": "block", "block_size": 256}, "block_b256"),
+    ({"name": "local", "window": 128}, "local_w128"),
+    ({"name": "atrous", "dilation": 4}, "atrous_k4"),
+    ({"name": "atrous", "dilation": 2, "window": 64}, "atrous_k2_w64"),
+])
+def test_labels_and_spec_round_trip(spec, label):
+    s = registry.create("attention", spec)
+    assert s.label == label
+    assert registry.create("attention", registry.to_spec(s)) == s
+    assert s.not_supported_reasons(registry.Context()) == []
+
+
+@pytest.mark.parametrize("spec,field,value", [
+    ({"name": "block", "block_size": 0}, "block_size", "0"),
+    ({"name": "block", "block_size": 2.5}, "block_size", "2.5"),
+    ({"name": "local", "window": 0}, "window", "0"),
+    ({"name": "local", "window": -3}, "window", "-3"),
+    ({"name": "local", "window": True}, "window", "True"),
+    ({"name": "atrous", "dilation": 0}, "dilation", "0"),
+    ({"name": "atrous", "dilation": 2, "window": 0}, "window", "0"),
+])
+def test_bad_parameters_raise_with_field_value_and_rule(spec, field, value):
+    with pytest.raises(ValueError) as info:
+        registry.create("attention", spec)
+    message = str(info.value)
+    assert field in message and value in message and ">= 1" in message
+
+
+def test_bad_call_arguments_raise():
+    s = LocalAttention(window=2)
+    q = torch.randn(1, 2, 6, 4)
+    with pytest.raises(ValueError, match="ops must be one of eager, fused; got 'flash'"):
+        s.attend(q, q, q, causal=False, ops="flash")
+    with pytest.raises(ValueError, match="key_padding_mask must be bool"):
+        s.attend(q, q, q, causal=False, key_padding_mask=torch.ones(1, 5, dtype=torch.bool))
+    with pytest.raises(ValueError, match="q_offset must be >= 0"):
+        s.attend(q, q, q, causal=True, q_offset=-1)
+
+
+def test_describe_lists_documented_parameters():
+    rows = {r["name"]: r for r in registry.describe("attention")}
+    assert {"dense", "block", "local", "atrous"} <= set(rows)
+    params = {p["name"]: p for p in rows["atrous"]["params"]}
+    assert params["dilation"]["default"] == 2 and params["window"]["default"] is None
+    assert all(p["doc"] for r in rows.values() for p in r["params"])

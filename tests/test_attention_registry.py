@@ -1,0 +1,180 @@
+"""Contract tests generated from the attention registry: a new strategy gets them for free.
+
+Every registered strategy (with small test parameters where known, its defaults otherwise) x
+{eager, fused} x {causal, not} x {with, without key padding} x {S divisible, not divisible by
+its block / dilation} is checked against a float64 dense reference built from ``dense_mask``:
+outputs and gradients w.r.t. q, k and v.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from implementations import registry
+
+# Small parameters so that S <= ~30 still spans several blocks / chunks / sub-sequences.
+SMALL = {
+    "dense": [{}],
+    "block": [{"block_size": 6}],
+    "local": [{"window": 3}, {"window": 10}],
+    "atrous": [{"dilation": 4}, {"dilation": 3, "window": 7}],
+}
+SEQ_LENS = (24, 29)  # 24 is divisible by 6, 4 and 3; 29 by none of them
+
+
+def strategies():
+    out = []
+    for name in registry.names("attention"):
+        for params in SMALL.get(name, [{}]):
+            out.append(registry.create("attention", {"name": name, **params}))
+    return out
+
+
+STRATEGIES = strategies()
+IDS = [s.label for s in STRATEGIES]
+
+
+def reference(q, k, v, mask):
+    """Float64 textbook attention under an explicit bool ``mask`` (broadcast to (B, H, S_q, S_k));
+    rows with no allowed key give zeros, with finite gradients."""
+    scores = (q @ k.transpose(-2, -1)) / q.shape[-1] ** 0.5
+    scores = scores.masked_fill(~mask, float("-inf"))
+    top = scores.amax(-1, keepdim=True)
+    top = torch.where(torch.isfinite(top), top, torch.zeros_like(top)).detach()
+    e = (scores - top).exp()  # exactly 0 where masked
+    denom = e.sum(-1, keepdim=True)
+    return (e / torch.where(denom > 0, denom, torch.ones_like(denom))) @ v
+
+
+def qkv(B, H, S_q, S_k, D=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    make = lambda S: torch.randn(B, H, S, D, generator=g, dtype=torch.float64, requires_grad=True)
+    return make(S_q), make(S_k), make(S_k)
+
+
+def padding_mask(B, S, seed=1):
+    """Batch 0: random holes; batch 1: left padding (so early causal queries see no real key)."""
+    g = torch.Generator().manual_seed(seed)
+    kpm = torch.rand(B, S, generator=g) > 0.3
+    kpm[1, :5] = False
+    kpm[1, 5:] = True
+    return kpm
+
+
+def check_against_reference(strategy, q, k, v, mask, **kwargs):
+    out = strategy.attend(q, k, v, **kwargs)
+    ref = reference(q, k, v, mask)
+    assert out.shape == ref.shape
+    torch.testing.assert_close(out, ref, rtol=1e-9, atol=1e-10)
+    g = torch.randn_like(ref)
+    grads = torch.autograd.grad((out * g).sum(), (q, k, v))
+    ref_grads = torch.autograd.grad((ref * g).sum(), (q, k, v))
+    for got, want, name in zip(grads, ref_grads, "qkv"):
+        assert torch.isfinite(got).all(), f"non-finite d{name}"
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-10, msg=f"d{name} differs")
+
+
+@pytest.mark.parametrize("S", SEQ_LENS)
+@pytest.mark.parametrize("padded", [False, True], ids=["nopad", "pad"])
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("ops", ["eager", "fused"])
+@pytest.mark.parametrize("strategy", STRATEGIES, ids=IDS)
+def test_matches_dense_reference(strategy, ops, causal, padded, S):
+    B, H = 2, 3
+    q, k, v = qkv(B, H, S, S)
+    mask = strategy.dense_mask(S, S, causal)  # (S, S)
+    kpm = padding_mask(B, S) if padded else None
+    if padded:
+        mask = mask & kpm[:, None, None, :]
+    check_against_reference(strategy, q, k, v, mask, causal=causal, key_padding_mask=kpm, ops=ops)
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("ops", ["eager", "fused"])
+@pytest.mark.parametrize("strategy", STRATEGIES, ids=IDS)
+def test_segment_ids_and_padding(strategy, ops, causal):
+    """Packed sequences: a query sees only keys of its own segment (and real tokens)."""
+    B, H, S = 2, 2, 29
+    q, k, v = qkv(B, H, S, S, seed=3)
+    seg = torch.tensor([[0] * 9 + [1] * 13 + [2] * 7, [0] * 20 + [1] * 9])
+    kpm = torch.ones(B, S, dtype=torch.bool)
+    kpm[1, 26:] = False
+    mask = strategy.dense_mask(S, S, causal) & (seg[:, None, :, None] == seg[:, None, None, :])
+    mask = mask & kpm[:, None, None, :]
+    check_against_reference(strategy, q, k, v, mask, causal=causal, key_padding_mask=kpm,
+                            segment_ids=seg, ops=ops)
+
+
+@pytest.mark.parametrize("ops", ["eager", "fused"])
+@pytest.mark.parametrize("strategy", STRATEGIES, ids=IDS)
+def test_decode_with_q_offset_matches_full_causal(strategy, ops):
+    """KV-cache decoding: query t alone (q_offset = t) equals row t of the full causal attention;
+    a chunk of 5 queries at the end (chunked prefill) equals the last 5 rows."""
+    B, H, S = 2, 2, 29
+    q, k, v = qkv(B, H, S, S, seed=4)
+    kpm = padding_mask(B, S)
+    full = strategy.attend(q, k, v, causal=True, key_padding_mask=kpm, ops=ops)
+    for t in (0, 1, 7, 17, S - 1):
+        step = strategy.attend(q[:, :, t:t + 1], k[:, :, :t + 1], v[:, :, :t + 1], causal=True,
+                               key_padding_mask=kpm[:, :t + 1], q_offset=t, ops=ops)
+        torch.testing.assert_close(step, full[:, :, t:t + 1], rtol=1e-9, atol=1e-10)
+    tail = strategy.attend(q[:, :, -5:], k, v, causal=True, key_padding_mask=kpm, q_offset=S - 5,
+                           ops=ops)
+    torch.testing.assert_close(tail, full[:, :, -5:], rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("ops", ["eager", "fused"])
+@pytest.mark.parametrize("strategy", STRATEGIES, ids=IDS)
+def test_cross_attention_shapes(strategy, ops):
+    """S_q != S_k (cross-attention): the rule applies to (query position, key position)."""
+    q, k, v = qkv(2, 2, 11, 26, seed=5)
+    kpm = padding_mask(2, 26)
+    mask = strategy.dense_mask(11, 26, False) & kpm[:, None, None, :]
+    check_against_reference(strategy, q, k, v, mask, causal=False, key_padding_mask=kpm, ops=ops)
+
+
+@pytest.mark.parametrize("S", [1, 2, 5, 24, 29, 40])
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("strategy", STRATEGIES, ids=IDS)
+def test_allowed_pairs_is_exact(strategy, causal, S):
+    assert strategy.allowed_pairs(S, causal) == int(strategy.dense_mask(S, S, causal).sum())
+
+
+@pytest.mark.parametrize("ops", ["eager", "fused"])
+@pytest.mark.parametrize("strategy", STRATEGIES, ids=IDS)
+def test_no_nan_when_every_key_is_padding(strategy, ops):
+    """Batch 1 has no real key at all: zeros out, finite (zero) gradients, batch 0 unaffected."""
+    q, k, v = qkv(2, 2, 13, 13, seed=6)
+    kpm = torch.ones(2, 13, dtype=torch.bool)
+    kpm[1] = False
+    out = strategy.attend(q, k, v, causal=True, key_padding_mask=kpm, ops=ops)
+    assert torch.equal(out[1], torch.zeros_like(out[1]))
+    grads = torch.autograd.grad(out.square().sum(), (q, k, v))
+    for grad in grads:
+        assert torch.isfinite(grad).all()
+        assert torch.equal(grad[1], torch.zeros_like(grad[1]))
+    alone = strategy.attend(q[:1], k[:1], v[:1], causal=True, ops=ops)
+    torch.testing.assert_close(out[:1], alone)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES, ids=IDS)
+def test_sparse_work_is_bounded(strategy, monkeypatch):
+    """No S x S score matrix: the scores computed are at most a small multiple of the allowed
+    pairs (block: 1x, local and atrous: chunk overlap <= 3x plus edge padding)."""
+    from implementations.attention import kernel
+
+    seen = []
+    inner = kernel.inner_attention
+
+    def spy(q, k, v, *args, **kwargs):
+        seen.append(q.shape[:-1].numel() * k.shape[-2])  # scores computed (B = H = 1)
+        return inner(q, k, v, *args, **kwargs)
+
+    monkeypatch.setattr(kernel, "inner_attention", spy)
+    S = 240
+    q = torch.randn(1, 1, S, 4)
+    strategy.attend(q, q, q, causal=False, ops="eager")
+    budget = S * S if strategy.name == "dense" else 4 * strategy.allowed_pairs(S, False) + 16 * S
+    assert seen and sum(seen) <= budget
+    if strategy.name != "dense":
+        assert sum(seen) < S * S / 2
