@@ -1,0 +1,62 @@
+"""amp_fp16: autocast to float16 with dynamic loss scaling (GradScaler)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from implementations.registry import Context, param, register
+
+from .base import PrecisionBase, autocast_probe, check_rtol, device_type
+
+
+@register("precision", "amp_fp16")
+@dataclass(frozen=True)
+class AmpFP16(PrecisionBase):
+    """Automatic mixed precision in float16: ``torch.autocast`` + ``torch.amp.GradScaler``.
+
+    float16's 5-bit exponent underflows small gradients, so the loss is multiplied by a scale
+    before backward. When the scaled gradients overflow (inf/nan), ``scaler.step`` skips the
+    optimizer step and ``scaler.update`` lowers the scale: a step counts as skipped exactly when
+    the scale decreased across ``update()`` (read with ``get_scale()``, one host sync per step).
+    Not supported where a probe autocast train step fails in float16 (some CPU builds).
+    """
+
+    parity_rtol: float = param(2e-2, "max relative loss difference vs the fp32 reference")
+    init_scale: float = param(2.0 ** 16, "GradScaler's initial loss scale")
+    growth_interval: int = param(2000, "steps without overflow before the scale doubles")
+
+    def __post_init__(self):
+        check_rtol(self.parity_rtol)
+        if not isinstance(self.init_scale, (int, float)) or self.init_scale <= 0:
+            raise ValueError(f"init_scale: got {self.init_scale!r}; allowed: a number > 0")
+        if not isinstance(self.growth_interval, int) or self.growth_interval < 1:
+            raise ValueError(f"growth_interval: got {self.growth_interval!r}; allowed: an int >= 1")
+
+    @property
+    def label(self) -> str:
+        out = "amp_fp16"
+        if self.init_scale != 2.0 ** 16:
+            out += f"_s{self.init_scale:g}"
+        return out + (f"_g{self.growth_interval}" if self.growth_interval != 2000 else "")
+
+    def not_supported_reasons(self, ctx: Context) -> list[str]:
+        reason = autocast_probe(ctx.device, torch.float16)
+        return [reason] if reason else []
+
+    def autocast(self, device: str):
+        return torch.autocast(device_type(device), dtype=torch.float16)
+
+    def make_scaler(self, device: str) -> torch.amp.GradScaler:
+        return torch.amp.GradScaler(device_type(device), init_scale=float(self.init_scale),
+                                    growth_interval=self.growth_interval)
+
+    def backward_step(self, loss, optimizer, scaler=None) -> bool:
+        if scaler is None:
+            raise ValueError("scaler: got None; allowed: the GradScaler from make_scaler(device)")
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)  # skipped inside when the unscaled gradients hold inf/nan
+        before = scaler.get_scale()
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        return scaler.get_scale() < before

@@ -1,0 +1,59 @@
+"""tf32: float32 tensors, matmuls and convolutions on TensorFloat-32 tensor cores."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from implementations.registry import Context, param, register
+
+from .base import PrecisionBase, check_rtol
+
+
+@register("precision", "tf32")
+@dataclass(frozen=True)
+class TF32(PrecisionBase):
+    """fp32 with TF32 matmul/cuDNN (10-bit mantissa inputs, fp32 accumulate) on Ampere+ GPUs.
+
+    ``setup`` turns on ``torch.backends.cuda.matmul.allow_tf32``, ``torch.backends.cudnn.allow_tf32``
+    and ``torch.set_float32_matmul_precision("high")``; ``teardown`` restores the three values
+    found. On CPU the point is not supported (TF32 is a tensor-core format; running it as fp32
+    would record fp32 numbers under a tf32 label).
+    """
+
+    parity_rtol: float = param(1e-2, "max relative loss difference vs the fp32 reference")
+    _saved: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        check_rtol(self.parity_rtol)
+
+    @property
+    def label(self) -> str:
+        return "tf32"
+
+    def not_supported_reasons(self, ctx: Context) -> list[str]:
+        if ctx.device != "cuda":
+            return [f"TF32 needs an NVIDIA Ampere+ GPU (device is {ctx.device})"]
+        if torch.cuda.is_available() and torch.cuda.get_device_capability()[0] < 8:
+            name = torch.cuda.get_device_name()
+            return [f"TF32 needs an NVIDIA Ampere+ GPU (compute capability >= 8.0); {name} has less"]
+        return []
+
+    def setup(self, device: str) -> None:
+        if not self._saved:  # a second setup without teardown keeps the original values
+            self._saved.update(
+                matmul=torch.backends.cuda.matmul.allow_tf32,
+                cudnn=torch.backends.cudnn.allow_tf32,
+                precision=torch.get_float32_matmul_precision(),
+            )
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.set_float32_matmul_precision("high")
+
+    def teardown(self) -> None:
+        if not self._saved:
+            return
+        torch.backends.cuda.matmul.allow_tf32 = self._saved["matmul"]
+        torch.backends.cudnn.allow_tf32 = self._saved["cudnn"]
+        torch.set_float32_matmul_precision(self._saved["precision"])
+        self._saved.clear()
