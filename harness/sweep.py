@@ -151,6 +151,18 @@ def _label(axis: str, spec) -> str | None:
     return getattr(strategy, "label", None)
 
 
+def _compact(value: Any) -> str:
+    """A short readable form of a swept value: ``lognormal(median=32,sigma=1.0)``."""
+    if isinstance(value, dict):
+        head = value.get("name") or value.get("distribution") or ""
+        args = ",".join(f"{k}={_compact(v)}" for k, v in sorted(value.items())
+                        if k not in ("name", "distribution") and v is not None)
+        return f"{head}({args})" if head and args else head or args
+    if isinstance(value, list):
+        return "[" + ",".join(_compact(v) for v in value) + "]"
+    return str(value)
+
+
 def label_of(cfg: PointConfig, assignment: dict[str, Any]) -> str:
     """``local_w128/fused/S4096/forward``: attention, ops, other non-default or swept strategies,
     sequence length, workload kind, then any other swept field as ``field=value``."""
@@ -164,8 +176,7 @@ def label_of(cfg: PointConfig, assignment: dict[str, Any]) -> str:
     parts += [f"S{cfg.workload.seq_len}", cfg.workload.kind]
     for path, value in assignment.items():
         if not path.startswith("strategies.") and path not in ("workload.seq_len", "workload.kind"):
-            text = value if isinstance(value, (str, int, float)) else json.dumps(value, sort_keys=True)
-            parts.append(f"{path.split('.')[-1]}={text}")
+            parts.append(f"{path.split('.')[-1]}={_compact(value)}")
     return "/".join(str(p) for p in parts)
 
 
