@@ -14,10 +14,8 @@ traceback; nothing runs), 3 some points failed (oom / error / crashed / timeout)
 from __future__ import annotations
 
 import json
-import os
 import sys
 from contextlib import contextmanager
-from datetime import datetime
 from enum import Enum
 from pathlib import Path
 from typing import List, Optional
@@ -33,7 +31,6 @@ from harness.errors import SuiteError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Benchmark and profile Transformer optimisation strategies.")
-RESOLVED_FILE = "suite.resolved.json"
 FAILED = ("oom", "error", "crashed", "timeout", "interrupted")
 
 
@@ -73,42 +70,6 @@ def user_errors():
         raise _fail([str(exc)]) from None
 
 
-def _write_json_atomic(path: Path, data) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, sort_keys=False)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _resolved_doc(source, device, sets, suite, points) -> dict:
-    return {"source": str(source), "device": device, "overrides": list(sets),
-            "suite": suite.model_dump(mode="json"), "points": [p.to_json() for p in points]}
-
-
-def _prepare_run_dir(run_dir: Path, doc: dict, resume: bool) -> None:
-    """Refuse a folder that already holds another run; write suite.resolved.json (new run)."""
-    resolved = run_dir / RESOLVED_FILE
-    if resume:
-        if not resolved.is_file():
-            raise SuiteError([f"--resume: {resolved} not found; --out must name the folder of the "
-                              "run to finish"])
-        before = [p["id"] for p in json.loads(resolved.read_text())["points"]]
-        now = [p["id"] for p in doc["points"]]
-        if before != now:
-            raise SuiteError([f"--resume: the suite now resolves to different points than the run "
-                              f"in {run_dir} ({len(set(now) - set(before))} new, "
-                              f"{len(set(before) - set(now))} gone); run it into a new folder"])
-        return
-    results = run_dir / "results.jsonl"
-    if results.is_file() and results.stat().st_size > 0:
-        raise SuiteError([f"{run_dir} already holds results; pass --resume to finish that run, "
-                          "or choose another --out folder"])
-    run_dir.mkdir(parents=True, exist_ok=True)
-    _write_json_atomic(resolved, doc)
-
-
 def _points_table(points, title: str) -> Table:
     table = Table(title=title, title_justify="left")
     for name in ("#", "id", "label", "kind", "batch", "seq_len", "device"):
@@ -119,8 +80,8 @@ def _points_table(points, title: str) -> Table:
     return table
 
 
-def _summary_table(summary, run_dir: Path) -> Table:
-    table = Table(title=f"{run_dir}: {summary.total} point(s)", title_justify="left")
+def _summary_table(summary) -> Table:
+    table = Table()
     table.add_column("status")
     table.add_column("points", justify="right")
     for status, n in sorted(summary.counts.items()):
@@ -131,11 +92,11 @@ def _summary_table(summary, run_dir: Path) -> Table:
 
 
 def _failures(run_dir: Path) -> list[str]:
-    try:
-        from harness.results import latest_records, read_records
+    from harness.results import BadInput, read_run_folder
 
-        records = latest_records(read_records(run_dir))
-    except Exception:  # the summary still stands without the details
+    try:
+        records = read_run_folder(run_dir).records
+    except BadInput:  # the summary still stands without the details
         return []
     lines = []
     for rec in records:
@@ -143,18 +104,6 @@ def _failures(run_dir: Path) -> list[str]:
             last = ((rec.get("error") or "").strip().splitlines() or ["(no error text)"])[-1]
             lines.append(f"{rec.get('label')}: {rec['status']}: {last}")
     return lines
-
-
-def _write_reports(run_dir: Path) -> None:
-    try:
-        from harness.report import write_reports
-    except ImportError:
-        return
-    try:
-        write_reports(run_dir)
-    except Exception as exc:  # results are on disk; a report bug must not hide them
-        typer.echo(f"warning: the report could not be written ({type(exc).__name__}: {exc}); "
-                   f"rerun with: tbench report {run_dir}", err=True)
 
 
 class SweepProgress:
@@ -205,6 +154,7 @@ def run(
     dry_run: bool = typer.Option(False, "--dry-run", help="list the points; run nothing"),
 ) -> None:
     """Run every point of a suite, each in a fresh worker process."""
+    from harness import rundir
     from harness.sweep import load_points
 
     with user_errors():
@@ -216,16 +166,17 @@ def run(
             return
         if resume and out is None:
             raise SuiteError(["--resume needs --out RUN_DIR (the folder of the run to finish)"])
-        run_dir = out or Path("runs") / f"{resolved.name}-{datetime.now():%Y%m%d-%H%M%S}"
-        _prepare_run_dir(run_dir, _resolved_doc(suite, dev, set_, resolved, points), resume)
-        from harness.runner import run_sweep
-
+        run_dir = out or rundir.default_run_dir(resolved.name)
         with SweepProgress(len(points)) as bar:
-            summary = run_sweep(points, run_dir.resolve(), resume=resume, progress=bar.update)
-    _console().print(_summary_table(summary, run_dir))
+            summary = rundir.run_suite(run_dir, suite, set_, resolved, points, resume=resume,
+                                       progress=bar.update)
+    typer.echo(f"run folder: {summary.run_dir}", err=True)
+    _console().print(_summary_table(summary))
     for line in _failures(run_dir):
         typer.echo(f"failed: {line}", err=True)
-    _write_reports(run_dir)
+    warning = rundir.write_reports(run_dir)
+    if warning:
+        typer.echo(warning, err=True)
     if summary.interrupted:
         again = " ".join([f"--device {dev}"] + [f"--set '{item}'" for item in set_])
         typer.echo(f"interrupted; finish with: tbench run {suite} --out {run_dir} {again} --resume",

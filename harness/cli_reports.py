@@ -31,7 +31,7 @@ def parse_threshold(text: str) -> float:
 
 
 def _user_errors():
-    from harness.report import BadInput
+    from harness.results import BadInput
 
     errors: list[type] = [BadInput, FileNotFoundError, NotADirectoryError, PermissionError]
     try:
@@ -95,7 +95,7 @@ def register(app: typer.Typer) -> None:
                 deterministic_only: bool = typer.Option(False, help="timing informational only")):
         """Compare two runs point by point: exit 1 on a regression, 2 on bad input."""
         from harness import compare as cmp_mod
-        from harness.report import read_run_folder
+        from harness.results import read_run_folder
 
         t = parse_threshold(threshold)
         try:

@@ -6,9 +6,10 @@ Input: a run folder. Output (``export(run_dir, fmt, out)`` -> list of paths writ
     stores them, so ``pytest-benchmark compare`` reads it. One benchmark per ok point with
     samples; ``fullname`` is ``tbench/<suite>::<label>`` (what compare pairs on).
   * ``github-action-benchmark``: two files for its ``customSmallerIsBetter`` (latency p50 in ms,
-    peak memory in bytes) and ``customBiggerIsBetter`` (tokens/s) tools:
+    peak memory in bytes, ``harness.results.memory_metric`` of the point) and
+    ``customBiggerIsBetter`` (tokens/s) tools:
     ``[{name, unit, value, range, extra}]``.
-  * ``csv`` / ``parquet``: the ``harness.results.load_run`` DataFrame (list/dict cells as JSON
+  * ``csv`` / ``parquet``: the ``harness.results`` DataFrame (list/dict cells as JSON
     text, except ``samples_ms`` which stays a list in Parquet).
 Deterministic: no wall-clock time is written (the run's own timestamps are used).
 Never imports torch.
@@ -21,7 +22,7 @@ import statistics
 from pathlib import Path
 
 from harness import results
-from harness.report import BadInput, RunFolder, read_run_folder
+from harness.results import BadInput, RunFolder, read_run_folder
 
 FORMATS = ("pytest-benchmark", "github-action-benchmark", "csv", "parquet")
 PYTEST_BENCHMARK_SCHEMA_VERSION = "5.2.3"
@@ -115,17 +116,16 @@ def to_github_action_benchmark(run: RunFolder) -> tuple[list[dict], list[dict]]:
             if m.get("latency_ms_p50_ci_low") is not None:
                 entry["range"] = f"{m['latency_ms_p50_ci_low']:.6g} .. {m['latency_ms_p50_ci_high']:.6g}"
             smaller.append(entry)
-        for key in ("mem_peak_allocated_bytes", "mem_peak_rss_bytes"):
-            if m.get(key) is not None:
-                smaller.append({"name": f"{label} {key}", "unit": "bytes", "value": m[key]})
-                break
+        key = results.memory_metric([r])
+        if m.get(key) is not None:
+            smaller.append({"name": f"{label} {key}", "unit": "bytes", "value": m[key]})
         if m.get("tokens_per_s") is not None:
             bigger.append({"name": f"{label} tokens/s", "unit": "tokens/s", "value": m["tokens_per_s"]})
     return smaller, bigger
 
 
-def _table_for(fmt: str, run_dir: Path):
-    df = results.load_run(run_dir)
+def _table_for(fmt: str, run: RunFolder):
+    df = results.frame(run.records, run.run)
     for col in df.columns:
         if fmt == "parquet" and col == "samples_ms":
             df[col] = df[col].map(lambda xs: [float(x) for x in xs])
@@ -160,7 +160,7 @@ def export(run_dir, fmt: str, out=None) -> list[Path]:
                 _dump(folder / "benchmark-bigger-is-better.json", bigger)]
     path = Path(out) if out else export_dir / f"results.{fmt}"
     path.parent.mkdir(parents=True, exist_ok=True)
-    df = _table_for(fmt, run.path)
+    df = _table_for(fmt, run)
     if fmt == "csv":
         df.to_csv(path, index=False)
     else:

@@ -1,8 +1,9 @@
 """CI gating: run a suite, then compare it with a baseline -- or run an interleaved A/B.
 
 ``gate(suite, baseline, out, overrides)``: runs the suite (``--set PATH=VALUE`` strings) into
-``out`` through the harness runner, writes its reports, and compares with the baseline run
-folder / results.jsonl (``harness.compare.compare_runs``).
+``out`` the way ``tbench run`` does (``harness.sweep.load_points`` for the device profile and the
+overrides, ``harness.rundir.run_suite`` for the run folder), writes its reports, and compares
+with the baseline run folder / results.jsonl (``harness.compare.compare_runs``).
 
 ``ab_gate(suite, base_overrides, cand_overrides, out, overrides, rounds)``: the same suite
 under two override sets (e.g. ``strategies.ops.name=eager`` vs ``=fused``). Points are paired by
@@ -13,18 +14,17 @@ two-condition rule. Drift of the machine during the job hits both sides alike an
 Comparing two git revisions (worktrees) is not implemented: check out each revision and use
 ``tbench gate --baseline`` with a run of the other, or ``--ab`` for config-vs-config.
 
-The harness (suite/sweep/runner; they import torch in workers) is imported lazily here only.
+The harness parts that import torch (sweep, runner) are imported lazily, when a suite runs.
 """
 from __future__ import annotations
 
-import json
-from datetime import datetime, timezone
+import sys
 from pathlib import Path
 
-from harness import stats
+from harness import rundir, stats
 from harness.compare import (ALPHA, DEFAULT_METRICS, Comparison, compare_records, compare_runs,
                              overall_verdict)
-from harness.report import BadInput, read_run_folder, write_reports
+from harness.results import BadInput, read_run_folder
 
 
 def parse_spec(spec: str) -> list[str]:
@@ -44,24 +44,14 @@ def load_points(suite_path, sets: list[str]):
 
 
 def _run(suite_path, sets, resolved, points, out_dir: Path) -> Path:
-    from harness.runner import run_sweep
+    """Run ``points`` into ``out_dir`` as ``tbench run`` does."""
+    from harness.runner import RunDirError
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if (out_dir / "results.jsonl").exists():
-        raise BadInput(f"{out_dir} already holds results; choose another --out folder")
-    doc = {"source": str(suite_path), "device": points[0].device if points else None,
-           "overrides": list(sets), "suite": resolved.model_dump(mode="json"),
-           "points": [p.to_json() for p in points]}
-    (out_dir / "suite.resolved.json").write_text(json.dumps(doc, indent=2), encoding="utf-8")
     try:
-        run_sweep(points, out_dir.resolve())
-    except ValueError as e:  # harness.runner.RunDirError: a folder it refuses
+        rundir.run_suite(out_dir, suite_path, sets, resolved, points)
+    except RunDirError as e:
         raise BadInput(str(e)) from None
     return out_dir
-
-
-def _default_out(kind: str) -> Path:
-    return Path("runs") / f"{kind}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
 
 
 def gate(suite_path, baseline, out, overrides: list[str], *, threshold=0.05,
@@ -69,8 +59,10 @@ def gate(suite_path, baseline, out, overrides: list[str], *, threshold=0.05,
     base = read_run_folder(baseline)  # fail fast, before running anything
     resolved, points = load_points(suite_path, overrides)
     out_dir = _run(suite_path, overrides, resolved, points,
-                   Path(out) if out else _default_out("gate"))
-    write_reports(out_dir)
+                   Path(out) if out else rundir.default_run_dir("gate"))
+    warning = rundir.write_reports(out_dir)
+    if warning:
+        print(warning, file=sys.stderr)
     return compare_runs(base, read_run_folder(out_dir), threshold=threshold, metrics=metrics,
                         force=force, timing_informational=timing_informational)
 
@@ -95,7 +87,7 @@ def ab_gate(suite_path, base: dict, cand: dict, out, overrides: list[str], *, ro
     if len(points_a) != len(points_b):
         raise BadInput(f"A/B sides expand to {len(points_a)} and {len(points_b)} points; "
                        "the overrides must not change the sweep's shape")
-    out_dir = Path(out) if out else _default_out("ab")
+    out_dir = Path(out) if out else rundir.default_run_dir("ab")
     runs: dict[tuple[str, int], list[dict]] = {}
     for r in range(rounds):
         for i, (a, b) in enumerate(zip(points_a, points_b)):

@@ -10,8 +10,10 @@ Output of ``stop()`` (bytes; None where the quantity does not exist on this devi
     with "5", kernel >= 4.0) and read it back as ``VmHWM``; where that is refused the
     process-lifetime peak ``ru_maxrss`` is used, which is still per point because each point
     runs in a fresh worker;
-  * ``mem_rss_baseline_bytes``: resident set size at ``start()`` (interpreter + torch import),
-    so the point's own footprint is ``mem_peak_rss_bytes - mem_rss_baseline_bytes``.
+  * ``mem_rss_baseline_bytes``: resident set size at ``start()`` (interpreter + torch import,
+    ~250 MB, measured before the model is built);
+  * ``mem_peak_rss_above_baseline_bytes``: ``mem_peak_rss_bytes - mem_rss_baseline_bytes``,
+    what the point itself added on the CPU (model, optimizer state, activations, batches).
 """
 from __future__ import annotations
 
@@ -84,6 +86,8 @@ class MemoryTracker:
             torch.cuda.synchronize()
             out["mem_peak_allocated_bytes"] = int(torch.cuda.max_memory_allocated())
             out["mem_peak_reserved_bytes"] = int(torch.cuda.max_memory_reserved())
-        out["mem_peak_rss_bytes"] = self.peak_rss_bytes()
+        peak = out["mem_peak_rss_bytes"] = self.peak_rss_bytes()
         out["mem_rss_baseline_bytes"] = self._baseline
+        out["mem_peak_rss_above_baseline_bytes"] = (
+            None if peak is None or self._baseline is None else max(0, peak - self._baseline))
         return out

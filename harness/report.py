@@ -1,6 +1,7 @@
 """Markdown and self-contained HTML reports of one run folder.
 
-Input: a run folder (docs/DESIGN.md: results.jsonl, run.json, env.json, suite.resolved.json).
+Input: a run folder (docs/DESIGN.md: results.jsonl, run.json, env.json, suite.resolved.json),
+read by ``harness.results.read_run_folder``.
 Output: ``RUN_DIR/report.md`` (GitHub-flavoured) and ``RUN_DIR/report.html`` (one file: plots as
 base64 PNG, the records as JSON in a ``<script type="application/json">``, no network access).
 
@@ -8,7 +9,9 @@ Tables: one per question the suite asks. Points are grouped by the params that v
 run: sequence length (``seq_len``) gives the columns, the strategy axes that vary give the rows,
 every other varying param gives one table per value. A cell shows latency p50 with its 95% CI,
 tokens/s, peak memory, MFU, and the speed-up and memory ratio against the baseline strategy
-(``--baseline``; default the row whose attention is ``dense``, else the first row). A failed
+(``--baseline``; default the row whose attention is ``dense``, else the first row). Peak memory
+is ``harness.results.memory_metric``: the GPU allocator peak, else the CPU RSS above the
+pre-point baseline, else the raw RSS; the table caption names it. A failed
 point shows its status (``OOM``, ``timeout``, ``not supported``, ``error``, ``crashed``) in its
 cell and its reason under the table. Same input -> byte-identical output. Never imports torch.
 """
@@ -16,14 +19,12 @@ from __future__ import annotations
 
 import html
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import results
+from harness.results import BadInput, RunFolder, memory_metric, read_run_folder
 
-__all__ = ["BadInput", "RunFolder", "read_run_folder", "build_tables", "render_markdown",
-           "render_html", "write_reports"]
+__all__ = ["build_tables", "render_markdown", "render_html", "write_reports"]
 
 STRATEGY_AXES = ("attention", "padding", "precision", "parallel", "ops")
 COLUMN_AXIS = "seq_len"
@@ -31,63 +32,6 @@ STATUS_TEXT = {"oom": "OOM", "timeout": "timeout", "not_supported": "not support
                "error": "error", "crashed": "crashed", "interrupted": "interrupted"}
 ENV_HIGHLIGHTS = ("hostname", "python", "torch", "cuda", "cudnn", "nccl", "driver", "gpu",
                   "gpu_name", "gpu_count", "cpu", "cpu_count", "deepspeed", "git_commit", "git")
-
-
-class BadInput(ValueError):
-    """Input the user must fix (missing folder, corrupt file, unknown name): CLI exit code 2."""
-
-
-@dataclass
-class RunFolder:
-    path: Path
-    records: list[dict]  # the latest record per point, file order
-    run: dict
-    env: dict
-    suite: dict
-
-
-def _finite(obj):
-    """Non-finite floats (NaN, inf) become None: unavailable metrics are null, never NaN."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_finite(v) for v in obj]
-    return obj
-
-
-def _read_json(path: Path) -> dict:
-    if not path.exists():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise BadInput(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise BadInput(f"{path}: expected a JSON object")
-    return data
-
-
-def read_run_folder(run_dir) -> RunFolder:
-    """Load a run folder (or the folder of a given results.jsonl) via ``harness.results``."""
-    path = Path(run_dir)
-    if path.is_file() and path.name == results.RESULTS_FILE:
-        path = path.parent
-    if not path.is_dir():
-        raise BadInput(f"{run_dir}: not a run folder (no such directory)")
-    if not (path / results.RESULTS_FILE).is_file():
-        raise BadInput(f"{run_dir}: not a run folder (no {results.RESULTS_FILE})")
-    try:
-        records = results.latest_records(results.read_records(path))
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
-        raise BadInput(f"{run_dir}: unreadable results ({e})") from None
-    for n, r in enumerate(records):
-        if not isinstance(r, dict) or "point_id" not in r or "status" not in r:
-            raise BadInput(f"{run_dir}: record {n + 1} lacks point_id/status")
-    return RunFolder(path, _finite(records), _finite(_read_json(path / "run.json")),
-                     _finite(_read_json(path / "env.json")),
-                     _finite(_read_json(path / "suite.resolved.json")))
 
 
 @dataclass
@@ -213,9 +157,7 @@ def build_tables(records: list[dict], baseline: str | None = None) -> list[Table
 
 
 def _table(title, recs, row_keys, col, baseline) -> Table:
-    mem_metric = ("mem_peak_allocated_bytes" if any(_memory(r, "mem_peak_allocated_bytes")
-                                                    is not None for r in recs)
-                  else "mem_peak_rss_bytes")
+    mem_metric = memory_metric(recs)
     row_parts: dict[str, tuple] = {}
     for r in recs:
         parts = tuple(str(_value(r, k)) for k in row_keys)

@@ -1,7 +1,8 @@
 """Run a sweep: every point in a fresh worker process, each result durable as soon as it exists.
 
 Input: ``run_sweep(points, out_dir, *, resume=False, progress=None, kill_grace_s=5.0)`` with
-resolved ``Point`` objects (their order is the run order) and the run folder.
+resolved ``Point`` objects (their order is the run order) and the run folder (a relative path
+is taken from the current directory; the summary's paths are absolute).
 Output: in ``out_dir``: ``env.json`` (harness.env.collect_env), ``run.json`` (suite, device,
 device_name, started_at/finished_at (ISO 8601 UTC), fingerprint, points_total, git_commit,
 git_dirty, state) and ``results.jsonl`` (one DESIGN.md record per finished point, appended and
@@ -22,7 +23,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -71,12 +71,6 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def point_params(point) -> dict[str, Any]:
     """Flattened swept + key config fields with dotted names (DESIGN.md "params")."""
     data = point.to_json()
@@ -107,7 +101,7 @@ def worker_command(point, point_file: Path, result_file: Path) -> list[str]:
     worker = ["harness.worker", str(point_file), str(result_file)]
     if workload.nproc_of(point) <= 1:
         return [sys.executable, "-m", *worker]
-    return point.strategies.parallel.launch_command(worker, master_port=free_port())
+    return point.strategies.parallel.launch_command(worker)  # picks a free rendezvous port
 
 
 def kill_group(proc: subprocess.Popen, grace_s: float) -> None:
@@ -251,7 +245,7 @@ def run_sweep(points, out_dir, *, resume: bool = False,
               progress: Callable[[ProgressEvent], None] | None = None,
               kill_grace_s: float = 5.0) -> RunSummary:
     """Run every point of ``points`` in order (see the module docstring)."""
-    run_dir = Path(out_dir)
+    run_dir = Path(out_dir).resolve()  # workers run with cwd = their own folder
     run, done = prepare_run_dir(run_dir, points, resume)
     summary = RunSummary(run_dir, run_dir / results.RESULTS_FILE, len(points))
     notify = progress or (lambda event: None)

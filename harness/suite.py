@@ -30,6 +30,7 @@ from harness.errors import FieldError, SuiteError, describe_type, format_validat
 from harness.strategies import build_strategy, default_strategy, strategy_spec
 from implementations import registry
 from implementations.model import ModelConfig
+from implementations.padding.lengths import PARAMS as LENGTH_PARAMS
 from implementations.presets import PRESETS
 
 MODEL_FIELDS_FROM_STRATEGIES = ("attention", "ops")  # ModelConfig fields set by strategies
@@ -92,16 +93,6 @@ class ModelSpec(_Strict):
     def resolved(self) -> dict[str, Any]:
         """The preset's fields with the overrides applied."""
         return {**PRESETS[self.preset], **self.overrides}
-
-
-LENGTH_PARAMS = {  # distribution -> (required, optional); mirrors implementations.padding.lengths
-    "fixed": ((), ("length",)),
-    "uniform": ((), ("low", "high")),
-    "normal": (("mean", "std"), ()),
-    "lognormal": (("sigma",), ("mean", "median")),
-    "zipf": (("alpha",), ("low", "high")),
-    "file": (("path",), ("format",)),
-}
 
 
 class LengthsSpec(_Strict):

@@ -94,11 +94,12 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def write_json_atomic(path: str | os.PathLike, data: dict) -> None:
+def write_json_atomic(path: str | os.PathLike, data: dict, indent: int | None = None) -> None:
+    """Temporary file, fsync, rename: a reader sees the old file or the whole new one."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, default=str)
+        json.dump(data, f, default=str, indent=indent)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)

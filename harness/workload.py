@@ -26,7 +26,7 @@ import torch
 from implementations import registry
 from implementations.flops import forward_flops, train_step_flops
 from implementations.generate import generate
-from implementations.model import ModelConfig, build_model
+from implementations.model import ModelConfig, build_model, forward_batch
 from implementations.padding import sample_lengths
 
 AXES = ("attention", "padding", "precision", "parallel", "ops")
@@ -97,14 +97,6 @@ def make_batches(point, cfg: ModelConfig, device: str) -> tuple[list, int]:
     return [b.to(device) for b in batches], n
 
 
-def forward(model, batch, enc_dec: bool):
-    if enc_dec:  # teacher forcing: the target side reads the same sequences
-        mask = batch.key_padding_mask
-        return model(batch.tokens, batch.tokens, src_key_padding_mask=mask, tgt_key_padding_mask=mask)
-    return model(batch.tokens, key_padding_mask=batch.key_padding_mask,
-                 segment_ids=batch.segment_ids, position_ids=batch.position_ids)
-
-
 def mean_flops(fn, cfg, batches) -> float:
     """Mean over batches of ``fn`` on each batch's processed shape (padding is charged)."""
     per = [fn(cfg, int(b.tokens.shape[0]), int(b.tokens.shape[1])) for b in batches]
@@ -156,7 +148,7 @@ def _train(point, cfg, model, batches, device) -> Workload:
     def step():
         batch = next_batch()
         with s.precision.autocast(device):
-            loss = model.loss(forward(run, batch, cfg.is_encoder_decoder), batch.targets)
+            loss = model.loss(forward_batch(run, batch, cfg.is_encoder_decoder), batch.targets)
         state["skipped"] += bool(s.precision.backward_step(loss, optimizer, scaler))
         state["loss"] = loss.detach()
 
@@ -176,7 +168,7 @@ def _forward(point, cfg, model, batches, device) -> Workload:
 
     def step():
         with torch.no_grad(), s.precision.autocast(device):
-            forward(run, next_batch(), cfg.is_encoder_decoder)
+            forward_batch(run, next_batch(), cfg.is_encoder_decoder)
 
     return Workload(step, 0, 0, 0, mean_flops(forward_flops, cfg, batches))
 

@@ -37,9 +37,10 @@ def train_parallel(point, cfg, model, batches, device: str):
         batch = order[state["i"] % len(order)]
         state["i"] += 1
         if state["bytes"] is None:
-            state["loss"], state["bytes"] = measure_step(engine, lambda: train_step(engine, batch))
+            state["loss"], state["bytes"] = measure_step(
+                engine, lambda: train_step(engine, batch, cfg.is_encoder_decoder))
         else:
-            state["loss"] = train_step(engine, batch)
+            state["loss"] = train_step(engine, batch, cfg.is_encoder_decoder)
 
     wl = Workload(step, 0, 0, 0, mean_flops(train_step_flops, cfg, batches))
 

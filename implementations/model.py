@@ -224,3 +224,18 @@ class DecoderOnly(Transformer):
 def build_model(cfg: ModelConfig) -> Transformer:
     """An :class:`EncoderDecoder` or, when ``cfg.n_encoder_layers == 0``, a :class:`DecoderOnly`."""
     return EncoderDecoder(cfg) if cfg.is_encoder_decoder else DecoderOnly(cfg)
+
+
+def forward_batch(model, batch, enc_dec: bool) -> torch.Tensor:
+    """Logits ``(B, S, V)`` of a padding-axis ``Batch`` (``implementations.padding.Batch``).
+
+    ``model`` is a built model or a wrapper that passes its arguments on (``torch.compile``, a
+    DeepSpeed engine). Encoder-decoder: teacher forcing, the target side reads the same
+    sequences as the source, both masked by ``key_padding_mask``. Decoder-only: also the packed
+    rows' ``segment_ids`` and ``position_ids``.
+    """
+    if enc_dec:
+        mask = batch.key_padding_mask
+        return model(batch.tokens, batch.tokens, src_key_padding_mask=mask, tgt_key_padding_mask=mask)
+    return model(batch.tokens, key_padding_mask=batch.key_padding_mask,
+                 segment_ids=batch.segment_ids, position_ids=batch.position_ids)

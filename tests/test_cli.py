@@ -7,7 +7,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from harness import cli
+from harness import cli, results
 
 GOOD = {"name": "t", "model": {"preset": "tiny"}, "workload": {"seq_len": 32, "batch_size": 2},
         "strategies": {"attention": {"name": "local", "window": 8}},
@@ -104,7 +104,7 @@ class FakeRunner:
     def __call__(self, points, out_dir, *, resume, progress):
         from harness.runner import ProgressEvent, RunSummary
 
-        resolved = json.loads((Path(out_dir) / cli.RESOLVED_FILE).read_text())  # written before
+        resolved = json.loads((Path(out_dir) / results.RESOLVED_FILE).read_text())  # written before
         assert [p["id"] for p in resolved["points"]] == [p.id for p in points]
         self.calls.append(resume)
         summary = RunSummary(Path(out_dir), Path(out_dir) / "results.jsonl", len(points))
@@ -128,7 +128,7 @@ def test_run_writes_resolved_suite_first_and_prints_results_path_last(tmp_path, 
     assert result.exit_code == code, result.output
     assert result.stdout.strip().splitlines()[-1] == str((run_dir / "results.jsonl").resolve())
     assert f"[2/2] {statuses[1]}: local_w8/fused/S32/forward" in result.stderr
-    resolved = json.loads((run_dir / cli.RESOLVED_FILE).read_text())
+    resolved = json.loads((run_dir / results.RESOLVED_FILE).read_text())
     assert resolved["device"] == "cpu" and resolved["suite"]["profiles"] == {} and len(resolved["points"]) == 2
     if code == 3:
         assert "failed: local_w8/fused/S32/forward: error: boom" in result.stderr
@@ -140,7 +140,7 @@ def test_existing_results_need_resume_and_resume_needs_the_same_points(tmp_path,
     suite, run_dir = write(tmp_path, GOOD), tmp_path / "run"
     assert invoke("run", suite, "--out", run_dir, "--device", "cpu").exit_code == 0
     again = invoke("run", suite, "--out", run_dir, "--device", "cpu")
-    assert again.exit_code == 2 and "already holds results; pass --resume" in again.output
+    assert again.exit_code == 2 and "already holds results; choose another --out folder" in again.output
     changed = invoke("run", suite, "--out", run_dir, "--device", "cpu", "--resume", "--set", "workload.batch_size=3")
     assert changed.exit_code == 2 and "resolves to different points" in changed.output
     assert invoke("run", suite, "--out", run_dir, "--device", "cpu", "--resume").exit_code == 0

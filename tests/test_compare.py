@@ -14,7 +14,7 @@ from harness import cli_reports
 from harness.compare import (compare_records, compare_runs, deterministic_verdict,
                              timing_verdict, to_markdown)
 from harness.gate import parse_spec, pool
-from harness.report import BadInput, read_run_folder
+from harness.results import BadInput, read_run_folder
 from results_factory import record, write_run
 
 BASE = [10.0 + 0.1 * i for i in range(10)]  # median 10.45

@@ -13,7 +13,8 @@ import typer
 from typer.testing import CliRunner
 
 from harness import cli_reports
-from harness.report import BadInput, build_tables, read_run_folder, render_markdown, write_reports
+from harness.report import build_tables, render_markdown, write_reports
+from harness.results import BadInput, read_run_folder
 from results_factory import attention_sweep, record, write_run
 
 ROOT = Path(__file__).parents[1]
@@ -122,6 +123,24 @@ def test_padding_points_get_a_padding_plot(tmp_path):
             for i, (pad, eff) in enumerate([("fixed", 0.5), ("dynamic", 0.8), ("packed", 0.98)])]
     (path,) = write_reports(write_run(tmp_path / "run", recs), ["html"])
     assert "<figcaption>Padding efficiency</figcaption>" in path.read_text()
+
+
+def test_memory_column_prefers_gpu_then_rss_above_baseline_then_rss(tmp_path):
+    def cpu_run(name, **mem):
+        recs = [record(f"{name}{i}", index=i, samples_ms=[1.0] * 10,
+                       params={"attention": att, "seq_len": 64},
+                       metrics={k: v * (i + 1) for k, v in mem.items()})
+                for i, att in enumerate(("dense", "local_w8"))]
+        return render_markdown(read_run_folder(write_run(tmp_path / name, recs)))
+
+    md = cpu_run("cpu", mem_peak_rss_bytes=300 * 2**20, mem_rss_baseline_bytes=250 * 2**20,
+                 mem_peak_rss_above_baseline_bytes=50 * 2**20)
+    assert "peak memory (mem_peak_rss_above_baseline_bytes)" in md
+    assert table_rows(md)[2][1] == "1 ms [1, 1]<br>100.00 MiB<br>speed-up ×1.00<br>mem ×2.00"
+    md = cpu_run("old", mem_peak_rss_bytes=300 * 2**20)  # a run from before the metric existed
+    assert "peak memory (mem_peak_rss_bytes)" in md and "600.00 MiB" in md
+    md = render_markdown(read_run_folder(sweep_run(tmp_path)))
+    assert "peak memory (mem_peak_allocated_bytes)" in md
 
 
 def test_nan_metrics_become_null(tmp_path):

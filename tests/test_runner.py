@@ -77,6 +77,20 @@ def live_workers(run_dir) -> list[int]:
     return pids
 
 
+def test_cpu_memory_above_baseline_shows_what_the_point_allocated():
+    from harness import measurement
+
+    vocab, d_model = 1_000_000, 64  # a 256 MB embedding table, next to ~250 MB of torch import
+    (pt,) = points([8], model={"preset": "tiny", "overrides": {"vocab_size": vocab}})
+    m = measurement.measure_point(pt)["metrics"]
+    table = vocab * d_model * 4
+    assert m["mem_peak_rss_above_baseline_bytes"] >= table
+    assert m["mem_rss_baseline_bytes"] > 100 * 2**20  # the interpreter and torch, not the point
+    assert m["mem_peak_rss_bytes"] == m["mem_rss_baseline_bytes"] + m["mem_peak_rss_above_baseline_bytes"]
+    (small,) = points([8])
+    assert measurement.measure_point(small)["metrics"]["mem_peak_rss_above_baseline_bytes"] < table / 4
+
+
 def test_interrupt_then_resume_loses_and_repeats_nothing(tmp_path):
     pts = points([8, 9, 10])
 
@@ -100,6 +114,13 @@ def test_interrupt_then_resume_loses_and_repeats_nothing(tmp_path):
     oks = [r["point_id"] for r in results.read_records(tmp_path) if r["status"] == "ok"]
     assert len(oks) == len(set(oks)) == 3  # no point measured twice
     assert len(results.load_run(tmp_path)) == 3
+
+
+def test_a_relative_run_folder_works_although_workers_run_in_their_own_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    summary = runner.run_sweep(points([8]), Path("runs") / "rel")
+    assert summary.counts == {"ok": 1}, results.read_records(tmp_path / "runs" / "rel")
+    assert summary.results_path == tmp_path / "runs" / "rel" / results.RESULTS_FILE
 
 
 def test_resume_refuses_a_changed_environment(tmp_path, monkeypatch):

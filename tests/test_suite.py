@@ -1,6 +1,7 @@
 """Suite and Point models: strict validation with clear messages, strategy objects, ids."""
 import hashlib
 import json
+import typing
 
 import pytest
 
@@ -126,3 +127,12 @@ def _write(tmp_path, text):
     path = tmp_path / "ok.yaml"
     path.write_text(text)
     return path
+
+
+def test_lengths_spec_checks_the_samplers_own_parameter_table():
+    from harness.suite import LengthsSpec
+    from implementations.padding.lengths import PARAMS
+
+    assert set(typing.get_args(LengthsSpec.model_fields["distribution"].annotation)) == set(PARAMS)
+    for dist, (required, optional) in PARAMS.items():
+        assert set(required + optional) <= set(LengthsSpec.model_fields), dist

@@ -71,6 +71,8 @@ def test_memory_tracker_sees_a_peak_freed_before_stop():
     out = mem.stop()
     assert out["mem_peak_allocated_bytes"] is None and out["mem_peak_reserved_bytes"] is None
     assert out["mem_peak_rss_bytes"] - out["mem_rss_baseline_bytes"] >= 300_000_000
+    assert out["mem_peak_rss_above_baseline_bytes"] == (out["mem_peak_rss_bytes"]
+                                                        - out["mem_rss_baseline_bytes"])
 
 
 @pytest.mark.gpu

@@ -181,3 +181,24 @@ def test_hung_collective_becomes_an_error(tmp_path):
     assert "COLLECTIVE_ERROR" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-2000:]
     waited = float(proc.stdout.split("COLLECTIVE_ERROR after ")[1].split(" s")[0])
     assert 2.5 <= waited < 5.5, waited  # the 3 s timeout fired; rank 1 would come at ~6 s
+
+
+def test_zero_point_on_an_encoder_decoder_runs_under_deepspeed_bf16(tmp_path):
+    """The worker feeds the engine through the same forward helper as a single-process point
+    (encoder-decoder: src/tgt keywords) and leaves bf16 to DeepSpeed (no autocast on top)."""
+    from harness import results, runner
+    from harness.suite import parse_suite
+    from harness.sweep import expand
+
+    (pt,) = expand(parse_suite({
+        "name": "zero-encdec", "model": {"preset": "tiny", "overrides": {"n_encoder_layers": 2}},
+        "workload": {"kind": "train", "batch_size": 2, "seq_len": 16, "num_batches": 2},
+        "strategies": {"parallel": {"name": "zero", "stage": 2, "nproc": N},
+                       "precision": "amp_bf16"},
+        "measure": {"warmup_iters": 1, "warmup_s": 0.0, "min_time_s": 0.0, "max_samples": 10}},
+        "t"), "cpu")
+    runner.run_sweep([pt], tmp_path)
+    (rec,) = results.read_records(tmp_path)
+    assert rec["status"] == "ok", (rec["error"], rec["stderr_tail"])
+    assert rec["params"]["n_encoder_layers"] == 2 and len(rec["ranks"]) == N
+    assert rec["metrics"]["loss_final"] > 0 and rec["metrics"]["amp_skipped_steps"] is None

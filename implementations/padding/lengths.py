@@ -23,13 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
-_PARAMS = {
-    "fixed": {"length"},
-    "uniform": {"low", "high"},
-    "normal": {"mean", "std"},
-    "lognormal": {"mean", "median", "sigma"},
-    "zipf": {"alpha", "low", "high"},
-    "file": {"path", "format"},
+PARAMS = {  # distribution -> (required, optional) parameters; lognormal also needs mean or median
+    "fixed": ((), ("length",)),
+    "uniform": ((), ("low", "high")),
+    "normal": (("mean", "std"), ()),
+    "lognormal": (("sigma",), ("mean", "median")),
+    "zipf": (("alpha",), ("low", "high")),
+    "file": (("path",), ("format",)),
 }
 
 
@@ -105,12 +105,13 @@ def sample_lengths(spec: dict | None, n: int, seed: int, max_length: int) -> lis
         raise ValueError(f"max_length: got {max_length!r}; allowed: an int >= 1")
     spec = dict(spec or {"distribution": "fixed"})
     dist = spec.pop("distribution", None)
-    if dist not in _PARAMS:
-        raise ValueError(f"lengths.distribution: got {dist!r}; allowed: {', '.join(_PARAMS)}")
-    unknown = {k for k, v in spec.items() if v is not None} - _PARAMS[dist]
+    if dist not in PARAMS:
+        raise ValueError(f"lengths.distribution: got {dist!r}; allowed: {', '.join(PARAMS)}")
+    allowed = set(PARAMS[dist][0] + PARAMS[dist][1])
+    unknown = {k for k, v in spec.items() if v is not None} - allowed
     if unknown:
         raise ValueError(
-            f"lengths: parameter(s) {sorted(unknown)} not used by {dist!r}; allowed: {sorted(_PARAMS[dist])}"
+            f"lengths: parameter(s) {sorted(unknown)} not used by {dist!r}; allowed: {sorted(allowed)}"
         )
     raw = _draw(spec, dist, n, np.random.default_rng(seed), max_length)
     return [int(x) for x in np.clip(raw, 1, max_length)]

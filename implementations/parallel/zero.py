@@ -145,10 +145,12 @@ def init_distributed(backend: str, timeout_s: float) -> None:
                                timeout=datetime.timedelta(seconds=timeout_s))
 
 
-def train_step(engine, batch) -> float:
-    """One optimizer step on a padding-axis ``Batch``; returns the loss on this rank's batch."""
-    logits = engine(batch.tokens, key_padding_mask=batch.key_padding_mask,
-                    segment_ids=batch.segment_ids, position_ids=batch.position_ids)  # (B, S, V)
+def train_step(engine, batch, enc_dec: bool = False) -> float:
+    """One optimizer step on a padding-axis ``Batch``; returns the loss on this rank's batch.
+    No autocast or GradScaler: the engine's bf16 / fp16 config does precision."""
+    from implementations.model import forward_batch
+
+    logits = forward_batch(engine, batch, enc_dec)  # (B, S, V)
     loss = engine.module.loss(logits.float(), batch.targets)
     engine.backward(loss)
     engine.step()

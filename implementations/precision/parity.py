@@ -19,14 +19,14 @@ import math
 
 import torch
 
+from implementations.model import forward_batch
+
 from .fp32 import FP32
 
 
 def _forward_loss(model, batch, device) -> torch.Tensor:
     b = batch.to(device)
-    logits = model(b.tokens, key_padding_mask=b.key_padding_mask,
-                   segment_ids=b.segment_ids, position_ids=b.position_ids)
-    return model.loss(logits, b.targets)
+    return model.loss(forward_batch(model, b, enc_dec=False), b.targets)
 
 
 def train_and_eval(build_fn, batches, precision, steps: int, device, seed: int) -> tuple[float, int]:
