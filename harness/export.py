@@ -60,7 +60,7 @@ def benchmark_stats(samples_s: list[float]) -> dict:
         "iqr_outliers": iqr_out, "stddev_outliers": std_out,
         "outliers": f"{std_out};{iqr_out}",
         "ld15iqr": xs[0] if n == 1 else xs[bisect.bisect_left(xs, lo)],
-        "hd15iqr": xs[0] if n == 1 else xs[min(pos, n - 1)],
+        "hd15iqr": xs[0] if n == 1 else xs[pos - 1],  # highest datum within the fence
         "ops": n / total if total else 0, "total": total, "data": list(samples_s),
         "iterations": 1,
     }
