@@ -149,3 +149,23 @@ def test_describe_lists_documented_parameters():
     params = {p["name"]: p for p in rows["atrous"]["params"]}
     assert params["dilation"]["default"] == 2 and params["window"]["default"] is None
     assert all(p["doc"] for r in rows.values() for p in r["params"])
+
+
+def test_sparse_kernel_compiles_to_one_graph():
+    """The grouped kernel decides everything from Python ints: ``torch.compile(fullgraph=True)``
+    traces it with no graph break (block, local, atrous with and without a window; causal with
+    key padding; fused, and eager for local: the grouping is shared), a second call does not
+    recompile, and the result is the eager one. ~3 s per compile on a cold cache."""
+    torch.manual_seed(2)
+    q, k, v = (torch.randn(1, 2, 48, 8) for _ in range(3))
+    kpm = torch.rand(1, 48) > 0.3
+    cases = [(LocalAttention(8), "eager")] + [
+        (s, "fused") for s in (LocalAttention(8), BlockAttention(16), AtrousAttention(3),
+                               AtrousAttention(3, window=9))]
+    for s, ops in cases:
+        torch._dynamo.reset()
+        fn = lambda q, k, v: s.attend(q, k, v, causal=True, key_padding_mask=kpm, ops=ops)
+        compiled = torch.compile(fn, fullgraph=True, dynamic=False)
+        torch.testing.assert_close(compiled(q, k, v), fn(q, k, v), msg=f"{s.label} {ops}")
+        with torch.compiler.set_stance("fail_on_recompile"):
+            compiled(k, v, q)

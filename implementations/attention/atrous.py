@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import torch
 
 from implementations.attention.base import AttentionStrategy, check_int, diagonal_pairs
+from implementations.attention.grid import Grid, Groups
 from implementations.attention.local import chunk_groups
 from implementations.registry import param, register
 
@@ -38,18 +39,16 @@ class AtrousAttention(AttentionStrategy):
         ok = torch.remainder(i - j, self.dilation) == 0
         return ok if self.window is None else ok & ((i - j).abs() <= self.window)
 
-    def groups(self, S: int, causal: bool):
+    def groups(self, S: int, causal: bool) -> Groups:
         k = self.dilation
-        m = -(-S // k)  # sub-sequence length; position of step t in residue r: r + k t
-        residues = torch.arange(k)[:, None, None]  # (k, 1, 1)
-        if self.window is None:
-            q_t = k_t = torch.arange(m)[None, :]  # (1, m): one group per residue
-        else:
-            q_t, k_t = chunk_groups(m, self.window // k, causal)  # (G', c), (G', Lk) in steps
-        # steps outside [0, m) map to positions outside [0, S): padding
-        q_idx = (residues + k * q_t).flatten(0, 1)  # (k G', Lq)
-        k_idx = (residues + k * k_t).flatten(0, 1)  # (k G', Lk)
-        return q_idx, k_idx
+        m = -(-S // k)  # sub-sequence length; step t of residue r is position r + k t
+        if self.window is None:  # one group per residue: the whole sub-sequence
+            steps = Grid((m,), (1,))
+            sub = Groups(steps, steps, full=True)
+        else:  # |i - j| <= w  <=>  |steps apart| <= w // k: local chunks in steps
+            sub = chunk_groups(m, self.window // k, causal)
+        # (k, ..., L): residue axis first; steps past m are positions past S: padding
+        return Groups(sub.q.dilated(k), sub.k.dilated(k), full=sub.full)
 
     def allowed_pairs(self, S: int, causal: bool) -> int:
         return diagonal_pairs(S, causal, step=self.dilation, reach=self.window)

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import torch
 
+from implementations.attention.grid import Groups
+
 OPS = ("eager", "fused")
 
 
@@ -45,13 +47,15 @@ class AttentionStrategy:
         position ``j`` (before the causal rule and padding)."""
         raise NotImplementedError
 
-    def groups(self, S: int, causal: bool) -> tuple[torch.Tensor, torch.Tensor] | None:
+    def groups(self, S: int, causal: bool) -> Groups | None:
         """Partition of the ``S`` queries of a self-attention into groups, with candidate keys.
 
-        Returns ``(q_idx (G, Lq), k_idx (G, Lk))`` int64 absolute positions on the CPU; entries
-        outside ``[0, S)`` are padding. Every query ``0..S-1`` appears exactly once in ``q_idx``,
-        and the keys each query may see (under ``causal``) are a subset of its group's ``k_idx``.
-        ``None`` (dense) means one group holding everything.
+        Returns a :class:`~implementations.attention.grid.Groups` of two affine position grids
+        (plain ints, so the kernel takes views and traces under ``torch.compile`` without graph
+        breaks): every query ``0..S-1`` appears exactly once in ``q``, laid out as a permutation
+        of the axes of a row-major ``0..N-1`` (``N >= S``, positions ``>= S`` being padding), and
+        the keys each query may see (under ``causal``) are among its group's ``k``. ``None``
+        (dense) means one group holding everything.
         """
         return None
 

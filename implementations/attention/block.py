@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import torch
 
 from implementations.attention.base import AttentionStrategy, check_int
+from implementations.attention.grid import Grid, Groups
 from implementations.registry import param, register
 
 
@@ -33,11 +34,11 @@ class BlockAttention(AttentionStrategy):
         return torch.div(i, self.block_size, rounding_mode="floor") == torch.div(
             j, self.block_size, rounding_mode="floor")
 
-    def groups(self, S: int, causal: bool):
+    def groups(self, S: int, causal: bool) -> Groups:
         b = min(self.block_size, S)  # one block when b >= S
         n = -(-S // b)  # blocks, the last one possibly partial
-        idx = torch.arange(n * b).view(n, b)  # (G, b); entries >= S are padding
-        return idx, idx
+        rows = Grid((n, b), (b, 1))  # block g: positions g b .. g b + b - 1; >= S: padding
+        return Groups(rows, rows, full=True)
 
     def allowed_pairs(self, S: int, causal: bool) -> int:
         b = self.block_size

@@ -5,17 +5,20 @@
   empty-row rule: a query with no allowed key returns zeros, with finite gradients.
 * :func:`masked_attention`: one ``(S_q, S_k)`` mask (dense, decoding, cross-attention).
 * :func:`grouped_attention`: a sparse self-attention run group by group from a :class:`Plan`
-  (see ``AttentionStrategy.groups``), so no ``S x S`` score matrix is ever built.
+  (see ``AttentionStrategy.groups``), so no ``S x S`` score matrix is ever built. Groups are
+  strided views decided from Python ints only, so it traces with no graph break.
 """
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from implementations.attention.base import OPS
+from implementations.attention.grid import Grid
 
 
 def check_inputs(q, k, v, key_padding_mask, segment_ids, q_offset, ops) -> None:
@@ -95,108 +98,115 @@ def _batch_mask(key_padding_mask, segment_ids, q_offset, S_q):
     return mask
 
 
-@dataclass(frozen=True)
-class Rows:
-    """Which rows of ``(B, H, S, D)`` make the ``(G, L)`` groups: ``idx[g, t] = offset + g * step
-    + t * stride`` (``strided``: taken as a view of the sequence zero-padded by ``pad``), or an
-    arbitrary ``index`` (``(G * L,)`` int64 in ``[0, S)``, gathered with a copy)."""
-
-    G: int
-    L: int
-    strided: tuple[int, int, int] | None  # offset, step, stride
-    pad: tuple[int, int]  # zero rows added before / after the sequence (strided only)
-    index: torch.Tensor | None
-
-
-def _rows(idx: torch.Tensor, S: int, device) -> Rows:
-    G, L = idx.shape
-    offset = int(idx[0, 0])
-    step = int(idx[1, 0] - idx[0, 0]) if G > 1 else 1
-    stride = int(idx[0, 1] - idx[0, 0]) if L > 1 else 1
-    expected = offset + step * torch.arange(G)[:, None] + stride * torch.arange(L)
-    if step >= 1 and stride >= 1 and torch.equal(idx, expected):
-        pad = (max(0, -int(idx.min())), max(0, int(idx.max()) - (S - 1)))
-        return Rows(G, L, (offset, step, stride), pad, None)
-    return Rows(G, L, None, (0, 0), idx.clamp(0, S - 1).flatten().to(device))
-
-
-def take(x: torch.Tensor, rows: Rows) -> torch.Tensor:
-    """x ``(B, H, S, D)`` -> ``(B * H, G, L, D)``: a strided view (after a zero pad if needed) of
-    windows / blocks / interleaved rows, else a gather."""
+def take(x: torch.Tensor, grid: Grid) -> torch.Tensor:
+    """x ``(B, H, S, D)`` -> ``(B * H, G, L, D)``: the rows of ``grid`` as a strided view of the
+    sequence (zero-padded first when the grid reaches outside ``[0, S)``), windows overlapping
+    without a copy; copied only when several group axes cannot merge into one ``G`` axis."""
     B, H, S, D = x.shape
-    if rows.index is not None:
-        return x.index_select(2, rows.index).reshape(B * H, rows.G, rows.L, D)
-    offset, step, stride = rows.strided
-    if rows.pad != (0, 0):  # cat writes each row once (F.pad fills everything, then copies)
-        before, after = (x.new_zeros(B, H, n, D) for n in rows.pad)
-        x = torch.cat([before, x, after], dim=2)  # (B, H, S + pads, D)
-    span = (rows.L - 1) * stride + 1  # positions covered by one group
-    x = x.reshape(B * H, -1, D).narrow(1, offset + rows.pad[0], (rows.G - 1) * step + span)
-    windows = x.unfold(1, span, step)[..., ::stride]  # (B*H, G, D, L)
-    return windows.transpose(-2, -1)  # (B*H, G, L, D)
+    before, after = max(0, -grid.offset), max(0, grid.last - (S - 1))
+    if before or after:  # cat writes each row once (F.pad fills everything, then copies)
+        x = torch.cat([x.new_zeros(B, H, before, D), x, x.new_zeros(B, H, after, D)], dim=2)
+    rows = x.reshape(B * H, -1, D).transpose(1, 2)  # (B*H, D, S + pads): positions last
+    rows = rows.narrow(2, before + grid.offset, grid.last - grid.offset + 1)
+    for n, s in zip(grid.shape[:-1], grid.strides[:-1]):  # one unfold per group axis
+        rows = rows.unfold(-1, rows.shape[-1] - (n - 1) * s, s)  # (..., n, rest of the span)
+    rows = rows[..., ::grid.strides[-1]]  # (B*H, D, n_1, .., L)
+    return rows.movedim(1, -1).reshape(B * H, grid.count, grid.length, D)
+
+
+def tiling_order(grid: Grid, S: int) -> tuple[int, ...]:
+    """The axes of ``grid`` from slowest to fastest when its positions are a row-major
+    ``0..N-1`` (``N >= S``) with the axes permuted: then each query is in exactly one group,
+    and permuting the axes back and dropping positions ``>= S`` undoes the grouping."""
+    left, order, size = list(range(len(grid.shape))), [], 1  # size: positions of faster axes
+    while left:  # the next faster axis steps over all the faster ones (no sort: SymInt-safe)
+        for a in left:
+            if grid.shape[a] == 1 or grid.strides[a] == size:
+                break
+        else:
+            raise ValueError(f"groups(): the query grid must tile 0..N-1; got {grid}")
+        left.remove(a)
+        order.insert(0, a)
+        size *= grid.shape[a]
+    if grid.offset != 0 or size < S:
+        raise ValueError(f"groups(): the query grid must start at 0 and cover S = {S}; got {grid}")
+    return tuple(order)
+
+
+def untake(out: torch.Tensor, grid: Grid, order: tuple[int, ...], B: int, S: int):
+    """Inverse of :func:`take` for a tiling query grid: ``(B * H, G, L, D)`` -> ``(B, H, S, D)``."""
+    BH, _, _, D = out.shape
+    out = out.reshape(B, BH // B, *grid.shape, D)  # (B, H, n_1, .., L, D)
+    out = out.permute(0, 1, *(2 + a for a in order), -1)  # axes in position order
+    return out.reshape(B, BH // B, -1, D)[:, :, :S]  # (B, H, N, D) -> (B, H, S, D)
 
 
 @dataclass(frozen=True)
 class Plan:
-    """How a sparse self-attention of length ``S`` runs: gather, attend per group, scatter back.
+    """How a sparse self-attention of length ``S`` runs: take groups, attend per group, put back.
 
     Groups go where SDPA expects heads: ``(B, H, S, D)`` -> ``(B * H, G, L, D)``, so a
-    ``(G, Lq, Lk)`` pattern broadcasts over batch and heads without a copy.
+    ``(G, Lq, Lk)`` pattern broadcasts over batch and heads without a copy. Every decision here
+    is made from Python ints (the grids), never from tensor values (see :func:`plan_for`).
     """
 
-    q_rows: Rows  # (G, Lq) query rows
-    k_rows: Rows  # (G, Lk) candidate key rows
-    q_pos: torch.Tensor  # (G, Lq) int64 positions clamped into [0, S) (padding, segments)
-    k_pos: torch.Tensor  # (G, Lk) int64
+    q: Grid  # (.., Lq) query rows
+    k: Grid  # (.., Lk) candidate key rows
+    order: tuple[int, ...]  # axes of q from slowest to fastest position (see tiling_order)
     pattern: torch.Tensor | None  # (G, Lq, Lk) bool, True = allowed; None: trivial
     bias: torch.Tensor | None  # (1, G, Lq, Lk) pattern as an additive 0 / -inf bias, guarded
     is_causal: bool  # the pattern is the lower triangle of every group
-    slot: torch.Tensor | None  # (S,) int64: row of query s among the G * Lq group rows; None: s
 
 
-@functools.lru_cache(maxsize=64)
 def plan_for(strategy, S: int, causal: bool, device, dtype) -> Plan | None:
-    """The cached :class:`Plan` of ``strategy`` for ``(S, causal, device, dtype)``; None: dense."""
+    """The :class:`Plan` of ``strategy`` for ``(S, causal, device, dtype)``; None: dense.
+
+    Cached when eager. Under ``torch.compile`` it is traced into the graph instead (Dynamo would
+    skip the cache anyway): only Python ints decide anything, so nothing breaks the graph, and
+    the few tensors it builds (from ``arange``, O(S * keys)) are computed inside it."""
+    if torch.compiler.is_compiling():
+        return make_plan(strategy, S, causal, device, dtype)
+    return cached_plan(strategy, S, causal, device, dtype)
+
+
+def make_plan(strategy, S: int, causal: bool, device, dtype) -> Plan | None:
+    """Build the plan (uncached): views from the grids, a pattern only where one is needed."""
     found = strategy.groups(S, causal)
     if found is None:
         return None
-    q_idx, k_idx = found  # (G, Lq), (G, Lk); outside [0, S) = padding
-    (G, Lq), Lk = q_idx.shape, k_idx.shape[1]
-    qi, kj = q_idx[:, :, None], k_idx[:, None, :]  # (G, Lq, 1), (G, 1, Lk)
+    q, k = found.q, found.k
+    order = tiling_order(q, S)
+    padded = min(q.offset, k.offset) < 0 or max(q.last, k.last) >= S
+    is_causal = causal and found.full and not padded and q == k  # same rows: causal = tril
+    if found.full and not padded and (is_causal or not causal):
+        return Plan(q, k, order, None, None, is_causal)
+    G, Lq, Lk = q.count, q.length, k.length
+    qi, kj = q.positions(device)[:, :, None], k.positions(device)[:, None, :]  # (G,Lq,1) (G,1,Lk)
     pattern = (qi >= 0) & (qi < S) & (kj >= 0) & (kj < S) & strategy.allowed(qi, kj)
     if causal:
-        pattern = pattern & (kj <= qi)
-    flat, valid = q_idx.flatten(), ((q_idx >= 0) & (q_idx < S)).flatten()
-    if not torch.equal(torch.bincount(flat[valid], minlength=S), torch.ones(S, dtype=torch.long)):
-        raise RuntimeError(f"{strategy.label}: groups() must cover each query exactly once")
-    slot = None
-    if not torch.equal(flat[:S], torch.arange(S)):
-        slot = torch.empty(S, dtype=torch.long)
-        slot[flat[valid]] = torch.arange(G * Lq)[valid]
-    is_causal = causal and Lq == Lk and bool((pattern == torch.ones(Lq, Lk).tril().bool()).all())
-    trivial = is_causal or bool(pattern.all())
-    bias = None
-    if not trivial:  # padding rows (no allowed key) get key 0 so softmax stays finite
-        guarded = pattern | (~pattern.any(-1, keepdim=True) & (torch.arange(Lk) == 0))
-        bias = torch.zeros(1, G, Lq, Lk, dtype=dtype).masked_fill_(~guarded, float("-inf"))
-    to = lambda t: None if t is None else t.to(device)
-    return Plan(_rows(q_idx, S, device), _rows(k_idx, S, device), to(q_idx.clamp(0, S - 1)),
-                to(k_idx.clamp(0, S - 1)), None if trivial else to(pattern), to(bias), is_causal,
-                to(slot))
+        pattern = pattern & (kj <= qi)  # (G, Lq, Lk)
+    # padding rows (no allowed key) get key 0 so softmax stays finite; their output is dropped
+    first = torch.arange(Lk, device=device) == 0
+    guarded = pattern | (~pattern.any(-1, keepdim=True) & first)
+    bias = torch.zeros(1, G, Lq, Lk, dtype=dtype, device=device).masked_fill(~guarded, -math.inf)
+    return Plan(q, k, order, pattern, bias, False)
+
+
+cached_plan = functools.lru_cache(maxsize=64)(make_plan)
 
 
 def grouped_attention(plan: Plan, q, k, v, key_padding_mask, segment_ids, ops) -> torch.Tensor:
     """Self-attention of a sparse pattern, group by group. q, k, v ``(B, H, S, D)`` -> same."""
     B, H, S, D = q.shape
-    (G, Lq), Lk = plan.q_pos.shape, plan.k_pos.shape[1]
-    qg = take(q, plan.q_rows)  # (B*H, G, Lq, D)
-    kg, vg = take(k, plan.k_rows), take(v, plan.k_rows)  # (B*H, G, Lk, D)
+    G, Lq, Lk = plan.q.count, plan.q.length, plan.k.length
+    qg = take(q, plan.q)  # (B*H, G, Lq, D)
+    kg, vg = take(k, plan.k), take(v, plan.k)  # (B*H, G, Lk, D)
     extra = None  # (B, G, Lq | 1, Lk) bool from padding and segments
-    if key_padding_mask is not None:
-        extra = key_padding_mask[:, plan.k_pos][:, :, None, :]  # (B, G, 1, Lk)
+    if key_padding_mask is not None:  # padding positions read as False
+        extra = take(key_padding_mask[:, None, :, None], plan.k).transpose(-2, -1)  # (B,G,1,Lk)
     if segment_ids is not None:
-        seg_q, seg_k = segment_ids[:, plan.q_pos], segment_ids[:, plan.k_pos]  # (B, G, Lq|Lk)
-        same = seg_q[..., :, None] == seg_k[..., None, :]  # (B, G, Lq, Lk)
+        seg = segment_ids[:, None, :, None]  # (B, 1, S, 1)
+        same = take(seg, plan.q) == take(seg, plan.k).transpose(-2, -1)  # (B, G, Lq, Lk)
         extra = same if extra is None else extra & same
     if extra is None:
         out = inner_attention(qg, kg, vg, plan.bias, plan.is_causal, ops, guarded=True)
@@ -207,5 +217,4 @@ def grouped_attention(plan: Plan, q, k, v, key_padding_mask, segment_ids, ops) -
         mask = extra if pattern is None else extra & pattern  # (B, G, Lq, Lk)
         mask = mask[:, None].expand(B, H, G, Lq, Lk).reshape(B * H, G, Lq, Lk)
         out = inner_attention(qg, kg, vg, mask, False, ops)  # (B*H, G, Lq, D)
-    out = out.reshape(B, H, G * Lq, D)
-    return out[:, :, :S] if plan.slot is None else out.index_select(2, plan.slot)
+    return untake(out, plan.q, plan.order, B, S)

@@ -6,22 +6,23 @@ from dataclasses import dataclass
 import torch
 
 from implementations.attention.base import AttentionStrategy, check_int, diagonal_pairs
+from implementations.attention.grid import Grid, Groups
 from implementations.registry import param, register
 
 
-def chunk_groups(n: int, w: int, causal: bool, chunk: int | None = None):
+def chunk_groups(n: int, w: int, causal: bool, chunk: int | None = None) -> Groups:
     """Query chunks of positions ``0..n-1`` with the keys a window ``w`` can reach.
 
     Chunk ``[s, s + c)`` gets keys ``[s - w, s + c + w)`` (``[s - w, s + c)`` when causal), so
-    each query pays ``c + 2w`` (``c + w``) scores for its ``2w + 1`` (``w + 1``) keys. Returns
-    ``(q_idx (G, c), k_idx (G, Lk))``; entries outside ``[0, n)`` are padding.
+    each query pays ``c + 2w`` (``c + w``) scores for its ``2w + 1`` (``w + 1``) keys. Positions
+    outside ``[0, n)`` are padding.
     """
     w = min(w, max(n - 1, 0))  # a window past the sequence reaches no further keys
     c = min(chunk or max(w // 2, 8), n)
-    starts = torch.arange(-(-n // c)) * c  # (G,)
-    q_idx = starts[:, None] + torch.arange(c)  # (G, c)
-    k_idx = starts[:, None] - w + torch.arange(c + w + (0 if causal else w))  # (G, Lk)
-    return q_idx, k_idx
+    G = -(-n // c)  # chunks, the last one possibly partial
+    q = Grid((G, c), (c, 1))  # chunk g: queries g c .. g c + c - 1
+    k = Grid((G, c + w + (0 if causal else w)), (c, 1), offset=-w)  # keys from g c - w
+    return Groups(q, k)
 
 
 @register("attention", "local")
@@ -46,7 +47,7 @@ class LocalAttention(AttentionStrategy):
     def allowed(self, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
         return (i - j).abs() <= self.window
 
-    def groups(self, S: int, causal: bool):
+    def groups(self, S: int, causal: bool) -> Groups:
         return chunk_groups(S, self.window, causal)
 
     def allowed_pairs(self, S: int, causal: bool) -> int:
