@@ -106,6 +106,7 @@ def _cell(rec: dict | None, base: dict | None, mem_metric: str) -> Cell:
         lines.append(_fmt_bytes(_memory(rec, mem_metric)))
     if m.get("mfu") is not None:
         lines.append(f"MFU {m['mfu']:.1%}")
+    lines += _axis_lines(m)
     if base is not None and base is not rec and base.get("status") == "ok":
         bm = base.get("metrics") or {}
         if bm.get("latency_ms_p50") and p50:
@@ -113,6 +114,27 @@ def _cell(rec: dict | None, base: dict | None, mem_metric: str) -> Cell:
         if _memory(base, mem_metric) and _memory(rec, mem_metric) is not None:
             lines.append(f"mem ×{_memory(rec, mem_metric) / _memory(base, mem_metric):.2f}")
     return Cell("ok", lines or ["ok"], rec.get("point_id", ""))
+
+
+def _axis_lines(m: dict) -> list[str]:
+    """What the padding, parallel, precision and ops axes measure, where a point has it."""
+    lines = []
+    if m.get("padding_efficiency") is not None and m["padding_efficiency"] < 1:
+        lines.append(f"{m['padding_efficiency']:.1%} real tokens")
+        if m.get("real_tokens_per_s") is not None:
+            lines.append(f"{_fmt_num(m['real_tokens_per_s'])} real tok/s")
+    if m.get("model_state_bytes_max") is not None:
+        lines.append(f"model states {_fmt_bytes(m['model_state_bytes_max'])}/rank")
+    if m.get("loss_parity_rel_diff") is not None:
+        flag = "" if m.get("loss_parity_ok", True) else " (beyond tolerance)"
+        lines.append(f"loss vs fp32 {m['loss_parity_rel_diff']:.1e}{flag}")
+    if m.get("amp_skipped_steps"):
+        lines.append(f"{m['amp_skipped_steps']} skipped steps")
+    if m.get("compile_s") is not None:
+        lines.append(f"compile {m['compile_s']:.1f} s")
+    if m.get("throttled"):
+        lines.append("throttled")
+    return lines
 
 
 def _pick_baseline(row_labels: list[str], row_parts: dict[str, tuple], wanted: str | None):
@@ -232,8 +254,9 @@ def render_markdown(run: RunFolder, baseline: str | None = None) -> str:
         out += ["", f"## {_md(t.title)}", ""]
         if t.baseline:
             out.append(f"Baseline: **{_md(t.baseline)}**. Cell: latency p50 [95% CI], tokens/s, "
-                       f"peak memory ({t.memory_metric}), MFU, speed-up and memory ratio vs "
-                       "baseline.")
+                       f"peak memory ({t.memory_metric}); where measured, MFU, padding "
+                       "efficiency and real tokens/s, model-state bytes per rank, loss vs fp32, "
+                       "compile time; speed-up and memory ratio vs baseline.")
             out.append("")
         head = _md(t.column_axis or "")
         out.append(f"| strategy | " + " | ".join(f"{head} {_md(c)}".strip() for c in t.columns) + " |")

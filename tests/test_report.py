@@ -78,6 +78,18 @@ def test_single_point_run_has_one_cell(tmp_path):
     assert rows == [["strategy", "result"], ["demo", "1 ms [1, 1]"]]
 
 
+def test_axis_metrics_appear_in_the_cell(tmp_path):
+    metrics = {"padding_efficiency": 0.25, "real_tokens_per_s": 1500.0,
+               "model_state_bytes_max": 3 * 2**20, "loss_parity_rel_diff": 0.2,
+               "loss_parity_ok": False, "amp_skipped_steps": 2, "compile_s": 12.34}
+    run = write_run(tmp_path / "one", [record("a", samples_ms=[1.0] * 10, params={"seq_len": 8},
+                                              metrics=metrics)])
+    cell = table_rows(render_markdown(read_run_folder(run)))[1][1].split("<br>")
+    assert cell == ["1 ms [1, 1]", "25.0% real tokens", "1.5k real tok/s",
+                    "model states 3.00 MiB/rank", "loss vs fp32 2.0e-01 (beyond tolerance)",
+                    "2 skipped steps", "compile 12.3 s"]
+
+
 def test_reports_are_byte_identical_for_same_input(tmp_path):
     run = sweep_run(tmp_path)
     first = [p.read_bytes() for p in write_reports(run)]
