@@ -18,13 +18,7 @@ from implementations.flops import flops_breakdown, forward_flops, train_step_flo
 from implementations.model import ModelConfig, build_model
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: intra-op threads only add overhead (and stall badly on a busy 2-core box)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def config(strategy=None, **overrides):
