@@ -6,7 +6,8 @@
 * :func:`masked_attention`: one ``(S_q, S_k)`` mask (dense, decoding, cross-attention).
 * :func:`grouped_attention`: a sparse self-attention run group by group from a :class:`Plan`
   (see ``AttentionStrategy.groups``), so no ``S x S`` score matrix is ever built. Groups are
-  strided views decided from Python ints only, so it traces with no graph break.
+  taken (:func:`take`) as reshapes, strided views (eager) or ``index_select`` gathers (under
+  ``torch.compile``), all decided from Python ints only, so it traces with no graph break.
 """
 from __future__ import annotations
 
@@ -98,20 +99,48 @@ def _batch_mask(key_padding_mask, segment_ids, q_offset, S_q):
     return mask
 
 
-def take(x: torch.Tensor, grid: Grid) -> torch.Tensor:
-    """x ``(B, H, S, D)`` -> ``(B * H, G, L, D)``: the rows of ``grid`` as a strided view of the
-    sequence (zero-padded first when the grid reaches outside ``[0, S)``), windows overlapping
-    without a copy; copied only when several group axes cannot merge into one ``G`` axis."""
+def take(x: torch.Tensor, grid: Grid, gather: bool | None = None) -> torch.Tensor:
+    """x ``(B, H, S, D)`` -> ``(B * H, G, L, D)``: the rows of ``grid`` (zero-padded first when
+    the grid reaches outside ``[0, S)``).
+
+    A grid that tiles the sequence contiguously (block, local queries) is a plain reshape. Any
+    other grid (overlapping key windows, dilated rows) is either a strided view of the sequence
+    (windows overlapping without a copy; ``gather=False``) or an explicit gather
+    (``index_select`` with the grid's positions; ``gather=True``). ``None``: gather exactly when
+    tracing under ``torch.compile``. The gather costs one ``(B, H, G * L, D)`` copy, but its
+    backward is a plain ``index_add`` along the sequence; the strided view's backward
+    (``unfold_backward`` of a view whose positions are the innermost axis) is miscompiled by
+    inductor's CPU backend (torch 2.13: its 2-D tiled scatter-add writes out of bounds: wrong
+    gradients, heap corruption or a segfault in the compiled backward), so compiled code never
+    uses it. Eager keeps the view (eager autograd is exact): gathering there made fused local
+    ``w=128`` at ``S=4096`` 2.5x slower on CPU (SDPA reads the overlapping view without a copy)."""
     B, H, S, D = x.shape
     before, after = max(0, -grid.offset), max(0, grid.last - (S - 1))
     if before or after:  # cat writes each row once (F.pad fills everything, then copies)
         x = torch.cat([x.new_zeros(B, H, before, D), x, x.new_zeros(B, H, after, D)], dim=2)
+    start, span = before + grid.offset, grid.last - grid.offset + 1
+    if grid.strides == _row_major(grid.shape):  # rows start..start+span-1 in order: a reshape
+        return x.narrow(2, start, span).reshape(B * H, grid.count, grid.length, D)
+    if gather is None:
+        gather = torch.compiler.is_compiling()
+    if gather:  # positions from arange and Python ints: no graph break, no data dependence
+        index = grid.positions(x.device).reshape(-1) + before
+        return x.index_select(2, index).reshape(B * H, grid.count, grid.length, D)
     rows = x.reshape(B * H, -1, D).transpose(1, 2)  # (B*H, D, S + pads): positions last
-    rows = rows.narrow(2, before + grid.offset, grid.last - grid.offset + 1)
+    rows = rows.narrow(2, start, span)
     for n, s in zip(grid.shape[:-1], grid.strides[:-1]):  # one unfold per group axis
         rows = rows.unfold(-1, rows.shape[-1] - (n - 1) * s, s)  # (..., n, rest of the span)
     rows = rows[..., ::grid.strides[-1]]  # (B*H, D, n_1, .., L)
     return rows.movedim(1, -1).reshape(B * H, grid.count, grid.length, D)
+
+
+def _row_major(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The strides of a contiguous array of ``shape`` (in positions)."""
+    strides, size = [], 1
+    for n in reversed(shape):
+        strides.insert(0, size)
+        size *= n
+    return tuple(strides)
 
 
 def tiling_order(grid: Grid, S: int) -> tuple[int, ...]:
