@@ -100,6 +100,10 @@ def _launch(tmp_path: Path, *args: str) -> dict:
         ["implementations.parallel.zero_probe", "--out", str(out), *args])
     env = dict(os.environ, PYTHONPATH=str(ROOT), DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1")
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    if proc.returncode != 0 and "terminate called without an active exception" in proc.stderr:
+        # TODO(remove when DeepSpeed's CPU-offload teardown abort is fixed): seen once in a fresh
+        # virtualenv, a rank aborting at exit after its work; one retry, then the assertion holds.
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return json.loads(out.read_text())
 
