@@ -4,10 +4,10 @@
         [--min-samples 10 --min-time-s 0.5 --max-samples 200 --warmup-s 0.2]
 
 Each trial times a small CPU workload (``reps`` 160x160 float64 matmuls per sample, one BLAS
-thread) the way the harness does (``harness.timing`` with MeasureSpec's default settings:
+thread) the way the harness does (``harness.measure.timing`` with MeasureSpec's default settings:
 warm-up, then per-sample wall times until 10 samples AND 0.5 s, at most 200),
 once as the baseline side and once as the current side, and feeds both sample lists to
-``harness.compare.timing_verdict`` -- the exact decision ``tbench compare`` makes.
+``harness.analyse.compare.timing_verdict`` -- the exact decision ``tbench compare`` makes.
 
   * ``--rounds 1``: the two sides run back to back, like two separate runs compared with
     ``tbench compare`` (machine drift between the runs counts against the rule);
@@ -40,8 +40,8 @@ import numpy as np  # noqa: E402
 from scipy.stats import beta  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from harness.compare import timing_verdict  # noqa: E402
-from harness.timing import sample, warmup  # noqa: E402
+from harness.analyse.compare import timing_verdict  # noqa: E402
+from harness.measure.timing import sample, warmup  # noqa: E402
 
 BASE_REPS, SLOW_REPS = 5, 6  # 6 / 5 = 20% more work
 SIZE = 160
@@ -89,7 +89,7 @@ def clopper_pearson(k: int, n: int, conf: float = 0.95) -> tuple[float, float]:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--trials", type=int, default=200, help="trials of each kind")
-    # harness.suite.MeasureSpec defaults: min_samples 10, min_time_s 0.5, max_samples 200
+    # harness.suite.schema.MeasureSpec defaults: min_samples 10, min_time_s 0.5, max_samples 200
     p.add_argument("--min-samples", type=int, default=10)
     p.add_argument("--min-time-s", type=float, default=0.5)
     p.add_argument("--max-samples", type=int, default=200)

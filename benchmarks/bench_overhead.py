@@ -4,7 +4,7 @@
 
 Runs ``tbench run SUITE --out <tmp>`` as a user would (a subprocess, so process start-up, suite
 validation, every worker's torch import, model build, warm-up and writing results all count),
-then reads the run with ``harness.results.load_run``. Measured work = the sum of every point's
+then reads the run with ``harness.analyse.results.load_run``. Measured work = the sum of every point's
 ``samples_ms``. Prints wall time, measured time, their ratio and the per-point breakdown.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness.results import load_run
+from harness.analyse.results import load_run
 
 ROOT = Path(__file__).resolve().parents[1]
 

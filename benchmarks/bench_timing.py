@@ -19,7 +19,8 @@ from types import SimpleNamespace
 import torch
 import torch.utils.benchmark as tub
 
-from harness import stats, timing
+from harness.analyse import stats
+from harness.measure import timing
 
 TOLERANCE = 0.05
 

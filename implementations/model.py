@@ -24,12 +24,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from implementations import registry
+from implementations.attention.kernel import OPS
 from implementations.layers import Block, KVCache, LayerNorm, Rotary, sinusoidal_table
 from implementations.presets import PRESETS
 
 NORMS = ("post", "pre")
 POSITIONS = ("sinusoidal", "rope")
-OPS = ("eager", "fused")
 
 
 def _dense():

@@ -1,6 +1,6 @@
 """A scripted stand-in for the `pynvml` module (nvidia-ml-py), for tests on machines without a driver.
 
-Only the library boundary is faked: tests put a FakeNVML where harness.telemetry looks up
+Only the library boundary is faked: tests put a FakeNVML where harness.measure.telemetry looks up
 `pynvml`, and the harness code runs unchanged. Each per-sample reading is a Script: a list of
 values returned one per call, the last one repeated; a value of None makes that call raise
 NVMLError_NotSupported, as real NVML does for a counter the GPU lacks. Units are NVML's:
@@ -74,7 +74,7 @@ def _procs(entries):
 
 
 class FakeNVML:
-    """The subset of pynvml that harness.telemetry calls."""
+    """The subset of pynvml that harness.measure.telemetry calls."""
 
     NVML_CLOCK_SM = 1
     NVML_CLOCK_MEM = 2

@@ -9,8 +9,7 @@ import pytest
 import torch
 
 from implementations import registry
-from implementations.attention import (AtrousAttention, BlockAttention, DenseAttention,
-                                       LocalAttention)
+from implementations.attention import AtrousAttention, BlockAttention, DenseAttention, LocalAttention
 
 OPS = ["eager", "fused"]
 

@@ -7,9 +7,9 @@ import re
 from pathlib import Path
 
 import pytest
-
-from harness.report import write_reports
 from results_factory import attention_sweep, write_run
+
+from harness.analyse.report import write_reports
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

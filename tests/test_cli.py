@@ -7,7 +7,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from harness import cli, results
+from harness import cli
+from harness.analyse import results
 
 GOOD = {"name": "t", "model": {"preset": "tiny"}, "workload": {"seq_len": 32, "batch_size": 2},
         "strategies": {"attention": {"name": "local", "window": 8}},
@@ -69,7 +70,7 @@ BAD = [  # (suite content, extra args, expected message)
 @pytest.mark.parametrize("content, args, expected", BAD, ids=[b[2][:40] for b in BAD])
 def test_bad_input_exits_2_with_a_clear_message_and_runs_nothing(tmp_path, monkeypatch, content, args, expected):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("harness.runner.run_sweep", lambda *a, **k: pytest.fail("a point ran"))
+    monkeypatch.setattr("harness.run.runner.run_points", lambda *a, **k: pytest.fail("a point ran"))
     result = invoke("run", write(tmp_path, content), "--out", tmp_path / "run", *args)
     assert result.exit_code == 2, result.output
     assert expected in result.output
@@ -96,17 +97,17 @@ def test_dry_run_lists_points_and_writes_nothing(tmp_path, monkeypatch):
 
 
 class FakeRunner:
-    """Stands in for harness.runner.run_sweep: checks what the CLI wrote first, writes results."""
+    """Stands in for harness.run.runner.run_points: checks what the CLI wrote first, writes results."""
 
     def __init__(self, statuses):
         self.statuses, self.calls = statuses, []
 
-    def __call__(self, points, out_dir, *, resume, progress):
-        from harness.runner import ProgressEvent, RunSummary
+    def __call__(self, points, out_dir, done, *, progress, kill_grace_s):
+        from harness.run.runner import ProgressEvent, RunSummary
 
         resolved = json.loads((Path(out_dir) / results.RESOLVED_FILE).read_text())  # written before
         assert [p["id"] for p in resolved["points"]] == [p.id for p in points]
-        self.calls.append(resume)
+        self.calls.append(done)
         summary = RunSummary(Path(out_dir), Path(out_dir) / "results.jsonl", len(points))
         with open(summary.results_path, "a") as f:
             for i, (point, status) in enumerate(zip(points, self.statuses)):
@@ -121,8 +122,8 @@ class FakeRunner:
 @pytest.mark.parametrize("statuses, code", [(["ok", "not_supported"], 0), (["ok", "error"], 3)])
 def test_run_writes_resolved_suite_first_and_prints_results_path_last(tmp_path, monkeypatch, statuses, code):
     fake = FakeRunner(statuses)
-    monkeypatch.setattr("harness.runner.run_sweep", fake)
-    monkeypatch.setattr("harness.report.write_reports", lambda run_dir: [])
+    monkeypatch.setattr("harness.run.runner.run_points", fake)
+    monkeypatch.setattr("harness.analyse.report.write_reports", lambda run_dir: [])
     run_dir = tmp_path / "run"
     result = invoke("run", write(tmp_path, GOOD), "--out", run_dir, "--device", "cpu")
     assert result.exit_code == code, result.output
@@ -135,8 +136,8 @@ def test_run_writes_resolved_suite_first_and_prints_results_path_last(tmp_path, 
 
 
 def test_existing_results_need_resume_and_resume_needs_the_same_points(tmp_path, monkeypatch):
-    monkeypatch.setattr("harness.runner.run_sweep", FakeRunner(["ok", "ok"]))
-    monkeypatch.setattr("harness.report.write_reports", lambda run_dir: [])
+    monkeypatch.setattr("harness.run.runner.run_points", FakeRunner(["ok", "ok"]))
+    monkeypatch.setattr("harness.analyse.report.write_reports", lambda run_dir: [])
     suite, run_dir = write(tmp_path, GOOD), tmp_path / "run"
     assert invoke("run", suite, "--out", run_dir, "--device", "cpu").exit_code == 0
     again = invoke("run", suite, "--out", run_dir, "--device", "cpu")
@@ -147,12 +148,12 @@ def test_existing_results_need_resume_and_resume_needs_the_same_points(tmp_path,
 
 
 def test_a_failing_report_is_a_warning_not_lost_results(tmp_path, monkeypatch):
-    monkeypatch.setattr("harness.runner.run_sweep", FakeRunner(["ok", "ok"]))
+    monkeypatch.setattr("harness.run.runner.run_points", FakeRunner(["ok", "ok"]))
 
     def broken(run_dir):
         raise RuntimeError("template missing")
 
-    monkeypatch.setattr("harness.report.write_reports", broken)
+    monkeypatch.setattr("harness.analyse.report.write_reports", broken)
     result = invoke("run", write(tmp_path, GOOD), "--out", tmp_path / "run", "--device", "cpu")
     assert result.exit_code == 0
     assert "warning: the report could not be written (RuntimeError: template missing)" in result.stderr

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import results
+from harness.analyse import results
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,4 +1,4 @@
-"""harness.env: the recorded environment and the fingerprint that --resume and compare rely on."""
+"""harness.run.env: the recorded environment and the fingerprint that --resume and compare rely on."""
 from __future__ import annotations
 
 import copy
@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from harness import env, telemetry
+from harness.measure import telemetry
+from harness.run import env
 from tests.fake_nvml import GIB, FakeGPU, FakeNVML
 
 KEYS = {"python", "platform", "hostname", "torch", "cuda", "cudnn", "nccl", "driver", "gpu_count",
@@ -79,6 +80,6 @@ def test_fingerprint_is_stable_and_tracks_what_must_match(real_env):
 
 
 def test_importing_env_does_not_import_torch():
-    code = "import sys, harness.env; sys.exit('torch' in sys.modules)"
+    code = "import sys, harness.run.env; sys.exit('torch' in sys.modules)"
     root = str(env.PROJECT_ROOT)
     assert subprocess.run([sys.executable, "-c", code], cwd=root).returncode == 0

@@ -9,12 +9,11 @@ import sys
 
 import pandas as pd
 import pytest
-import typer
+from results_factory import attention_sweep, record, write_run
 from typer.testing import CliRunner
 
-from harness import cli_reports
-from harness.export import benchmark_stats, export
-from results_factory import attention_sweep, record, write_run
+from harness.analyse.export import benchmark_stats, export
+from harness.cli import app as tbench_app
 
 
 def sweep_run(path, factor=1.0):
@@ -101,8 +100,7 @@ def test_exports_are_deterministic(tmp_path):
 
 
 def test_cli_export_and_bad_format(tmp_path):
-    app = typer.Typer()
-    cli_reports.register(app)
+    app = tbench_app
     run = write_run(tmp_path / "a", [record("x", samples_ms=[1.0] * 5)])
     r = CliRunner().invoke(app, ["export", str(run), "--format", "csv"])
     assert r.exit_code == 0 and (run / "export" / "results.csv").exists()

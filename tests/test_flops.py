@@ -17,7 +17,6 @@ from implementations import registry
 from implementations.flops import flops_breakdown, forward_flops, train_step_flops
 from implementations.model import ModelConfig, build_model
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 

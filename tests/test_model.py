@@ -10,7 +10,6 @@ from implementations import registry
 from implementations.model import DecoderOnly, EncoderDecoder, ModelConfig, build_model
 from implementations.presets import PRESETS
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 STRATEGIES = [{"name": "dense"}, {"name": "local", "window": 2}]

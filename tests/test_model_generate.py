@@ -10,7 +10,6 @@ from implementations import registry
 from implementations.generate import generate
 from implementations.model import ModelConfig, build_model
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 

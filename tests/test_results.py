@@ -1,9 +1,9 @@
-"""harness.results: durable append, tolerant read, one DataFrame row per point."""
+"""harness.analyse.results: durable append, tolerant read, one DataFrame row per point."""
 import json
 
 import pytest
 
-from harness import results
+from harness.analyse import results
 
 
 def record(pid, status="ok", **metrics):

@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from harness import results, runner, worker
-from harness.suite import parse_suite
-from harness.sweep import expand
+from harness.analyse import results
+from harness.measure import faults, worker
+from harness.run import rundir, runner
+from harness.suite.loader import parse_suite
+from harness.suite.sweep import expand
 
 FAST = {"warmup_iters": 1, "warmup_s": 0.0, "min_samples": 10, "min_time_s": 0.0, "max_samples": 10}
 
@@ -72,13 +74,13 @@ def live_workers(run_dir) -> list[int]:
             cmd = (proc / "cmdline").read_bytes().decode(errors="replace")
         except OSError:
             continue
-        if proc.name.isdigit() and str(run_dir) in cmd and "harness.worker" in cmd:
+        if proc.name.isdigit() and str(run_dir) in cmd and "harness.measure.worker" in cmd:
             pids.append(int(proc.name))
     return pids
 
 
 def test_cpu_memory_above_baseline_shows_what_the_point_allocated():
-    from harness import measurement
+    from harness.measure import measurement
 
     vocab, d_model = 1_000_000, 64  # a 256 MB embedding table, next to ~250 MB of torch import
     (pt,) = points([8], model={"preset": "tiny", "overrides": {"vocab_size": vocab}})
@@ -104,7 +106,7 @@ def test_interrupt_then_resume_loses_and_repeats_nothing(tmp_path):
     assert not live_workers(tmp_path)
     assert json.loads((tmp_path / "run.json").read_text())["state"] == "interrupted"
 
-    with pytest.raises(runner.RunDirError, match="--resume"):
+    with pytest.raises(rundir.RunDirError, match="--resume"):
         runner.run_sweep(pts, tmp_path)
     second = runner.run_sweep(pts, tmp_path, resume=True)
     assert second.skipped == 1 and second.counts == {"ok": 2}
@@ -125,11 +127,11 @@ def test_a_relative_run_folder_works_although_workers_run_in_their_own_folder(tm
 
 def test_resume_refuses_a_changed_environment(tmp_path, monkeypatch):
     pts = points([8])
-    monkeypatch.setattr(runner.env_mod, "collect_env", lambda: {"torch": "1.0", "git": {}})
-    runner.prepare_run_dir(tmp_path, pts, resume=False)
-    monkeypatch.setattr(runner.env_mod, "collect_env", lambda: {"torch": "9.9", "git": {}})
-    with pytest.raises(runner.RunDirError, match="environment changed"):
-        runner.prepare_run_dir(tmp_path, pts, resume=True)
+    monkeypatch.setattr(rundir.env_mod, "collect_env", lambda: {"torch": "1.0", "git": {}})
+    rundir.open_run(tmp_path, pts, resume=False)
+    monkeypatch.setattr(rundir.env_mod, "collect_env", lambda: {"torch": "9.9", "git": {}})
+    with pytest.raises(rundir.RunDirError, match="environment changed"):
+        rundir.open_run(tmp_path, pts, resume=True)
 
 
 @pytest.mark.parametrize("exc, status", [
@@ -141,21 +143,21 @@ def test_resume_refuses_a_changed_environment(tmp_path, monkeypatch):
     (NotImplementedError("abstract"), "error"),
 ])
 def test_classify(exc, status):
-    assert worker.classify(exc) == status
+    assert faults.classify(exc) == status
 
 
 def test_fault_hook_matches_ids_only(monkeypatch):
     monkeypatch.setenv("TBENCH_FAULT", "abc=hang,def=raise")
-    assert worker.injected_fault("def") == "raise" and worker.injected_fault("xyz") is None
+    assert faults.injected_fault("def") == "raise" and faults.injected_fault("xyz") is None
     monkeypatch.setenv("TBENCH_FAULT", "*=nonsense")
     with pytest.raises(ValueError, match="unknown"):
-        worker.injected_fault("xyz")
+        faults.injected_fault("xyz")
 
 
 def test_rank_results_merge(tmp_path):
     result = tmp_path / "result.json"
     for rank, state in ((0, 100), (1, 60)):
-        worker.write_json_atomic(worker.rank_result_path(result, rank), {
+        results.write_json_atomic(worker.rank_result_path(result, rank), {
             "status": "ok", "error": None, "metrics": {"latency_ms_p50": 1.0}, "rank": rank,
             "rank_metrics": {"rank": rank, "model_state_bytes": state, "mem_peak_bytes": 5}})
     merged = worker.merge_rank_results(result, 2)
@@ -170,4 +172,4 @@ def test_multi_rank_points_launch_through_torchrun(tmp_path):
                              "strategies": {"parallel": {"name": "zero", "nproc": 2}}}, "t"), "cpu")[0]
     cmd = runner.worker_command(pt, tmp_path / "p.json", tmp_path / "r.json")
     assert cmd[1:4] == ["-m", "torch.distributed.run", "--nproc_per_node"] and "2" in cmd
-    assert cmd[-3:] == ["harness.worker", str(tmp_path / "p.json"), str(tmp_path / "r.json")]
+    assert cmd[-3:] == ["harness.measure.worker", str(tmp_path / "p.json"), str(tmp_path / "r.json")]

@@ -1,9 +1,9 @@
-"""harness.stats against hand-computed values (pytest-benchmark's stats tests are the model)."""
+"""harness.analyse.stats against hand-computed values (pytest-benchmark's stats tests are the model)."""
 import math
 
 import pytest
 
-from harness import stats
+from harness.analyse import stats
 
 TEN = [float(x) for x in range(1, 11)]  # 1..10
 
@@ -71,12 +71,3 @@ def test_noise_warning_follows_iqr_over_median():
     assert stats.noise_warning([10.0] * 10) is None
     # IQR 4.5 over median 5.5 = 82%
     assert "IQR/median = 81.8%" in stats.noise_warning(TEN)
-
-
-def test_stats_does_not_import_torch():
-    import subprocess
-    import sys
-
-    code = "import sys, harness.stats, harness.results; print('torch' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"

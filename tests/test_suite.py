@@ -5,8 +5,10 @@ import typing
 
 import pytest
 
-from harness.errors import SuiteError
-from harness.suite import Point, PointConfig, StrategiesSpec, Suite, load_suite, parse_suite
+from harness.suite.errors import SuiteError
+from harness.suite.loader import Suite, load_suite, parse_suite
+from harness.suite.point import Point, PointConfig
+from harness.suite.schema import StrategiesSpec
 from implementations import registry
 
 
@@ -130,7 +132,7 @@ def _write(tmp_path, text):
 
 
 def test_lengths_spec_checks_the_samplers_own_parameter_table():
-    from harness.suite import LengthsSpec
+    from harness.suite.schema import LengthsSpec
     from implementations.padding.lengths import PARAMS
 
     assert set(typing.get_args(LengthsSpec.model_fields["distribution"].annotation)) == set(PARAMS)

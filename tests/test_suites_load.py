@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.sweep import load_points
+from harness.suite.sweep import load_points
 
 SUITES = sorted((Path(__file__).resolve().parents[1] / "suites").glob("*.yaml"))
 

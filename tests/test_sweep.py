@@ -1,9 +1,9 @@
 """Sweep expansion: grid / zip / exclude, order, ids, labels, profiles and --set overrides."""
 import pytest
 
-from harness.errors import SuiteError
-from harness.suite import parse_suite
-from harness.sweep import expand, parse_sets, points_for, resolve
+from harness.suite.errors import SuiteError
+from harness.suite.loader import parse_suite
+from harness.suite.sweep import expand, parse_sets, points_for, resolve
 
 BASE = {"name": "t", "model": {"preset": "tiny"}, "workload": {"seq_len": 32},
         "strategies": {"attention": "dense"}}

@@ -1,4 +1,4 @@
-"""harness.telemetry against a fake NVML at the library boundary, and the real one without a driver."""
+"""harness.measure.telemetry against a fake NVML at the library boundary, and the real one without a driver."""
 from __future__ import annotations
 
 import os
@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from harness import telemetry
+from harness.measure import telemetry
 from tests.fake_nvml import GIB, FakeGPU, FakeNVML, LegacyFakeNVML, NVMLError_LibraryNotFound
 
 ME = os.getpid()

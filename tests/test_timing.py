@@ -1,12 +1,12 @@
-"""harness.timing stopping rules and harness.memory peaks, on CPU (counts, never durations)."""
+"""harness.measure.timing stopping rules and harness.measure.memory peaks, on CPU (counts, never durations)."""
 import time
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from harness import timing
-from harness.memory import MemoryTracker
+from harness.measure import timing
+from harness.measure.memory import MemoryTracker
 
 
 class Counter:

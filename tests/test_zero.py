@@ -190,9 +190,10 @@ def test_hung_collective_becomes_an_error(tmp_path):
 def test_zero_point_on_an_encoder_decoder_runs_under_deepspeed_bf16(tmp_path):
     """The worker feeds the engine through the same forward helper as a single-process point
     (encoder-decoder: src/tgt keywords) and leaves bf16 to DeepSpeed (no autocast on top)."""
-    from harness import results, runner
-    from harness.suite import parse_suite
-    from harness.sweep import expand
+    from harness.analyse import results
+    from harness.run import runner
+    from harness.suite.loader import parse_suite
+    from harness.suite.sweep import expand
 
     (pt,) = expand(parse_suite({
         "name": "zero-encdec", "model": {"preset": "tiny", "overrides": {"n_encoder_layers": 2}},

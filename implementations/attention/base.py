@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import torch
 
+from implementations.attention import kernel
 from implementations.attention.grid import Groups
-
-OPS = ("eager", "fused")
 
 
 def check_int(owner: str, field: str, value, minimum: int) -> None:
@@ -97,8 +96,6 @@ class AttentionStrategy:
         (never an ``S x S`` score matrix); any other shape (decoding, cross-attention) uses one
         ``(S_q, S_k)`` mask, which is O(S) per decoded token.
         """
-        from implementations.attention import kernel
-
         kernel.check_inputs(q, k, v, key_padding_mask, segment_ids, q_offset, ops)
         S_q, S_k = q.shape[-2], k.shape[-2]
         if S_q == S_k and q_offset == 0:

@@ -18,8 +18,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from implementations.attention.base import OPS
 from implementations.attention.grid import Grid
+
+OPS = ("eager", "fused")  # the two ways to compute attention: textbook tensor ops, or SDPA
 
 
 def check_inputs(q, k, v, key_padding_mask, segment_ids, q_offset, ops) -> None:

@@ -26,8 +26,8 @@ from dataclasses import asdict, dataclass, field
 
 from scipy.stats import mannwhitneyu
 
-from harness import stats
-from harness.results import BadInput, RunFolder
+from harness.analyse import stats
+from harness.analyse.results import BadInput, RunFolder
 
 MIN_SAMPLES = 5
 ALPHA = 0.01
@@ -213,7 +213,7 @@ def overall_verdict(points: list[PointResult]) -> str:
 def compare_runs(base: RunFolder, current: RunFolder, *, threshold: float = 0.05,
                  metrics=DEFAULT_METRICS, force: bool = False,
                  timing_informational: bool = False) -> Comparison:
-    """Compare two loaded run folders (see ``harness.results.read_run_folder``)."""
+    """Compare two loaded run folders (see ``harness.analyse.results.read_run_folder``)."""
     points = compare_records(base.records, current.records, threshold=threshold,
                              metrics=metrics, timing_informational=timing_informational)
     bf, cf = base.run.get("fingerprint"), current.run.get("fingerprint")

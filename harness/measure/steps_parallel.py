@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import os
 
+from harness.measure.workload import LR, Workload, mean_flops
+from implementations.flops import train_step_flops
 from implementations.parallel.state_bytes import measure_step, peak_memory_bytes
 from implementations.parallel.zero import init_distributed, train_step
 
 
 def train_parallel(point, cfg, model, batches, device: str):
-    from harness.workload import LR, Workload, mean_flops
-    from implementations.flops import train_step_flops
-
     s = point.strategies
     rank = int(os.environ.get("RANK", "0"))
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 or s.parallel.name == "zero":

@@ -1,7 +1,6 @@
-"""The measured work of one point: model, data, precision, optimizer and a ``step()`` callable.
+"""The measured work of one point, and what building it needs (``harness.measure.steps`` builds it).
 
-Input: a resolved ``Point`` and the torch device string it runs on ("cpu", "cuda:<i>").
-Output: ``build(point, device) -> Workload`` with
+A ``Workload`` has
   * ``step()``: one unit of measured work: ``train`` = forward + loss + backward + optimizer step;
     ``forward`` = inference forward under ``no_grad``; ``generate`` = greedy decode of
     ``workload.new_tokens`` tokens with the KV cache (batches cycle through ``num_batches``);
@@ -12,7 +11,7 @@ Output: ``build(point, device) -> Workload`` with
   * ``finish() -> dict`` of training metrics (``loss_final``, ``amp_skipped_steps``) and
     ``close()`` (undo the precision's process-wide flags).
 ``unsupported_reasons(point)`` gathers every strategy's ``not_supported_reasons(ctx)``;
-``build`` raises ``NotSupported`` for combinations only the data reveals (packed rows on an
+``NotSupported`` is raised for combinations only the data reveals (packed rows on an
 encoder-decoder; padded prompts for a decoder-only generate).
 """
 from __future__ import annotations
@@ -24,12 +23,9 @@ from typing import Any, Callable
 import torch
 
 from implementations import registry
-from implementations.flops import forward_flops, train_step_flops
-from implementations.generate import generate
-from implementations.model import ModelConfig, build_model, forward_batch
+from implementations.model import ModelConfig
 from implementations.padding import sample_lengths
 
-AXES = ("attention", "padding", "precision", "parallel", "ops")
 LR = 1e-3
 
 
@@ -64,7 +60,7 @@ def context(point) -> registry.Context:
 def unsupported_reasons(point) -> list[str]:
     ctx = context(point)
     reasons = []
-    for axis in AXES:
+    for axis in registry.AXES:
         strategy = getattr(point.strategies, axis)
         if strategy is None:  # an axis with no strategy registered yet
             continue
@@ -103,7 +99,8 @@ def mean_flops(fn, cfg, batches) -> float:
     return sum(per) / len(per)
 
 
-def _cycle(batches):
+def cycle(batches):
+    """A callable returning the batches in turn, forever."""
     state = {"i": 0}
 
     def next_batch():
@@ -112,86 +109,3 @@ def _cycle(batches):
         return batch
 
     return next_batch
-
-
-def build(point, device: str) -> Workload:
-    """Everything the point measures, built from the seeded state the worker set up."""
-    cfg = model_config(point)
-    batches, n_seq = make_batches(point, cfg, device)
-    point.strategies.precision.setup(device)
-    model = build_model(cfg).to(device)
-    builders = {"train": _train, "forward": _forward, "generate": _generate}
-    wl = builders[point.workload.kind](point, cfg, model, batches, device)
-    wl.model = model
-    close_precision = point.strategies.precision.teardown
-    wl.close = close_precision
-    if point.workload.kind != "generate":
-        wl.sequences = n_seq / len(batches)
-        wl.real_tokens = sum(b.real_tokens for b in batches) / len(batches)
-        wl.processed_tokens = sum(b.processed_tokens for b in batches) / len(batches)
-    return wl
-
-
-def _train(point, cfg, model, batches, device) -> Workload:
-    s = point.strategies
-    if nproc_of(point) > 1 or getattr(s.parallel, "name", "none") != "none":
-        from harness.workload_parallel import train_parallel
-
-        return train_parallel(point, cfg, model, batches, device)
-    model.train()
-    optimizer = s.ops.make_optimizer(model.parameters(), LR)
-    scaler = s.precision.make_scaler(device)
-    run = s.ops.prepare(model)
-    next_batch = _cycle(batches)
-    state = {"loss": None, "skipped": 0}
-
-    def step():
-        batch = next_batch()
-        with s.precision.autocast(device):
-            loss = model.loss(forward_batch(run, batch, cfg.is_encoder_decoder), batch.targets)
-        state["skipped"] += bool(s.precision.backward_step(loss, optimizer, scaler))
-        state["loss"] = loss.detach()
-
-    def finish() -> dict:
-        loss = state["loss"]
-        return {"loss_final": None if loss is None else float(loss.float()),
-                "amp_skipped_steps": state["skipped"]}
-
-    return Workload(step, 0, 0, 0, mean_flops(train_step_flops, cfg, batches), finish=finish)
-
-
-def _forward(point, cfg, model, batches, device) -> Workload:
-    s = point.strategies
-    model.eval()
-    run = s.ops.prepare(model)
-    next_batch = _cycle(batches)
-
-    def step():
-        with torch.no_grad(), s.precision.autocast(device):
-            forward_batch(run, next_batch(), cfg.is_encoder_decoder)
-
-    return Workload(step, 0, 0, 0, mean_flops(forward_flops, cfg, batches))
-
-
-def _generate(point, cfg, model, batches, device) -> Workload:
-    s, w = point.strategies, point.workload
-    if not cfg.is_encoder_decoder and any(
-            b.key_padding_mask is not None or b.segment_ids is not None for b in batches):
-        raise NotSupported("decoder-only generate needs unpadded prompts (use fixed lengths)")
-    model.eval()
-    next_batch = _cycle(batches)
-
-    produced: list[int] = []  # rows may stop early at eos: count what was really generated
-
-    def step():
-        batch = next_batch()
-        with s.precision.autocast(device):
-            out = generate(model, batch.tokens, w.new_tokens, use_cache=True,
-                           src_key_padding_mask=batch.key_padding_mask if cfg.is_encoder_decoder else None)
-        produced.append(int(out.shape[0] * out.shape[1]))
-
-    def finish() -> dict:
-        return {"generated_tokens_per_step": sum(produced) / len(produced) if produced else None}
-
-    new = float(w.batch_size * w.new_tokens)
-    return Workload(step, float(w.batch_size), new, new, None, finish=finish)

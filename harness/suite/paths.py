@@ -14,8 +14,9 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from harness.errors import FieldError, suggest
-from harness.strategies import union_of_params
+from harness.suite.errors import FieldError, suggest
+from harness.suite.schema import LengthsSpec, MeasureSpec, ModelSpec, WorkloadSpec, model_config_fields
+from harness.suite.strategies import union_of_params
 from implementations import registry
 
 SECTIONS = ("model", "workload", "strategies", "measure")
@@ -29,8 +30,6 @@ def _fields(model_cls) -> list[str]:
 
 def normalize(path: str) -> str:
     """``model.<ModelConfig field>`` -> ``model.overrides.<field>``; other paths unchanged."""
-    from harness.suite import ModelSpec, model_config_fields
-
     parts = path.split(".")
     fields = model_config_fields()
     if len(parts) == 2 and parts[0] == "model" and parts[1] not in ModelSpec.model_fields \
@@ -47,9 +46,6 @@ def _unknown(key: str, allowed, subpath) -> FieldError:
 
 def check_path(path: str, prefix: tuple = ()) -> str:
     """The normalised path, or a FieldError located at ``prefix + (path,)``."""
-    from harness.suite import (LengthsSpec, MeasureSpec, ModelSpec, WorkloadSpec,
-                               model_config_fields)
-
     at = prefix + (path,)
     if not isinstance(path, str) or not path:
         raise FieldError(f"got {path!r}, allowed: a dotted field path like workload.seq_len", at)

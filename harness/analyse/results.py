@@ -29,9 +29,10 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
 
 RESULTS_FILE = "results.jsonl"
 RUN_FILE = "run.json"
@@ -82,6 +83,16 @@ class RunFolder:
     run: dict  # run.json
     env: dict  # env.json
     suite: dict  # suite.resolved.json
+
+def write_json_atomic(path: str | os.PathLike, data: dict, indent: int | None = None) -> None:
+    """Temporary file, fsync, rename: a reader sees the old file or the whole new one."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, default=str, indent=indent)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 def _drop_partial_tail(path: Path) -> None:
@@ -209,8 +220,10 @@ def _row(rec: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def frame(records: list[dict[str, Any]], run: dict[str, Any]) -> pd.DataFrame:
+def frame(records: list[dict[str, Any]], run: dict[str, Any]) -> "pd.DataFrame":
     """One row per record (see ``load_run``); ``run`` is run.json, for provenance columns."""
+    import pandas as pd  # here, not at the top: a worker writing its record needs no pandas
+
     rows = [_row(rec, run) for rec in records]
     if not rows:
         return pd.DataFrame(columns=list(PROVENANCE) + list(METRICS) + list(LIST_COLUMNS))
@@ -221,7 +234,7 @@ def frame(records: list[dict[str, Any]], run: dict[str, Any]) -> pd.DataFrame:
     return df[first + params + last]
 
 
-def load_run(run_dir: str | os.PathLike) -> pd.DataFrame:
+def load_run(run_dir: str | os.PathLike) -> "pd.DataFrame":
     """One row per point of ``run_dir`` (the latest record of each); no rows before the first
     result is written."""
     if not (Path(run_dir) / RESULTS_FILE).exists():

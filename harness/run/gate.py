@@ -1,9 +1,9 @@
 """CI gating: run a suite, then compare it with a baseline -- or run an interleaved A/B.
 
 ``gate(suite, baseline, out, overrides)``: runs the suite (``--set PATH=VALUE`` strings) into
-``out`` the way ``tbench run`` does (``harness.sweep.load_points`` for the device profile and the
-overrides, ``harness.rundir.run_suite`` for the run folder), writes its reports, and compares
-with the baseline run folder / results.jsonl (``harness.compare.compare_runs``).
+``out`` the way ``tbench run`` does (``harness.suite.sweep.load_points`` for the device profile and the
+overrides, ``harness.run.runner.run_suite`` for the run folder), writes its reports, and compares
+with the baseline run folder / results.jsonl (``harness.analyse.compare.compare_runs``).
 
 ``ab_gate(suite, base_overrides, cand_overrides, out, overrides, rounds)``: the same suite
 under two override sets (e.g. ``strategies.ops.name=eager`` vs ``=fused``). Points are paired by
@@ -21,10 +21,17 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from harness import rundir, stats
-from harness.compare import (ALPHA, DEFAULT_METRICS, Comparison, compare_records, compare_runs,
-                             overall_verdict)
-from harness.results import BadInput, read_run_folder
+from harness.analyse import stats
+from harness.analyse.compare import (
+    ALPHA,
+    DEFAULT_METRICS,
+    Comparison,
+    compare_records,
+    compare_runs,
+    overall_verdict,
+)
+from harness.analyse.results import BadInput, read_run_folder
+from harness.run import rundir
 
 
 def parse_spec(spec: str) -> list[str]:
@@ -37,20 +44,17 @@ def parse_spec(spec: str) -> list[str]:
 
 
 def load_points(suite_path, sets: list[str]):
-    """The suite's points with ``--set PATH=VALUE`` strings applied (harness.sweep)."""
-    from harness.sweep import load_points as sweep_load_points
+    """The suite's points with ``--set PATH=VALUE`` strings applied (harness.suite.sweep)."""
+    from harness.suite.sweep import load_points as sweep_load_points
 
     return sweep_load_points(suite_path, None, list(sets))
 
 
 def _run(suite_path, sets, resolved, points, out_dir: Path) -> Path:
     """Run ``points`` into ``out_dir`` as ``tbench run`` does."""
-    from harness.runner import RunDirError
+    from harness.run.runner import run_suite
 
-    try:
-        rundir.run_suite(out_dir, suite_path, sets, resolved, points)
-    except RunDirError as e:
-        raise BadInput(str(e)) from None
+    run_suite(out_dir, suite_path, sets, resolved, points)
     return out_dir
 
 

@@ -10,7 +10,7 @@ the worker classifies them.
 Order inside a point: memory tracking and NVML sampling start before the workload is built (so
 model weights and optimizer state count in the peaks, which are "above the pre-point
 baseline"); the first call is timed alone (``compile_s`` when ``ops.compile`` is on); then
-``harness.timing`` warms up and samples. Throughputs divide per-step counts by the MEAN step
+``harness.measure.timing`` warms up and samples. Throughputs divide per-step counts by the MEAN step
 time (total work over total time); ``per_token_latency_ms`` uses the median.
 """
 from __future__ import annotations
@@ -21,10 +21,11 @@ from typing import Any
 
 import torch
 
-from harness import peaks, stats, timing, workload
-from harness.memory import MemoryTracker
-from harness.telemetry import TelemetrySampler, empty_result
-from harness.worker import with_fault
+from harness.analyse import stats
+from harness.measure import peaks, steps, timing, workload
+from harness.measure.faults import with_fault
+from harness.measure.memory import MemoryTracker
+from harness.measure.telemetry import TelemetrySampler, empty_result
 
 TELEMETRY_METRICS = (
     "mem_nvml_peak_bytes", "mem_process_gpu_bytes", "power_w_mean", "energy_j",
@@ -68,7 +69,7 @@ def measure_point(point, fault: str | None = None) -> dict[str, Any]:
     mem.start()
     sampler = _telemetry(device)
     try:
-        wl = workload.build(point, device)
+        wl = steps.build(point, device)
     except workload.NotSupported as exc:
         return {"status": "not_supported", "error": str(exc), "samples_ms": [], "metrics": {},
                 "warnings": []}

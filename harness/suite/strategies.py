@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from harness.errors import FieldError, describe_type, suggest
+from harness.suite.errors import FieldError, describe_type, suggest
 from implementations import registry
 
 DEFAULTS = {"attention": "dense", "padding": "fixed", "precision": "fp32", "parallel": "none",

@@ -1,13 +1,12 @@
-"""The ``tbench`` command line (typer + rich).
+"""The ``run``, ``list`` and ``env`` commands of the ``tbench`` CLI.
 
     tbench run SUITE [--out DIR] [--device auto|cpu|cuda] [--set PATH=VALUE]... [--resume] [--dry-run]
     tbench list        strategies per axis (documented parameters), model presets, metrics
-    tbench env         the environment a run records (harness.env.collect_env)
-    (+ report / compare / gate / export from harness.cli_reports)
+    tbench env         the environment a run records (harness.run.env.collect_env)
 
 ``run`` validates and expands the whole sweep before anything runs, writes
 ``RUN_DIR/suite.resolved.json`` (source, device, overrides, the resolved suite and every point),
-runs the points (harness.runner), writes the reports, and prints the results path last on stdout.
+runs the points (harness.run.runner), writes the reports, and prints the results path last on stdout.
 Exit codes: 0 every point ok or not supported, 2 bad usage or input (a message, never a
 traceback; nothing runs), 3 some points failed (oom / error / crashed / timeout), 130 interrupted.
 """
@@ -15,22 +14,17 @@ from __future__ import annotations
 
 import json
 import sys
-from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
 from typing import List, Optional
 
 import typer
-import yaml
-from pydantic import ValidationError
-from rich.console import Console
 from rich.table import Table
 
-from harness import cli_reports
-from harness.errors import SuiteError
+from harness.cli.app import app, console
+from harness.cli.errors import user_errors
+from harness.suite.errors import SuiteError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Benchmark and profile Transformer optimisation strategies.")
 FAILED = ("oom", "error", "crashed", "timeout", "interrupted")
 
 
@@ -38,36 +32,6 @@ class Device(str, Enum):
     auto = "auto"
     cpu = "cpu"
     cuda = "cuda"
-
-
-def _console(stderr: bool = False) -> Console:
-    stream = sys.stderr if stderr else sys.stdout
-    return Console(stderr=stderr, width=None if stream.isatty() else 160, highlight=False)
-
-
-def _fail(lines: list[str]) -> typer.Exit:
-    for line in lines:
-        typer.echo(f"error: {line}", err=True)
-    return typer.Exit(2)
-
-
-@contextmanager
-def user_errors():
-    """Turn every kind of bad input into ``error: ...`` lines and exit code 2."""
-    from implementations.registry import StrategyError
-
-    try:
-        yield
-    except SuiteError as exc:
-        raise _fail(exc.lines) from None
-    except ValidationError as exc:
-        raise _fail([f"{e['loc']}: {e['msg']}" for e in exc.errors(include_url=False)]) from None
-    except (StrategyError, FileNotFoundError, NotADirectoryError, yaml.YAMLError) as exc:
-        raise _fail([str(exc)]) from None
-    except ValueError as exc:
-        if type(exc).__name__ != "RunDirError":  # harness.runner's refusal of a run folder
-            raise
-        raise _fail([str(exc)]) from None
 
 
 def _points_table(points, title: str) -> Table:
@@ -92,7 +56,7 @@ def _summary_table(summary) -> Table:
 
 
 def _failures(run_dir: Path) -> list[str]:
-    from harness.results import BadInput, read_run_folder
+    from harness.analyse.results import BadInput, read_run_folder
 
     try:
         records = read_run_folder(run_dir).records
@@ -115,12 +79,18 @@ class SweepProgress:
 
     def __enter__(self):
         if sys.stderr.isatty():
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                       TimeElapsedColumn, TimeRemainingColumn)
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
 
             self.bar = Progress(BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                                 TextColumn("ETA"), TimeRemainingColumn(),
-                                TextColumn("{task.description}"), console=_console(stderr=True))
+                                TextColumn("{task.description}"), console=console(stderr=True))
             self.bar.start()
             self.task = self.bar.add_task("starting", total=self.total)
         return self
@@ -154,24 +124,24 @@ def run(
     dry_run: bool = typer.Option(False, "--dry-run", help="list the points; run nothing"),
 ) -> None:
     """Run every point of a suite, each in a fresh worker process."""
-    from harness import rundir
-    from harness.sweep import load_points
+    from harness.run import rundir, runner
+    from harness.suite.sweep import load_points
 
     with user_errors():
         resolved, points = load_points(suite, device.value if device else None, set_)
         dev = points[0].device
         if dry_run:
-            _console().print(_points_table(points, f"{resolved.name} on {dev}: {len(points)} "
+            console().print(_points_table(points, f"{resolved.name} on {dev}: {len(points)} "
                                                    "point(s) (dry run: nothing runs)"))
             return
         if resume and out is None:
             raise SuiteError(["--resume needs --out RUN_DIR (the folder of the run to finish)"])
         run_dir = out or rundir.default_run_dir(resolved.name)
         with SweepProgress(len(points)) as bar:
-            summary = rundir.run_suite(run_dir, suite, set_, resolved, points, resume=resume,
+            summary = runner.run_suite(run_dir, suite, set_, resolved, points, resume=resume,
                                        progress=bar.update)
     typer.echo(f"run folder: {summary.run_dir}", err=True)
-    _console().print(_summary_table(summary))
+    console().print(_summary_table(summary))
     for line in _failures(run_dir):
         typer.echo(f"failed: {line}", err=True)
     warning = rundir.write_reports(run_dir)
@@ -191,33 +161,20 @@ def run(
 @app.command("list")
 def list_() -> None:
     """Strategies per axis with their documented parameters, model presets, metric names."""
-    from harness.catalog import metrics_table, presets_table, strategy_tables
+    from harness.cli.catalog import metrics_table, presets_table, strategy_tables
 
-    console = _console()
+    out = console()
     for table in strategy_tables():
-        console.print(table)
-    console.print(presets_table())
-    console.print(metrics_table())
+        out.print(table)
+    out.print(presets_table())
+    out.print(metrics_table())
 
 
 @app.command()
 def env() -> None:
     """Print the environment a run records (torch, CUDA, GPU, CPU, packages, git) as JSON."""
-    try:
-        from harness.env import collect_env, fingerprint
-    except ImportError:
-        raise _fail(["harness.env is not available in this installation"]) from None
+    from harness.run.env import collect_env, fingerprint
+
     data = collect_env()
     typer.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
     typer.echo(f"fingerprint: {fingerprint(data)}")
-
-
-def main() -> None:
-    """Console-script entry point ``tbench``."""
-    app()
-
-
-cli_reports.register(app)
-
-if __name__ == "__main__":
-    main()

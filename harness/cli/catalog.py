@@ -45,7 +45,7 @@ def strategy_tables() -> list[Table]:
 
 
 def presets_table() -> Table:
-    from harness.suite import preset_names
+    from harness.suite.schema import preset_names
 
     table = Table(title="model presets (model.preset; fields settable in model.overrides)",
                   title_justify="left")
@@ -63,7 +63,7 @@ def presets_table() -> Table:
 
 def metrics_table() -> Table:
     try:
-        from harness.results import METRICS
+        from harness.analyse.results import METRICS
     except ImportError:
         METRICS = ()
     table = Table(title="metrics (results.jsonl 'metrics'; null = not available)", title_justify="left")

@@ -1,11 +1,11 @@
 """Run a sweep: every point in a fresh worker process, each result durable as soon as it exists.
 
-Input: ``run_sweep(points, out_dir, *, resume=False, progress=None, kill_grace_s=5.0)`` with
-resolved ``Point`` objects (their order is the run order) and the run folder (a relative path
-is taken from the current directory; the summary's paths are absolute).
-Output: in ``out_dir``: ``env.json`` (harness.env.collect_env), ``run.json`` (suite, device,
-device_name, started_at/finished_at (ISO 8601 UTC), fingerprint, points_total, git_commit,
-git_dirty, state) and ``results.jsonl`` (one DESIGN.md record per finished point, appended and
+Input: ``run_sweep(points, out_dir, *, resume=False, progress=None, kill_grace_s=5.0, doc=None)``
+with resolved ``Point`` objects (their order is the run order) and the run folder (a relative
+path is taken from the current directory; the summary's paths are absolute). The folder is
+opened and closed by ``harness.run.rundir`` (its one owner: env.json, run.json,
+suite.resolved.json); ``run_suite`` also records the resolved suite there.
+Output: ``results.jsonl`` in the folder (one DESIGN.md record per finished point, appended and
 fsync'ed at once); returns ``RunSummary`` (counts by status, total, results_path, run_dir,
 skipped, interrupted). ``progress(ProgressEvent)`` hears "start" / "finish" / "skip" per point.
 
@@ -14,8 +14,7 @@ gets SIGTERM, then SIGKILL after ``kill_grace_s`` -> status ``timeout``. A worke
 signal or leaves no result -> ``crashed`` with the tail of its output. Points with nproc > 1 run
 under torchrun (``python -m torch.distributed.run``) on a free port. Ctrl-C kills the current
 worker group, records that point as ``interrupted`` and returns with every finished point kept.
-``resume=True`` skips points whose latest record is not ``interrupted`` and refuses
-(``RunDirError``) when the environment fingerprint differs from run.json's.
+``resume=True`` skips points whose latest record is not ``interrupted``.
 Per point, the worker's files (point.json, result.json, worker.log) stay in RUN_DIR/workers/<id>/.
 """
 from __future__ import annotations
@@ -27,19 +26,18 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from harness import env as env_mod
-from harness import results, workload
-from harness.worker import merge_rank_results, write_json_atomic
+from harness.analyse import results
+from harness.analyse.results import write_json_atomic
+from harness.measure import workload
+from harness.measure.worker import merge_rank_results
+from harness.run import rundir
+from harness.run.rundir import now_iso
+from implementations import registry
 
 STDERR_TAIL_CHARS = 4000
-
-
-class RunDirError(ValueError):
-    """The run folder cannot be used as asked (existing results without --resume, changed env)."""
 
 
 @dataclass
@@ -67,10 +65,6 @@ class RunSummary:
         return sum(n for status, n in self.counts.items() if status not in ("ok", "not_supported"))
 
 
-def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
 def point_params(point) -> dict[str, Any]:
     """Flattened swept + key config fields with dotted names (DESIGN.md "params")."""
     data = point.to_json()
@@ -81,7 +75,7 @@ def point_params(point) -> dict[str, Any]:
     params.update(w)
     params["lengths"] = lengths.pop("distribution")
     params.update({f"lengths.{k}": v for k, v in lengths.items() if v is not None})
-    for axis in workload.AXES:
+    for axis in registry.AXES:
         strategy = getattr(point.strategies, axis)
         params[axis] = None if strategy is None else strategy.label
         params.update({f"{axis}.{k}": v for k, v in (data["strategies"][axis] or {}).items()})
@@ -96,9 +90,9 @@ def base_record(point, started_at: str) -> dict[str, Any]:
 
 
 def worker_command(point, point_file: Path, result_file: Path) -> list[str]:
-    """``python -m harness.worker ...``; under torchrun (the strategy's own launch command,
+    """``python -m harness.measure.worker ...``; under torchrun (the strategy's own launch command,
     multi-node launcher arguments passed through) when the point has nproc > 1."""
-    worker = ["harness.worker", str(point_file), str(result_file)]
+    worker = ["harness.measure.worker", str(point_file), str(result_file)]
     if workload.nproc_of(point) <= 1:
         return [sys.executable, "-m", *worker]
     return point.strategies.parallel.launch_command(worker)  # picks a free rendezvous port
@@ -132,7 +126,7 @@ def tail(path: Path, chars: int = STDERR_TAIL_CHARS) -> str | None:
 
 def worker_env(point) -> dict[str, str]:
     env = dict(os.environ)
-    root = str(Path(__file__).resolve().parents[1])
+    root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
     if point.device == "cpu":
         env.setdefault("DS_ACCELERATOR", "cpu")  # DeepSpeed on a CPU point
@@ -184,7 +178,7 @@ def collect(point, result_file: Path, rc: int, stderr_tail: str | None) -> dict[
 def contention_warning(point) -> str | None:
     if point.device != "cuda":
         return None
-    from harness.telemetry import gpu_contention_warning
+    from harness.measure.telemetry import gpu_contention_warning
 
     return gpu_contention_warning(0)
 
@@ -204,49 +198,29 @@ def run_point(point, run_dir: Path, grace_s: float) -> dict[str, Any]:
     return record
 
 
-def _finished_ids(run_dir: Path) -> set[str]:
-    return {r["point_id"] for r in results.latest_records(results.read_records(run_dir))
-            if r.get("status") != "interrupted"}
-
-
-def prepare_run_dir(run_dir: Path, points, resume: bool) -> tuple[dict, set[str]]:
-    """Write or check env.json / run.json; the ids already finished (resume)."""
-    env = env_mod.collect_env()
-    fp = env_mod.fingerprint(env)
-    run_file = run_dir / results.RUN_FILE
-    if resume and run_file.exists():
-        run = json.loads(run_file.read_text())
-        if run.get("fingerprint") != fp:
-            raise RunDirError(
-                f"{run_dir}: the environment changed since this run started (fingerprint "
-                f"{run.get('fingerprint')} in run.json, {fp} now: one of torch, CUDA, GPU, CPU, "
-                "usable cores, Python differs); results would not be comparable. Start a new "
-                "run folder instead of --resume.")
-        run.update(state="running", resumed_at=run.get("resumed_at", []) + [now_iso()])
-        write_json_atomic(run_file, run)
-        return run, _finished_ids(run_dir)
-    if (run_dir / results.RESULTS_FILE).exists() and results.read_records(run_dir):
-        raise RunDirError(f"{run_dir} already holds results; pass --resume to finish that run, "
-                          "or choose another output folder")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(run_dir / "env.json", env)
-    run = {"suite": points[0].suite if points else None,
-           "device": points[0].device if points else None,
-           "device_name": (env.get("gpu") or {}).get("name") if points and points[0].device == "cuda"
-           else (env.get("cpu") or {}).get("model"),
-           "started_at": now_iso(), "finished_at": None, "state": "running", "fingerprint": fp,
-           "points_total": len(points), "git_commit": env.get("git", {}).get("commit"),
-           "git_dirty": env.get("git", {}).get("dirty")}
-    write_json_atomic(run_file, run)
-    return run, set()
+def run_suite(run_dir, source, sets: list[str], suite, points, *, resume: bool = False,
+              progress: Callable[[ProgressEvent], None] | None = None) -> RunSummary:
+    """``run_sweep`` with the resolved suite recorded in the run folder (``tbench run``, ``gate``)."""
+    doc = rundir.resolved_doc(source, points[0].device, sets, suite, points)
+    return run_sweep(points, run_dir, resume=resume, progress=progress, doc=doc)
 
 
 def run_sweep(points, out_dir, *, resume: bool = False,
               progress: Callable[[ProgressEvent], None] | None = None,
-              kill_grace_s: float = 5.0) -> RunSummary:
-    """Run every point of ``points`` in order (see the module docstring)."""
+              kill_grace_s: float = 5.0, doc: dict | None = None) -> RunSummary:
+    """Open the run folder (``harness.run.rundir.open_run``), run every point not done yet,
+    close the folder with the run's final state."""
     run_dir = Path(out_dir).resolve()  # workers run with cwd = their own folder
-    run, done = prepare_run_dir(run_dir, points, resume)
+    run, done = rundir.open_run(run_dir, points, resume=resume, doc=doc)
+    summary = run_points(points, run_dir, done, progress=progress, kill_grace_s=kill_grace_s)
+    rundir.close_run(run_dir, run, "interrupted" if summary.interrupted else "finished")
+    return summary
+
+
+def run_points(points, run_dir: Path, done: set[str], *,
+               progress: Callable[[ProgressEvent], None] | None = None,
+               kill_grace_s: float = 5.0) -> RunSummary:
+    """Run, in order, every point whose id is not in ``done``; each record appended at once."""
     summary = RunSummary(run_dir, run_dir / results.RESULTS_FILE, len(points))
     notify = progress or (lambda event: None)
     for pos, point in enumerate(points):
@@ -271,6 +245,4 @@ def run_sweep(points, out_dir, *, resume: bool = False,
                 summary.counts["interrupted"] = summary.counts.get("interrupted", 0) + 1
             summary.interrupted = True
             break
-    run.update(finished_at=now_iso(), state="interrupted" if summary.interrupted else "finished")
-    write_json_atomic(run_dir / results.RUN_FILE, run)
     return summary

@@ -6,10 +6,10 @@ Input: a run folder. Output (``export(run_dir, fmt, out)`` -> list of paths writ
     stores them, so ``pytest-benchmark compare`` reads it. One benchmark per ok point with
     samples; ``fullname`` is ``tbench/<suite>::<label>`` (what compare pairs on).
   * ``github-action-benchmark``: two files for its ``customSmallerIsBetter`` (latency p50 in ms,
-    peak memory in bytes, ``harness.results.memory_metric`` of the point) and
+    peak memory in bytes, ``harness.analyse.results.memory_metric`` of the point) and
     ``customBiggerIsBetter`` (tokens/s) tools:
     ``[{name, unit, value, range, extra}]``.
-  * ``csv`` / ``parquet``: the ``harness.results`` DataFrame (list/dict cells as JSON
+  * ``csv`` / ``parquet``: the ``harness.analyse.results`` DataFrame (list/dict cells as JSON
     text, except ``samples_ms`` which stays a list in Parquet).
 Deterministic: no wall-clock time is written (the run's own timestamps are used).
 Never imports torch.
@@ -21,8 +21,8 @@ import json
 import statistics
 from pathlib import Path
 
-from harness import results
-from harness.results import BadInput, RunFolder, read_run_folder
+from harness.analyse import results
+from harness.analyse.results import BadInput, RunFolder, read_run_folder
 
 FORMATS = ("pytest-benchmark", "github-action-benchmark", "csv", "parquet")
 PYTEST_BENCHMARK_SCHEMA_VERSION = "5.2.3"

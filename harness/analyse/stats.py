@@ -1,6 +1,6 @@
 """Summary statistics of per-sample step times.
 
-Input: a list of per-sample times in milliseconds (what ``harness.timing`` returns).
+Input: a list of per-sample times in milliseconds (what ``harness.measure.timing`` returns).
 Output: ``summarize(samples_ms)`` -> dict with the DESIGN.md metric names, all in ms except
 ``n_samples`` (count): ``latency_ms_p50, latency_ms_mean, latency_ms_std, latency_ms_iqr,
 latency_ms_p10, latency_ms_p90, latency_ms_p99, latency_ms_p50_ci_low, latency_ms_p50_ci_high,

@@ -1,7 +1,7 @@
 """Markdown and self-contained HTML reports of one run folder.
 
 Input: a run folder (docs/DESIGN.md: results.jsonl, run.json, env.json, suite.resolved.json),
-read by ``harness.results.read_run_folder``.
+read by ``harness.analyse.results.read_run_folder``.
 Output: ``RUN_DIR/report.md`` (GitHub-flavoured) and ``RUN_DIR/report.html`` (one file: plots as
 base64 PNG, the records as JSON in a ``<script type="application/json">``, no network access).
 
@@ -10,7 +10,7 @@ run: sequence length (``seq_len``) gives the columns, the strategy axes that var
 every other varying param gives one table per value. A cell shows latency p50 with its 95% CI,
 tokens/s, peak memory, MFU, and the speed-up and memory ratio against the baseline strategy
 (``--baseline``; default the row whose attention is ``dense``, else the first row). Peak memory
-is ``harness.results.memory_metric``: the GPU allocator peak, else the CPU RSS above the
+is ``harness.analyse.results.memory_metric``: the GPU allocator peak, else the CPU RSS above the
 pre-point baseline, else the raw RSS; the table caption names it. A failed
 point shows its status (``OOM``, ``timeout``, ``not supported``, ``error``, ``crashed``) in its
 cell and its reason under the table. Same input -> byte-identical output. Never imports torch.
@@ -22,7 +22,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.results import BadInput, RunFolder, memory_metric, read_run_folder
+from harness.analyse.results import BadInput, RunFolder, memory_metric, read_run_folder
 
 __all__ = ["build_tables", "render_markdown", "render_html", "write_reports"]
 
@@ -259,7 +259,7 @@ def render_markdown(run: RunFolder, baseline: str | None = None) -> str:
                        "compile time; speed-up and memory ratio vs baseline.")
             out.append("")
         head = _md(t.column_axis or "")
-        out.append(f"| strategy | " + " | ".join(f"{head} {_md(c)}".strip() for c in t.columns) + " |")
+        out.append("| strategy | " + " | ".join(f"{head} {_md(c)}".strip() for c in t.columns) + " |")
         out.append("|---|" + "---:|" * len(t.columns))
         for label, cells in t.rows:
             out.append(f"| {_md(label)} | "
@@ -280,10 +280,10 @@ def embedded_json(obj) -> str:
 def render_html(run: RunFolder, baseline: str | None = None) -> str:
     import jinja2
 
-    from harness import plots
+    from harness.analyse import plots
 
     tables = build_tables(run.records, baseline)
-    env = jinja2.Environment(loader=jinja2.PackageLoader("harness", "templates"),
+    env = jinja2.Environment(loader=jinja2.PackageLoader("harness.analyse", "templates"),
                              autoescape=True, keep_trailing_newline=True)
     data = {"run": run.run, "records": run.records, "summary": summary(run)}
     return env.get_template("report.html.j2").render(

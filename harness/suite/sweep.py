@@ -24,10 +24,11 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from harness.errors import FieldError, SuiteError, dotted, format_validation_error
-from harness.paths import SWEEP_PARTS, TOP_LEVEL, check_override, get_at, normalize, set_at
-from harness.strategies import build_strategy, default_strategy
-from harness.suite import Point, PointConfig, Suite, yaml_problem
+from harness.suite.errors import FieldError, SuiteError, dotted, format_validation_error
+from harness.suite.loader import Suite, load_suite, yaml_problem
+from harness.suite.paths import SWEEP_PARTS, TOP_LEVEL, check_override, get_at, normalize, set_at
+from harness.suite.point import Point, PointConfig
+from harness.suite.strategies import build_strategy, default_strategy
 
 MAX_ERROR_LINES = 20
 
@@ -242,8 +243,6 @@ def points_for(suite: Suite, device: str, overrides: list[tuple[str, Any]] = (),
 def load_points(path, device: str | None = None, sets: list[str] = ()) -> tuple[Suite, list[Point]]:
     """Load a suite file, apply its profile for ``device`` (None: the suite's own ``device``
     field; ``auto``: a GPU if torch sees one) and the ``--set`` strings; every point built."""
-    from harness.suite import load_suite
-
     suite = load_suite(path)
     overrides = parse_sets(list(sets))
     return points_for(suite, device or suite.device, overrides, source=str(path))

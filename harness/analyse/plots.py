@@ -1,6 +1,6 @@
 """Figures for the HTML report, as base64 PNG strings (matplotlib, Agg backend).
 
-Input: the run's records and the tables of ``harness.report.build_tables``.
+Input: the run's records and the tables of ``harness.analyse.report.build_tables``.
 Output: ``figures(records, tables) -> list[Figure(title, png_base64)]``.
 Deterministic: fixed size and dpi, no "Software" metadata, records in file order, so the same
 records give byte-identical PNGs. Never imports torch.

@@ -16,9 +16,9 @@ Contract
         cores_usable, python -- what must match for --resume and for comparing runs.
         Not the git commit or dirty flag (code changes are what runs compare), not the hostname.
 
-GPU facts come from NVML (harness.telemetry), never from torch.cuda: collecting the environment
+GPU facts come from NVML (harness.measure.telemetry), never from torch.cuda: collecting the environment
 must not create a CUDA context in the runner process. torch is imported inside collect_env()
-only, so `import harness.env` stays cheap and torch-free.
+only, so `import harness.run.env` stays cheap and torch-free.
 """
 from __future__ import annotations
 
@@ -33,9 +33,9 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-from harness import telemetry
+from harness.measure import telemetry
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("torch", "deepspeed", "numpy", "pandas", "pydantic", "nvidia-ml-py", "triton", "tbench")
 FINGERPRINT_FIELDS = ("torch", "cuda", "gpu.name", "cpu.model", "cpu.cores_usable", "python")
 

@@ -1,4 +1,4 @@
-"""One point in one fresh process: ``python -m harness.worker POINT_JSON RESULT_JSON``.
+"""One point in one fresh process: ``python -m harness.measure.worker POINT_JSON RESULT_JSON``.
 
 Input: ``POINT_JSON``, a file holding ``Point.to_json()`` (re-validated here).
 Output: ``RESULT_JSON`` written atomically (temporary file, fsync, rename) with the worker's part
@@ -8,81 +8,20 @@ adds the provenance fields (id, label, times, params, stderr tail) and the statu
 cannot report about itself (crashed, timeout, interrupted).
 Under torchrun (``WORLD_SIZE`` > 1) each rank writes ``RESULT.rank<N>.json`` instead; the runner
 merges them (``merge_rank_results``) because only it still sees every rank when one has died.
-
-Fault injection (tests only): ``TBENCH_FAULT="<point id or *>=<fault>[,...]"`` makes the measured
-step of a matching point ``raise``, allocate far beyond memory (``oom``), ``segfault`` or
-``hang`` (ignoring SIGTERM). Unset, it costs one dict lookup and changes nothing.
+Failures are classified by ``harness.measure.faults`` (which also injects faults for tests).
 """
 from __future__ import annotations
 
 import json
 import os
 import random
-import signal
 import sys
-import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-OOM_MARKERS = (
-    "out of memory",
-    "can't allocate memory",  # DefaultCPUAllocator
-    "cublas_status_alloc_failed",
-    "std::bad_alloc",
-)
-NOT_IMPLEMENTED_MARKER = "not implemented for '"  # a kernel missing for a dtype, e.g. 'Half'
-FAULTS = ("raise", "oom", "segfault", "hang")
-
-
-def classify(exc: BaseException) -> str:
-    """Status of a point that raised ``exc``: oom, not_supported or error."""
-    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
-        return "oom"
-    text = str(exc).lower()
-    if any(marker in text for marker in OOM_MARKERS):
-        return "oom"
-    if isinstance(exc, RuntimeError) and NOT_IMPLEMENTED_MARKER in str(exc):
-        return "not_supported"
-    return "error"
-
-
-def injected_fault(point_id: str) -> str | None:
-    """The fault ``TBENCH_FAULT`` assigns to ``point_id`` (or to every point with ``*``)."""
-    spec = os.environ.get("TBENCH_FAULT", "")
-    for item in filter(None, spec.split(",")):
-        key, _, fault = item.partition("=")
-        if key.strip() in (point_id, "*"):
-            if fault not in FAULTS:
-                raise ValueError(f"TBENCH_FAULT: fault {fault!r} unknown; allowed: {FAULTS}")
-            return fault
-    return None
-
-
-def _fire(fault: str) -> None:
-    if fault == "raise":
-        raise RuntimeError("injected fault: the step raised")
-    if fault == "oom":
-        import torch
-
-        torch.empty(10**15, dtype=torch.uint8)  # 1 PB: the allocator refuses at once
-    if fault == "segfault":
-        os.kill(os.getpid(), signal.SIGSEGV)
-    if fault == "hang":
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # only the runner's SIGKILL can end it
-        while True:
-            time.sleep(3600)
-
-
-def with_fault(step: Callable[[], Any], fault: str | None) -> Callable[[], Any]:
-    if fault is None:
-        return step
-
-    def faulty_step():
-        _fire(fault)
-        return step()
-
-    return faulty_step
+from harness.analyse.results import write_json_atomic
+from harness.measure.faults import classify, injected_fault
 
 
 def seed_everything(seed: int) -> None:
@@ -92,17 +31,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def write_json_atomic(path: str | os.PathLike, data: dict, indent: int | None = None) -> None:
-    """Temporary file, fsync, rename: a reader sees the old file or the whole new one."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, default=str, indent=indent)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def rank_result_path(result_path: str | os.PathLike, rank: int) -> Path:
@@ -120,8 +48,8 @@ def run(point_path: str, result_path: str) -> int:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     out = result_path if world == 1 else rank_result_path(result_path, rank)
     try:
-        from harness import measurement
-        from harness.suite import Point
+        from harness.measure import measurement
+        from harness.suite.point import Point
 
         point = Point.from_json(json.loads(Path(point_path).read_text()))
         seed_everything(point.seed)
@@ -163,7 +91,7 @@ def merge_rank_results(result_path: str | os.PathLike, nproc: int) -> dict[str, 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 2:
-        print("usage: python -m harness.worker POINT_JSON RESULT_JSON", file=sys.stderr)
+        print("usage: python -m harness.measure.worker POINT_JSON RESULT_JSON", file=sys.stderr)
         return 2
     return run(*args)
 

@@ -1,0 +1,14 @@
+"""The ``tbench`` command line (typer + rich): ``run``, ``list``, ``env`` (``harness.cli.run``) and
+``report``, ``compare``, ``gate``, ``export`` (``harness.cli.analyse``), all registered on
+``harness.cli.app.app``; bad input of any command is handled by ``harness.cli.errors``.
+"""
+from __future__ import annotations
+
+from harness.cli import analyse, run  # noqa: F401  (register their commands)
+from harness.cli.app import app
+
+
+def main() -> None:
+    """Console-script entry point ``tbench``."""
+    app()
+

@@ -1,0 +1,4 @@
+"""``python -m harness.cli`` = ``tbench``."""
+from harness.cli import main
+
+main()

@@ -1,0 +1,82 @@
+"""One resolved experiment: ``PointConfig`` (what defines it, hashed into its id) and ``Point``
+(the config plus suite, index, id, label and seed), as the runner hands it to a worker.
+
+    Point.build(config, suite=, index=, label=) / Point.to_json() / Point.from_json(dict)
+
+``to_json`` / ``from_json`` round-trip exactly; the worker re-validates what it reads.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Literal
+
+from pydantic import ConfigDict, Field, model_validator
+
+from harness.suite.errors import FieldError
+from harness.suite.schema import MeasureSpec, ModelSpec, StrategiesSpec, WorkloadSpec, _Strict
+
+
+class PointConfig(_Strict):
+    """Everything that defines one experiment; its canonical JSON gives the point id."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    device: Literal["cpu", "cuda"]
+    model: ModelSpec
+    workload: WorkloadSpec
+    strategies: StrategiesSpec
+    measure: MeasureSpec
+
+    @model_validator(mode="after")
+    def _fits_model(self):
+        cfg = self.model.resolved()
+        longest = self.workload.seq_len + (self.workload.new_tokens if self.workload.kind == "generate" else 0)
+        if longest > cfg["max_seq_len"]:
+            what = "seq_len + new_tokens" if self.workload.kind == "generate" else "seq_len"
+            raise FieldError(f"got {longest} ({what}), allowed: <= the model's max_seq_len "
+                             f"{cfg['max_seq_len']} (raise model.overrides.max_seq_len)",
+                             subpath=("workload", "seq_len"))
+        return self
+
+    def point_id(self) -> str:
+        canonical = json.dumps(self.model_dump(mode="json", include=set(PointConfig.model_fields)),
+                               sort_keys=True, separators=(",", ":"))
+        return hashlib.sha1(canonical.encode()).hexdigest()[:12]
+
+
+class Point(PointConfig):
+    """One fully resolved experiment, as the runner hands it to a worker."""
+
+    suite: str
+    index: int = Field(ge=0)
+    id: str = Field(pattern=r"^[0-9a-f]{12}$")
+    label: str
+    seed: int = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _id_matches_config(self):
+        if self.id != self.point_id():
+            raise FieldError(f"got {self.id!r}, allowed: {self.point_id()!r} (the hash of the config)",
+                             subpath=("id",))
+        return self
+
+    @classmethod
+    def build(cls, config: PointConfig, *, suite: str, index: int, label: str) -> "Point":
+        pid = config.point_id()
+        return cls(**dict(config), suite=suite, index=index, id=pid, label=label, seed=seed_of(pid))
+
+    def config(self) -> PointConfig:
+        return PointConfig(**{k: getattr(self, k) for k in PointConfig.model_fields})
+
+    def to_json(self) -> dict:
+        return self.model_dump(mode="json")
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Point":
+        return cls.model_validate(data)
+
+
+def seed_of(point_id: str) -> int:
+    """Per-point seed: the first 32 bits of the id (fits numpy and torch seeds)."""
+    return int(point_id[:8], 16)

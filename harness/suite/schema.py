@@ -1,0 +1,183 @@
+"""The sections of a suite as pydantic v2 models: model, workload (and its lengths),
+strategies, measure, sweep. ``harness.suite.loader.Suite`` puts them together;
+``harness.suite.point.Point`` is one resolved experiment made of them.
+
+Every model forbids unknown keys and is strict about types (no "128" for 128). Strategies are
+created once, here, through ``harness.suite.strategies.build_strategy`` and held as objects;
+they serialise back with ``registry.to_spec``. Errors raised inside validators are
+``FieldError``s, turned into ``file: path: got ..., allowed: ...`` lines by
+:mod:`harness.suite.errors`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+import typing
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from harness.suite.errors import FieldError, describe_type, suggest
+from harness.suite.strategies import build_strategy, default_strategy, strategy_spec
+from implementations.model import ModelConfig
+from implementations.padding.lengths import PARAMS as LENGTH_PARAMS
+from implementations.presets import PRESETS
+
+MODEL_FIELDS_FROM_STRATEGIES = ("attention", "ops")  # ModelConfig fields set by strategies
+
+
+def model_config_fields() -> dict[str, Any]:
+    """ModelConfig's user-settable fields (``model.overrides`` keys) and their types."""
+    hints = typing.get_type_hints(ModelConfig)
+    return {f.name: hints.get(f.name, Any) for f in dataclasses.fields(ModelConfig)
+            if f.init and f.name not in MODEL_FIELDS_FROM_STRATEGIES}
+
+
+def preset_names() -> list[str]:
+    return sorted(PRESETS)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class ModelSpec(_Strict):
+    """The model: a preset of implementations.presets plus ModelConfig field overrides."""
+
+    preset: str = "tiny"
+    overrides: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, value: str) -> str:
+        if value not in PRESETS:
+            raise FieldError(f"got {value!r}, allowed: {', '.join(preset_names())}"
+                             f"{suggest(value, PRESETS)}")
+        return value
+
+    @field_validator("overrides")
+    @classmethod
+    def _known_fields(cls, value: dict) -> dict:
+        fields = model_config_fields()
+        for key, given in value.items():
+            if key not in fields:
+                raise FieldError(f"unknown key {key!r}{suggest(key, fields)}; allowed: "
+                                 f"{', '.join(fields)}", subpath=(key,))
+            try:
+                TypeAdapter(fields[key]).validate_python(given, strict=True)
+            except ValidationError:
+                raise FieldError(f"got {given!r}, allowed: {describe_type(fields[key])}",
+                                 subpath=(key,)) from None
+        return value
+
+    @model_validator(mode="after")
+    def _buildable(self):
+        """Cross-field rules of ModelConfig (d_model divisible by n_heads, ...)."""
+        try:
+            ModelConfig.from_preset(self.preset, **self.overrides)
+        except (TypeError, ValueError) as exc:
+            field = re.search(r"ModelConfig\.(\w+)", str(exc))
+            raise FieldError(str(exc), subpath=("overrides", field.group(1)) if field else ()) from None
+        return self
+
+    def resolved(self) -> dict[str, Any]:
+        """The preset's fields with the overrides applied."""
+        return {**PRESETS[self.preset], **self.overrides}
+
+
+class LengthsSpec(_Strict):
+    """Distribution of sequence lengths (sampled by implementations.padding.lengths.sample_lengths)."""
+
+    distribution: Literal["fixed", "uniform", "normal", "lognormal", "zipf", "file"]
+    length: int | None = Field(None, ge=1)
+    low: int | None = Field(None, ge=1)
+    high: int | None = Field(None, ge=1)
+    mean: float | None = None
+    median: float | None = Field(None, gt=0)
+    std: float | None = Field(None, ge=0)
+    sigma: float | None = Field(None, ge=0)
+    alpha: float | None = Field(None, gt=0)
+    path: str | None = None
+    format: Literal["auto", "lengths", "text"] | None = None
+
+    @model_validator(mode="after")
+    def _params_of_distribution(self):
+        required, optional = LENGTH_PARAMS[self.distribution]
+        given = {k for k in type(self).model_fields if k != "distribution" and getattr(self, k) is not None}
+        for key in sorted(given - set(required) - set(optional)):
+            raise FieldError(f"not used by distribution {self.distribution!r}; allowed: "
+                             f"{', '.join(required + optional) or 'nothing'}", subpath=(key,))
+        for key in required:
+            if key not in given:
+                raise FieldError(f"required for distribution {self.distribution!r}", subpath=(key,))
+        if self.distribution == "lognormal" and not given & {"mean", "median"}:
+            raise FieldError("lognormal needs 'mean' (of log-length) or 'median' (tokens)",
+                             subpath=("median",))
+        if self.low is not None and self.high is not None and self.low > self.high:
+            raise FieldError(f"got {self.low} > high {self.high}, allowed: low <= high", subpath=("low",))
+        return self
+
+
+class WorkloadSpec(_Strict):
+    """What one step does and on which data."""
+
+    kind: Literal["train", "forward", "generate"] = "forward"
+    batch_size: int = Field(8, ge=1)
+    seq_len: int = Field(128, ge=1)  # max length; encoder-decoder uses it for src and tgt
+    new_tokens: int = Field(16, ge=1)  # generate only
+    lengths: LengthsSpec | None = None  # None: every sequence is seq_len long
+    num_batches: int = Field(4, ge=1)  # distinct batches, cycled
+    parity_steps: int = Field(0, ge=0)  # train: loss after N steps vs fp32 from the same seed
+
+
+def _strategy_field(axis: str):
+    return Annotated[Any, BeforeValidator(lambda v: build_strategy(axis, v)),
+                     PlainSerializer(strategy_spec)]
+
+
+class StrategiesSpec(_Strict):
+    """One strategy object per axis (defaults: dense / fixed / fp32 / none / fused)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    attention: _strategy_field("attention") = Field(default_factory=lambda: default_strategy("attention"))
+    padding: _strategy_field("padding") = Field(default_factory=lambda: default_strategy("padding"))
+    precision: _strategy_field("precision") = Field(default_factory=lambda: default_strategy("precision"))
+    parallel: _strategy_field("parallel") = Field(default_factory=lambda: default_strategy("parallel"))
+    ops: _strategy_field("ops") = Field(default_factory=lambda: default_strategy("ops"))
+
+
+class MeasureSpec(_Strict):
+    """Warm-up, sampling and timeout of one point."""
+
+    warmup_iters: int = Field(3, ge=0)
+    warmup_s: float = Field(0.2, ge=0)
+    min_samples: int = Field(10, ge=10)
+    min_time_s: float = Field(0.5, ge=0)
+    max_samples: int = Field(200, ge=10)
+    timeout_s: float = Field(600, gt=0)
+
+    @model_validator(mode="after")
+    def _cap_above_floor(self):
+        if self.max_samples < self.min_samples:
+            raise FieldError(f"got {self.max_samples}, allowed: >= min_samples ({self.min_samples})",
+                             subpath=("max_samples",))
+        return self
+
+
+class SweepSpec(_Strict):
+    """Axes of a sweep; paths are dotted field paths (``workload.seq_len``), checked on load."""
+
+    grid: dict[str, list[Any]] = Field(default_factory=dict)  # cartesian product
+    zip: list[dict[str, list[Any]]] = Field(default_factory=list)  # each group moves together
+    exclude: list[dict[str, Any]] = Field(default_factory=list)  # drop points matching all pairs

@@ -1,0 +1,124 @@
+"""The architecture as a test: the import graph of ``harness`` and ``implementations``, read from
+the source (no module is imported), holds the layering of docs/DESIGN.md.
+
+* ``harness.analyse`` reaches neither torch nor ``implementations`` nor another harness stage,
+  through any import, at module level or inside a function: report, compare and export run on a
+  machine without torch.
+* No import cycle among module-level imports (a cycle broken by a lazy import is one too: the
+  walk below also counts imports inside functions).
+"""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("harness", "implementations")
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def modules() -> dict[str, Path]:
+    return {module_name(p): p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")}
+
+
+def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
+    """Every module ``name`` imports (at any depth in its code), resolved to the most specific
+    known module, or the top-level name of a third-party one; TYPE_CHECKING blocks excluded."""
+    tree = ast.parse(path.read_text(), str(path))
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    skip = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
+            and getattr(node.test, "id", getattr(node.test, "attr", "")) == "TYPE_CHECKING"
+            for n in ast.walk(node)}
+    found = set()
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package.split(".")[:len(package.split(".")) - node.level + 1]
+                                + ([base] if base else []))
+            targets = [f"{base}.{a.name}" for a in node.names] + [base]
+        else:
+            continue
+        for target in targets:
+            while target and target not in known and target.split(".")[0] in PACKAGES:
+                target = target.rpartition(".")[0]
+            found.add(target if target in known else target.split(".")[0])
+    found.discard(name)
+    return {m for m in found if m}
+
+
+@pytest.fixture(scope="module")
+def graph() -> dict[str, set[str]]:
+    mods = modules()
+    known = set(mods)
+    return {name: imports_of(name, path, known) for name, path in mods.items()}
+
+
+def with_parents(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    """Importing ``a.b.c`` runs ``a/__init__`` and ``a/b/__init__`` first."""
+    out = {}
+    for name, edges in graph.items():
+        parts = name.split(".")
+        out[name] = edges | ({".".join(parts[:i]) for i in range(1, len(parts))} - {name})
+    return out
+
+
+def reachable(graph: dict[str, set[str]], start: str) -> dict[str, str]:
+    """Every module reachable from ``start`` -> the module that imports it (for the message)."""
+    seen, todo = {start: ""}, [start]
+    while todo:
+        here = todo.pop()
+        for nxt in graph.get(here, ()):
+            if nxt not in seen:
+                seen[nxt] = here
+                todo.append(nxt)
+    return seen
+
+
+def chain(seen: dict[str, str], end: str) -> str:
+    path = [end]
+    while seen[path[-1]]:
+        path.append(seen[path[-1]])
+    return " -> ".join(reversed(path))
+
+
+FORBIDDEN_FOR_ANALYSE = ("torch", "deepspeed", "implementations", "harness.measure", "harness.run",
+                         "harness.suite", "harness.cli")
+
+
+def test_analyse_reaches_no_torch_no_implementations_no_other_stage(graph):
+    analyse = [m for m in graph if m.startswith("harness.analyse")]
+    assert len(analyse) >= 6
+    full = with_parents(graph)
+    for start in analyse:
+        seen = reachable(full, start)
+        bad = [m for m in seen if any(m == f or m.startswith(f + ".") for f in FORBIDDEN_FOR_ANALYSE)]
+        assert not bad, f"{start} reaches {bad[0]}: {chain(seen, bad[0])}"
+
+
+def test_no_import_cycle(graph):
+    # a package's __init__ importing its own modules (to register or re-export them) is no cycle
+    ours = {m: {n for n in e if n in graph and not n.startswith(m + ".")} for m, e in graph.items()}
+    for start in ours:
+        seen = reachable(ours, start)
+        back = [m for m in seen if start in ours[m] and m != start]
+        assert not back, f"import cycle: {chain(seen, back[0])} -> {start}"
+
+
+def test_the_walk_sees_lazy_imports(tmp_path):
+    """The checker itself: an import inside a function counts, a TYPE_CHECKING one does not."""
+    src = tmp_path / "m.py"
+    src.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import pandas\n"
+                   "def f():\n    import torch\n    from harness.analyse import stats\n")
+    found = imports_of("harness.x.m", src, {"harness.analyse.stats", "harness.analyse"})
+    assert found == {"typing", "torch", "harness.analyse.stats", "harness.analyse"}
