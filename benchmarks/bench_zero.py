@@ -22,14 +22,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from implementations.parallel.state_bytes import aggregate_ranks, paper_bytes  # noqa: E402
-from implementations.parallel.zero import ZeroStrategy  # noqa: E402
+from implementations.parallel.zero import ZeroParallel  # noqa: E402
 
 PAPER_TEXT = {False: ["16psi", "8psi+8psi/N", "4psi+12psi/N", "16psi/N"],
               True: ["16psi", "4psi+12psi/N", "2psi+14psi/N", "16psi/N"]}
 
 
 def launch(nproc: int, stage: int, precision: str, preset: str, out: Path) -> dict:
-    cmd = ZeroStrategy(stage=stage, nproc=nproc).launch_command(
+    cmd = ZeroParallel(stage=stage, nproc=nproc).launch_command(
         ["implementations.parallel.zero_probe", "--stages", str(stage), "--precision", precision,
          "--preset", preset, "--out", str(out)])
     env = dict(os.environ, PYTHONPATH=str(ROOT), DS_ACCELERATOR="cpu")

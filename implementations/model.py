@@ -15,7 +15,6 @@ sinusoids or rotary (applied to q and k inside self-attention).
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 from dataclasses import dataclass, field
 
@@ -96,19 +95,14 @@ class ModelConfig:
     def from_preset(cls, name: str, **overrides) -> "ModelConfig":
         """The preset ``name`` of :data:`PRESETS` with some fields replaced."""
         if name not in PRESETS:
-            raise ValueError(f"unknown model preset {name!r}{_hint(name, PRESETS)}; "
+            raise ValueError(f"unknown model preset {name!r}{registry.suggest(name, PRESETS)}; "
                              f"allowed: {', '.join(PRESETS)}")
         known = [f.name for f in dataclasses.fields(cls)]
         for key in overrides:
             if key not in known:
-                raise ValueError(f"ModelConfig has no field {key!r}{_hint(key, known)}; "
+                raise ValueError(f"ModelConfig has no field {key!r}{registry.suggest(key, known)}; "
                                  f"allowed: {', '.join(known)}")
         return cls(**{**PRESETS[name], **overrides})
-
-
-def _hint(word: str, choices) -> str:
-    near = difflib.get_close_matches(str(word), list(choices), n=1)
-    return f" (did you mean {near[0]!r}?)" if near else ""
 
 
 class Transformer(nn.Module):

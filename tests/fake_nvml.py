@@ -60,13 +60,14 @@ class FakeGPU:
     def __init__(self, name="NVIDIA H100 80GB HBM3", uuid="GPU-0000", total=80 * GIB,
                  mem_used=(GIB // 2,), power_mw=(300_000,), energy_mj=(1_000_000,), util=(90,),
                  sm_clock=(1980,), temp=(60,), reasons=(0,), compute_procs=(), graphics_procs=(),
-                 power_limit_mw=700_000, max_sm_clock=1980, max_mem_clock=2619):
+                 power_limit_mw=700_000, max_sm_clock=1980, max_mem_clock=2619, capability=(9, 0)):
         self.name, self.uuid, self.total = name, uuid, total
         self.mem_used, self.power_mw, self.energy_mj = Script(mem_used), Script(power_mw), Script(energy_mj)
         self.util, self.sm_clock, self.temp = Script(util), Script(sm_clock), Script(temp)
         self.reasons = Script(reasons)
         self.compute_procs, self.graphics_procs = list(compute_procs), list(graphics_procs)
         self.power_limit_mw, self.max_sm_clock, self.max_mem_clock = power_limit_mw, max_sm_clock, max_mem_clock
+        self.capability = capability
 
 
 def _procs(entries):
@@ -150,6 +151,9 @@ class FakeNVML:
 
     def nvmlDeviceGetMaxClockInfo(self, gpu, clock):
         return gpu.max_sm_clock if clock == self.NVML_CLOCK_SM else gpu.max_mem_clock
+
+    def nvmlDeviceGetCudaComputeCapability(self, gpu):
+        return gpu.capability
 
     def nvmlSystemGetDriverVersion(self):
         return self.driver

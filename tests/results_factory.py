@@ -60,7 +60,8 @@ def attention_sweep(strategies=("dense", "local_w128"), seq_lens=(256, 512), *,
     for i, s in enumerate(strategies):
         for j, L in enumerate(seq_lens):
             pid = f"{s}-{L}"
-            params = {"attention": s, "seq_len": L, "ops": "fused", "precision": "fp32"}
+            params = {"attention": s, "attention.name": s.split("_")[0], "seq_len": L, "ops": "fused",
+                      "precision": "fp32"}
             if (s, L) in fail:
                 status, err = fail[(s, L)]
                 out.append(record(pid, status=status, error=err, params=params, index=len(out)))

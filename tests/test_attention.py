@@ -118,17 +118,28 @@ def test_labels_and_spec_round_trip(spec, label):
 @pytest.mark.parametrize("spec,field,value", [
     ({"name": "block", "block_size": 0}, "block_size", "0"),
     ({"name": "block", "block_size": 2.5}, "block_size", "2.5"),
-    ({"name": "local", "window": 0}, "window", "0"),
     ({"name": "local", "window": -3}, "window", "-3"),
     ({"name": "local", "window": True}, "window", "True"),
     ({"name": "atrous", "dilation": 0}, "dilation", "0"),
-    ({"name": "atrous", "dilation": 2, "window": 0}, "window", "0"),
+    ({"name": "atrous", "dilation": 2, "window": -1}, "window", "-1"),
 ])
 def test_bad_parameters_raise_with_field_value_and_rule(spec, field, value):
     with pytest.raises(ValueError) as info:
         registry.create("attention", spec)
     message = str(info.value)
-    assert field in message and value in message and ">= 1" in message
+    assert f"{field}: got {value}, allowed:" in message
+
+
+@pytest.mark.parametrize("spec", [{"name": "local", "window": 0},
+                                  {"name": "atrous", "dilation": 3, "window": 0}])
+@pytest.mark.parametrize("ops", ["eager", "fused"])
+def test_window_zero_sees_only_itself(spec, ops):
+    """|i - j| <= 0: one key per query, the query's own, so attention returns v unchanged."""
+    s = registry.create("attention", spec)
+    assert torch.equal(s.dense_mask(7, 7, causal=False), torch.eye(7, dtype=torch.bool))
+    assert s.allowed_pairs(7, causal=False) == s.allowed_pairs(7, causal=True) == 7
+    q, k, v = (torch.randn(1, 2, 7, 4, dtype=torch.float64) for _ in range(3))
+    torch.testing.assert_close(s.attend(q, k, v, causal=False, ops=ops), v)
 
 
 def test_bad_call_arguments_raise():

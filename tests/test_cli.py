@@ -49,8 +49,8 @@ BAD = [  # (suite content, extra args, expected message)
      "strategies.attention.windw: unknown key 'windw' (did you mean 'window'?)"),
     (edit(profiles={"cpu": {"workload.seq_lne": 3}}), [], "profiles.cpu.workload.seq_lne: unknown key 'seq_lne'"),
     (edit(workload__batch_size="eight"), [], "workload.batch_size: got 'eight', allowed: integer >= 1"),
-    (edit(strategies__attention={"name": "local", "window": 0}), [],
-     "strategies.attention.window: local.window must be an integer >= 1; got 0"),
+    (edit(strategies__attention={"name": "local", "window": -2}), [],
+     "strategies.attention.window: got -2, allowed: integer >= 0"),
     (edit(workload__seq_len=0), [], "workload.seq_len: got 0, allowed: integer >= 1"),
     (edit(sweep__grid={"workload.seq_len": [16, -4]}), [], "sweep.grid.workload.seq_len: got -4, allowed: integer >= 1"),
     (edit(strategies__attention="lcoal"), [], "strategies.attention.name: got 'lcoal', allowed: atrous, block, dense, local (did you mean 'local'?)"),
@@ -59,11 +59,22 @@ BAD = [  # (suite content, extra args, expected message)
     (GOOD, ["--set", "workload.batchsize=4"], "--set workload.batchsize: unknown key 'batchsize' (did you mean 'batch_size'?)"),
     (GOOD, ["--set", "workload.seq_len"], "--set 'workload.seq_len': allowed: PATH=VALUE"),
     (GOOD, ["--set", "workload.seq_len=[0,8]"], "sweep.grid.workload.seq_len: got 0, allowed: integer >= 1"),
-    (GOOD, ["--set", "strategies.attention.window=-1"], "--set strategies.attention.window: local.window must be an integer >= 1; got -1"),
+    (GOOD, ["--set", "strategies.attention.window=-1"], "--set strategies.attention.window: got -1, allowed: integer >= 0"),
     ("name: !!python/object/apply:os.system ['echo pwned']\n", [], "YAML tag refused"),
     ("name: t\nworkload: {seq_len: [1,\n", [], "invalid YAML"),
     (GOOD, ["--device", "gpu"], "'gpu' is not one of"),
     (GOOD, ["--resume"], "suite.resolved.json not found; --out must name the folder of the run to finish"),
+    ("name: t\nworkload: {seq_len: 8}\nworkload: {seq_len: 16}\n", [],
+     "s.yaml: line 3, column 1: duplicate key 'workload' (first at line 2, again at line 3)"),
+    (GOOD, ["--set", "workload.lengths={distribution: fixed, distribution: uniform}"],
+     "--set workload.lengths: value '{distribution: fixed, distribution: uniform}': line 1, column 23: "
+     "duplicate key 'distribution'"),
+    ("name: t\n" + "".join(f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}" if i else "1"] * 9) + "]\n"
+                           for i in range(9)), [], "values once anchors and aliases are expanded"),
+    (edit(workload__lengths={"distribution": "file", "path": "nope.txt"}), [],
+     "s.yaml: workload.lengths.path: got 'nope.txt': file not found: "),
+    (GOOD, ["--set", "workload.lengths={distribution: file, path: nope.txt}"],
+     "--set workload.lengths: got 'nope.txt': file not found: "),
 ]
 
 
@@ -74,7 +85,8 @@ def test_bad_input_exits_2_with_a_clear_message_and_runs_nothing(tmp_path, monke
     result = invoke("run", write(tmp_path, content), "--out", tmp_path / "run", *args)
     assert result.exit_code == 2, result.output
     assert expected in result.output
-    assert "Traceback" not in result.output and result.exception is None or isinstance(result.exception, SystemExit)
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     assert not (tmp_path / "run").exists() and not (tmp_path / "runs").exists()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from harness.measure import peaks
+from implementations import registry
 
 
 @pytest.mark.parametrize("name, model", [
@@ -33,22 +34,24 @@ def test_device_names_as_torch_and_nvml_report_them(name, model):
 ])
 def test_variants_with_other_peaks_and_unknown_devices_give_none(name):
     assert peaks.gpu_model(name) is None
-    assert peaks.peak_tflops(name, "amp_bf16") is None
+    assert peaks.peak_tflops(name, "bf16") is None
 
 
 @pytest.mark.parametrize("precision, expected", [
-    ("amp_bf16", 989.0), ("amp_fp16", 989.0), ("tf32", 495.0), ("fp32", 67.0), ("bf16", 989.0),
+    ("amp_bf16", 989.0), ("amp_fp16", 989.0), ("tf32", 495.0), ("fp32", 67.0),
 ])
 def test_h100_and_h200_peaks_match_anchors(precision, expected):
+    """Keyed by each precision strategy's own math_format: no label is parsed."""
+    precision = registry.create("precision", precision).math_format
     assert peaks.peak_tflops("NVIDIA H100 80GB HBM3", precision) == expected
     assert peaks.peak_tflops("NVIDIA H200", precision) == expected
 
 
 def test_other_devices_and_missing_dtypes():
-    assert peaks.peak_tflops("NVIDIA A100-SXM4-40GB", "amp_bf16") == 312.0
+    assert peaks.peak_tflops("NVIDIA A100-SXM4-40GB", "bf16") == 312.0
     assert peaks.peak_tflops("NVIDIA H100 PCIe", "tf32") == 378.0
-    assert peaks.peak_tflops("Tesla V100-SXM2-16GB", "amp_fp16") == 125.0
-    assert peaks.peak_tflops("Tesla V100-SXM2-16GB", "amp_bf16") is None  # no bf16 tensor cores
+    assert peaks.peak_tflops("Tesla V100-SXM2-16GB", "fp16") == 125.0
+    assert peaks.peak_tflops("Tesla V100-SXM2-16GB", "bf16") is None  # no bf16 tensor cores
     assert peaks.peak_tflops("Tesla T4", "tf32") is None
     assert peaks.peak_tflops("NVIDIA H100 80GB HBM3", "int8") is None
     assert peaks.peak_tflops("NVIDIA H100 80GB HBM3", None) is None

@@ -59,9 +59,18 @@ def test_tf32_is_not_supported_on_cpu_and_teardown_restores_flags():
 def test_support_on_cpu():
     assert create("fp32").not_supported_reasons(CPU) == []
     assert create("amp_bf16").not_supported_reasons(CPU) == []  # bf16 autocast runs on any recent CPU torch
-    if not torch.cuda.is_available():  # an unusable device is a reason, never a crash
-        assert create("amp_fp16").not_supported_reasons(registry.Context(device="cuda")) == [
-            "CUDA is not available"]
+
+
+
+@pytest.mark.parametrize("capability, refused", [((9, 0), []), ((8, 0), []), ((7, 5), ["tf32", "amp_bf16"]),
+                                                 (None, [])])
+def test_gpu_support_is_answered_from_the_compute_capability(capability, refused):
+    """No CUDA call: the context carries what NVML said; an unknown capability refuses nothing."""
+    ctx = registry.Context(device="cuda", gpu_capability=capability)
+    for name in ("fp32", "tf32", "amp_fp16", "amp_bf16"):
+        reasons = create(name).not_supported_reasons(ctx)
+        assert bool(reasons) == (name in refused), (name, reasons)
+        assert all("compute capability >= 8.0; this GPU has 7.5" in r for r in reasons)
 
 
 @pytest.mark.parametrize("name, dtype", [("amp_bf16", torch.bfloat16), ("amp_fp16", torch.float16)])

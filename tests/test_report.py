@@ -10,7 +10,7 @@ import pytest
 from results_factory import attention_sweep, record, write_run
 from typer.testing import CliRunner
 
-from harness.analyse.report import build_tables, render_markdown, write_reports
+from harness.analyse.report import build_tables, render_html, render_markdown, write_reports
 from harness.analyse.results import BadInput, read_run_folder
 from harness.cli import app as tbench_app
 
@@ -22,8 +22,15 @@ FAILS = {("dense", 1024): ("oom", "CUDA out of memory"),
          ("block_b64", 1024): ("crashed", "worker died: signal 9")}
 
 
+def named(recs: list[dict]) -> list[dict]:
+    """Records as the runner writes them: a strategy axis ``X`` comes with ``X.name``."""
+    for r in recs:
+        r["params"]["attention.name"] = r["params"]["attention"].split("_")[0]
+    return recs
+
+
 def sweep_run(tmp_path, **kw) -> Path:
-    recs = attention_sweep(("dense", "local_w128", "block_b64"), (256, 512, 1024), fail=FAILS)
+    recs = named(attention_sweep(("dense", "local_w128", "block_b64"), (256, 512, 1024), fail=FAILS))
     return write_run(tmp_path / "run", recs, **kw)
 
 
@@ -60,7 +67,7 @@ def test_baseline_option_and_unknown_baseline(tmp_path):
 def test_one_table_per_question(tmp_path):
     recs = []
     for bs in (1, 8):
-        for r in attention_sweep(("dense", "local_w128"), (256, 512)):
+        for r in named(attention_sweep(("dense", "local_w128"), (256, 512))):
             r = dict(r, point_id=f"{r['point_id']}-b{bs}", params=dict(r["params"], batch_size=bs))
             recs.append(r)
     tables = build_tables(recs)
@@ -173,3 +180,79 @@ def test_cli_report(tmp_path):
     assert r.exit_code == 2 and "unknown report format" in r.output
     r = CliRunner().invoke(app, ["report", str(run), "--baseline", "flash"])
     assert r.exit_code == 2 and "not found" in r.output
+
+
+def lengths_sweep(sigmas=(0.5, 1.0, 1.5), seq_lens=(128,), attention=("dense",)) -> list[dict]:
+    """Points as the runner flattens them: ``lengths`` is the distribution, ``lengths.sigma`` its
+    parameter; point i of a sigma takes (i + 1) ms per step."""
+    recs = []
+    for att in attention:
+        for i, sigma in enumerate(sigmas):
+            for L in seq_lens:
+                params = {"attention": att, "attention.name": att, "seq_len": L,
+                          "lengths": "lognormal", "lengths.median": 32, "lengths.sigma": sigma}
+                recs.append(record(f"{att}-{sigma}-{L}", index=len(recs), params=params,
+                                   samples_ms=[float(i + 1)] * 10))
+    return recs
+
+
+def test_a_sweep_of_a_sub_parameter_gives_each_point_its_own_row(tmp_path):
+    run = read_run_folder(write_run(tmp_path / "run", lengths_sweep()))
+    assert table_rows(render_markdown(run)) == [
+        ["lengths.sigma", "result"], ["0.5", "1 ms [1, 1]"],
+        ["1.0", "2 ms [2, 2]<br>speed-up ×0.50"], ["1.5", "3 ms [3, 3]<br>speed-up ×0.33"]]
+    text = render_html(run)
+    body = text.split("<tbody>")[1]
+    assert re.findall(r"<tr(?: class=\"baseline\")?><th>(.*?)</th>", body) == ["0.5", "1.0", "1.5"]
+    assert "<thead><tr><th>lengths.sigma</th><th> result</th></tr></thead>" in text
+
+
+def test_a_sub_parameter_next_to_seq_len_and_strategies():
+    (table,) = build_tables(lengths_sweep(seq_lens=(128, 256)))
+    assert table.title == "lengths.sigma × seq_len" and table.columns == ["128", "256"]
+    assert [lbl for lbl, _ in table.rows] == ["0.5", "1.0", "1.5"]
+    tables = build_tables(lengths_sweep(attention=("dense", "local")))
+    assert [t.title for t in tables] == ["lengths.sigma = 0.5", "lengths.sigma = 1.0", "lengths.sigma = 1.5"]
+    assert all([lbl for lbl, _ in t.rows] == ["dense", "local"] and t.row_axis == "strategy"
+               for t in tables)
+
+
+def test_strategy_axes_come_from_the_records():
+    """``mixer`` is no axis the report knows by name: ``mixer.name`` makes it one; a param of it
+    that its label does not carry (``mixer.depth``) joins the rows."""
+    recs = [record(f"p{i}", index=i, samples_ms=[1.0] * 10,
+                   params={"mixer": m, "mixer.name": m.split("_")[0], "mixer.depth": d, "batch_size": b})
+            for i, (m, d, b) in enumerate([("conv_k3", 1, 1), ("conv_k3", 2, 1), ("ssm", 1, 1),
+                                           ("conv_k3", 1, 8), ("conv_k3", 2, 8), ("ssm", 1, 8)])]
+    tables = build_tables(recs)
+    assert [t.title for t in tables] == ["batch_size = 1", "batch_size = 8"]
+    assert all([lbl for lbl, _ in t.rows] == ["conv_k3 · 1", "conv_k3 · 2", "ssm · 1"] for t in tables)
+    for r in recs:  # without X.name, mixer is an ordinary param: one row per combination
+        del r["params"]["mixer.name"]
+    (table,) = build_tables(recs)
+    assert table.row_axis == "batch_size · mixer · mixer.depth" and len(table.rows) == 6
+
+
+def test_points_no_param_tells_apart_get_a_row_each():
+    recs = [record(f"p{i}", index=i, label=f"dense/S8/min_samples={n}", samples_ms=[1.0 + i] * 10,
+                   params={"attention": "dense", "attention.name": "dense", "seq_len": 8})
+            for i, n in enumerate((10, 20))]
+    (table,) = build_tables(recs)
+    assert table.row_axis == "point" and [lbl for lbl, _ in table.rows] == [
+        "dense/S8/min_samples=10", "dense/S8/min_samples=20"]
+
+
+def test_labels_with_dollars_and_braces_are_plotted_as_plain_text(tmp_path):
+    recs = attention_sweep(("a$b{c$", "x_$^{2}$", "_hidden"), (256, 512))
+    for r in recs:
+        r["label"] = "$" + r["label"] + "{"
+    run = write_run(tmp_path / "run", recs)
+    (path,) = write_reports(run, ["html"])
+    assert "Throughput (tokens/s): attention × seq_len" in path.read_text()
+    r = CliRunner().invoke(tbench_app, ["report", str(run)])
+    assert r.exit_code == 0, r.output
+
+
+def test_html_paragraphs_are_closed(tmp_path):
+    text = write_reports(sweep_run(tmp_path), ["html"])[0].read_text()
+    assert "./p>" not in text and text.count("<p>") == text.count("</p>") > 0

@@ -8,7 +8,6 @@ import pytest
 from harness.suite.errors import SuiteError
 from harness.suite.loader import Suite, load_suite, parse_suite
 from harness.suite.point import Point, PointConfig
-from harness.suite.schema import StrategiesSpec
 from implementations import registry
 
 
@@ -38,8 +37,12 @@ def errors_of(data) -> str:
     ({"name": "t", "model": {"overrides": {"d_model": "wide"}}},
      "model.overrides.d_model: got 'wide', allowed: integer"),
     ({"name": "t", "model": {"overrides": {"d_model": 66}}}, "model.overrides.d_model: ModelConfig.d_model must be divisible"),
-    ({"name": "t", "strategies": {"attention": {"name": "local", "window": 0}}},
-     "strategies.attention.window: local.window must be an integer >= 1; got 0"),
+    ({"name": "t", "strategies": {"attention": {"name": "local", "window": -1}}},
+     "strategies.attention.window: got -1, allowed: integer >= 0"),
+    ({"name": "t", "strategies": {"attention": {"name": "local", "windw": 3}}},
+     "strategies.attention.windw: unknown key 'windw' (did you mean 'window'?); allowed for 'local': name, window"),
+    ({"name": "t", "strategies": {"parallel": {"name": "zero", "stage": 1, "offload_params": True}}},
+     "strategies.parallel.offload_params: offload_params=True needs stage 3, got stage=1"),
     ({"name": "t", "strategies": {"attention": "lcoal"}},
      "strategies.attention.name: got 'lcoal', allowed: atrous, block, dense, local (did you mean 'local'?)"),
     ({"name": "t", "strategies": {"attention": {"window": 3}}}, "strategies.attention.name: required, missing"),
@@ -68,13 +71,6 @@ def test_strategies_are_held_as_objects_and_serialise_back():
     assert suite.model_dump(mode="json")["strategies"]["attention"] == {"name": "local", "window": 8}
     assert suite.strategies.ops == registry.create("ops", "fused")  # the documented default
     assert suite.strategies.padding.label == "fixed" and suite.strategies.precision.label == "fp32"
-
-
-def test_empty_axis_holds_none_unless_named(monkeypatch):
-    monkeypatch.setitem(registry._REGISTRY, "parallel", {})
-    assert StrategiesSpec().parallel is None
-    assert "strategies.parallel.name: got 'zero', allowed: none (no parallel strategy is registered yet)" \
-        in errors_of({"name": "t", "strategies": {"parallel": "zero"}})
 
 
 def _point(**workload) -> Point:

@@ -22,6 +22,26 @@ def test_suite_loads_and_expands(path, device):
     assert all(p.suite == resolved.name == path.stem for p in points)
 
 
+@pytest.mark.parametrize("path", SUITES, ids=[p.stem for p in SUITES])
+def test_quick_variant_is_a_subset_sized_for_a_short_gpu_run(path):
+    """Every suite has a quick variant on cuda: fewer (or as many) points, short sampling."""
+    _, full = load_points(path, "cuda")
+    _, quick = load_points(path, "cuda", variants=["quick"])
+    assert 0 < len(quick) <= min(len(full), 20)
+    assert all(p.measure.max_samples <= 64 and p.measure.timeout_s <= 600 for p in quick)
+
+
+def test_variant_errors_name_what_is_allowed(tmp_path):
+    from harness.suite.errors import SuiteError
+
+    attention = SUITES[0].parent / "attention.yaml"
+    with pytest.raises(SuiteError, match="--variant 'quik': not a variant of .*; allowed: quick "
+                                         r"\(did you mean 'quick'\?\)"):
+        load_points(attention, "cuda", variants=["quik"])
+    with pytest.raises(SuiteError, match="sizes it for cuda only, not cpu"):
+        load_points(attention, "cpu", variants=["quick"])
+
+
 def test_attention_suite_covers_every_attention_strategy_both_ops_and_kinds():
     from implementations import registry
 

@@ -117,6 +117,11 @@ def test_set_applies_after_the_profile():
     ("workload.batchsize=3", "--set workload.batchsize: unknown key 'batchsize' (did you mean 'batch_size'?)"),
     ("workload.seq_len=[1,", "--set workload.seq_len: value '[1,': "),
     ("sweep.gird=[]", "--set sweep.gird: unknown key 'sweep.gird'"),
+    ("workload.lengths={distribution: fixed, distribution: uniform}",
+     "duplicate key 'distribution' (first at line 1, again at line 1)"),
+    ("workload.seq_len=[&a [1,1,1,1,1,1,1,1,1,1], &b [*a,*a,*a,*a,*a,*a,*a,*a,*a,*a], "
+     "&c [*b,*b,*b,*b,*b,*b,*b,*b,*b,*b], &d [*c,*c,*c,*c,*c,*c,*c,*c,*c,*c], "
+     "[*d,*d,*d,*d,*d,*d,*d,*d,*d,*d]]", "values once anchors and aliases are expanded"),
 ])
 def test_bad_set_items(item, expected):
     with pytest.raises(SuiteError) as info:
@@ -129,3 +134,12 @@ def test_resolved_suite_has_no_profiles_and_a_fixed_device():
     resolved = resolve(suite, "cpu")
     assert resolved.profiles == {} and resolved.device == "cpu" and resolved.workload.seq_len == 16
     assert [p.id for p in expand(resolved, "cpu")] == [p.id for p in expand(resolved, "cpu")]
+
+
+def test_a_sweep_too_large_is_refused_before_any_point_is_built(monkeypatch):
+    sweep = {"grid": {"workload.seq_len": list(range(1, 51)), "workload.batch_size": list(range(1, 51))}}
+    suite = parse_suite({**BASE, "sweep": sweep}, "s.yaml")
+    monkeypatch.setattr("harness.suite.sweep.PointConfig", None)  # building a point would fail
+    with pytest.raises(SuiteError, match=r"s.yaml: sweep: 2,500 points \(50 \(sweep.grid.workload.seq_len\) "
+                                         r"x 50 \(sweep.grid.workload.batch_size\)\); allowed: at most 2,000"):
+        points_for(suite, "cpu", [], "s.yaml")

@@ -116,13 +116,24 @@ def test_thermal_reason_in_one_sample_flags_the_window(install):
     assert result["clock_event_reasons"] == ["gpu_idle", "hw_thermal_slowdown"]
 
 
-@pytest.mark.parametrize("mask, names", [(0x4, ["sw_power_cap"]), (0x80, ["hw_power_brake_slowdown"]),
-                                         (0x20, ["sw_thermal_slowdown"])])
-def test_power_brake_power_cap_and_sw_thermal_are_throttling(install, mask, names):
+@pytest.mark.parametrize("mask, names", [(0x80, ["hw_power_brake_slowdown"]),
+                                         (0x20, ["sw_thermal_slowdown"]), (0x8, ["hw_slowdown"])])
+def test_power_brake_and_thermal_slowdowns_are_throttling(install, mask, names):
     gpu = FakeGPU(reasons=[0, mask, 0])
     install(FakeNVML([gpu]))
     result = run_until_consumed(telemetry.TelemetrySampler(), gpu.reasons)
     assert result["throttled"] is True and result["throttle_reasons"] == names
+    assert result["power_capped"] is False
+
+
+def test_the_software_power_cap_is_reported_apart_from_throttling(install):
+    """A heavy kernel on an H100/H200 runs at its power limit: that is not a disturbed machine."""
+    gpu = FakeGPU(reasons=[0, 0x4, 0x4, 0])
+    install(FakeNVML([gpu]))
+    result = run_until_consumed(telemetry.TelemetrySampler(), gpu.reasons)
+    assert result["power_capped"] is True
+    assert result["throttled"] is False and result["throttle_reasons"] == []
+    assert result["clock_event_reasons"] == ["sw_power_cap"]
 
 
 def test_idle_and_application_clock_reasons_are_not_throttling(install):
@@ -205,6 +216,14 @@ def test_idle_gpu_or_only_our_process_gives_no_warning(install):
     assert telemetry.gpu_contention_warning(0) is None
     install(FakeNVML([FakeGPU(mem_used=[9 * GIB], compute_procs=[(ME, 8 * GIB + GIB // 2)])]))
     assert telemetry.gpu_contention_warning(0) is None
+
+
+def test_the_idle_threshold_scales_with_the_card(install):
+    """An H200 (141 GB) idles with more in use than a 16 GB card: 2% of it, not a fixed 1 GiB."""
+    install(FakeNVML([FakeGPU(total=141 * GIB, mem_used=[2 * GIB])]))
+    assert telemetry.gpu_contention_warning(0) is None  # under 2% of 141 GiB
+    install(FakeNVML([FakeGPU(total=16 * GIB, mem_used=[2 * GIB])]))
+    assert "2.0 GiB in use" in telemetry.gpu_contention_warning(0)  # over max(1 GiB, 2%)
 
 
 def test_failed_init_reports_the_reason(install):

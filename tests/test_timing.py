@@ -21,7 +21,8 @@ class Counter:
 
 
 def spec(**kw):
-    base = dict(warmup_iters=3, warmup_s=0.0, min_samples=10, min_time_s=0.0, max_samples=200)
+    base = dict(warmup_iters=3, warmup_s=0.0, min_samples=10, min_time_s=0.0, max_samples=200,
+                steps_per_sample=1)
     return SimpleNamespace(**{**base, **kw})
 
 
@@ -58,6 +59,33 @@ def test_samples_are_per_call_milliseconds():
     assert all(s >= 20.0 for s in t.samples_ms)
 
 
+def test_steps_per_sample_times_several_steps_as_one_and_reports_per_step():
+    step = Counter(sleep_s=0.01)
+    t = timing.measure(step, "cpu", spec(warmup_iters=0, steps_per_sample=4))
+    assert len(t.samples_ms) == 10 and step.calls == 40  # 10 samples of 4 steps each
+    assert all(9.5 < s < 40 for s in t.samples_ms)  # one step's 10 ms, not four steps' 40 ms
+
+
+def test_warmup_iters_can_be_raised_to_a_full_batch_cycle():
+    step = Counter()
+    t = timing.measure(step, "cpu", spec(warmup_iters=2), warmup_iters=7)
+    assert t.warmup_iters == 7 and step.calls == 7 + 10
+    assert timing.measure(Counter(), "cpu", spec(warmup_iters=5), warmup_iters=3).warmup_iters == 5
+
+
+def test_agree_overrides_each_side_of_the_stop_decision():
+    """The decision a multi-rank point follows is the agreed one, in both directions."""
+    samples, _ = timing.sample(Counter(), "cpu", 10, 0.0, 15, agree=lambda stop: False)
+    assert len(samples) == 15  # never agreed to stop: the count cap ends it on every rank alike
+    asked = []
+    samples, _ = timing.sample(Counter(), "cpu", 10, 3600.0, 50,
+                               agree=lambda stop: asked.append(stop) or True)
+    assert len(samples) == 1 and asked == [False]  # this rank wanted more; rank 0 said stop
+    votes = iter([False, False, True])  # warm-up: rank 0 keeps going twice past our "done"
+    n, _ = timing.warmup(Counter(), "cpu", iters=0, min_s=0.0, agree=lambda stop: next(votes))
+    assert n == 2
+
+
 def test_bad_sample_bounds_refused():
     with pytest.raises(ValueError, match="min_samples"):
         timing.sample(Counter(), "cpu", 20, 0.0, 10)
@@ -87,3 +115,59 @@ def test_cuda_samples_with_events():
     out = mem.stop()
     assert len(t.samples_ms) >= 10 and all(s > 0 for s in t.samples_ms)
     assert out["mem_peak_allocated_bytes"] >= 2048 * 2048 * 4
+
+
+RANKS_SCRIPT = '''
+import datetime, json, os, sys
+from types import SimpleNamespace
+import torch, torch.distributed as dist
+from harness.measure import timing
+
+dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=float(sys.argv[3])))
+rank = dist.get_rank()
+calls = [0]
+
+def step():  # a collective, as every ZeRO step has: a rank that stops early hangs its peer
+    calls[0] += 1
+    dist.all_reduce(torch.ones(1))
+
+# the skew, forced: rank 1's clock would say "enough" long after rank 0's
+spec = SimpleNamespace(warmup_iters=1, warmup_s=0.0 if rank == 0 else 0.2, min_samples=10,
+                       min_time_s=0.0 if rank == 0 else 0.3, max_samples=10**6, steps_per_sample=1)
+agree = timing.agreement("cpu") if sys.argv[1] == "agree" else None
+t = timing.measure(step, "cpu", spec, agree=agree)
+json.dump({"samples": len(t.samples_ms), "calls": calls[0]}, open(f"{sys.argv[2]}.{rank}", "w"))
+dist.destroy_process_group()
+'''
+
+
+@pytest.mark.parametrize("mode", ["agree", "alone"])
+def test_two_ranks_crossing_min_time_at_different_steps(tmp_path, mode):
+    """With rank 0's decision broadcast, both ranks run the same steps and finish; deciding
+    alone, rank 0 stops first and rank 1 waits in a collective nobody joins (the old deadlock)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from implementations.parallel.zero import free_port
+
+    script = tmp_path / "ranks.py"
+    script.write_text(RANKS_SCRIPT)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
+           str(script), mode, str(out), "20" if mode == "agree" else "3"]
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**__import__("os").environ, "PYTHONPATH": root, "OMP_NUM_THREADS": "1"}
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env, cwd=root)
+    except subprocess.TimeoutExpired:
+        proc = None
+    results = [json.loads(Path(f"{out}.{r}").read_text()) for r in (0, 1)
+               if Path(f"{out}.{r}").exists()]
+    if mode == "agree":
+        assert proc is not None and proc.returncode == 0, proc and proc.stderr[-2000:]
+        assert results[0] == results[1] and results[0]["samples"] >= 10
+    else:
+        assert proc is None or proc.returncode != 0 or len(results) < 2

@@ -15,7 +15,7 @@ import torch
 
 from implementations import registry
 from implementations.parallel.state_bytes import _Ledger, aggregate_ranks, paper_bytes
-from implementations.parallel.zero import ZeroStrategy
+from implementations.parallel.zero import ZeroParallel
 
 ROOT = Path(__file__).resolve().parents[1]
 N = 2
@@ -30,23 +30,23 @@ def test_config_generated_from_strategy():
         "stage": 2, "offload_optimizer": {"device": "cpu", "pin_memory": False}}
     assert cfg["bf16"] == {"enabled": True} and "fp16" not in cfg
     assert cfg["zero_force_ds_cpu_optimizer"] is False and cfg["wall_clock_breakdown"] is False
-    fp32 = ZeroStrategy(stage=3, offload_params=True, nproc=4).deepspeed_config("fp32", 2)
+    fp32 = ZeroParallel(stage=3, offload_params=True, nproc=4).deepspeed_config("fp32", 2)
     assert "bf16" not in fp32 and "fp16" not in fp32
     assert fp32["zero_optimization"]["offload_param"] == {"device": "cpu", "pin_memory": False}
     assert fp32["zero_optimization"]["stage3_param_persistence_threshold"] == 0
-    assert ZeroStrategy(stage=3, offload_params=True, nproc=4).label == "zero3_offpar_n4"
-    assert ZeroStrategy().deepspeed_config("amp_fp16", 1)["fp16"] == {"enabled": True}
+    assert ZeroParallel(stage=3, offload_params=True, nproc=4).label == "zero3_offpar_n4"
+    assert ZeroParallel().deepspeed_config("amp_fp16", 1)["fp16"] == {"enabled": True}
     with pytest.raises(ValueError, match="no DeepSpeed mapping"):
-        ZeroStrategy().deepspeed_config("int8", 1)
+        ZeroParallel().deepspeed_config("int8", 1)
 
 
 @pytest.mark.parametrize("params, match", [
-    ({"stage": 4}, "stage=4"),
-    ({"stage": 2, "offload_params": True}, "needs stage 3"),
-    ({"nproc": 0}, "nproc=0"),
-    ({"backend": "mpi"}, "backend='mpi'"),
-    ({"timeout_s": 0}, "timeout_s=0"),
-    ({"launcher_args": "--nnodes 2"}, "list of strings"),
+    ({"stage": 4}, "stage: got 4, allowed: less than or equal to 3"),
+    ({"stage": 2, "offload_params": True}, "offload_params: offload_params=True needs stage 3"),
+    ({"nproc": 0}, "nproc: got 0, allowed: greater than or equal to 1"),
+    ({"backend": "mpi"}, "backend: got 'mpi', allowed: 'auto', 'gloo' or 'nccl'"),
+    ({"timeout_s": 0}, "timeout_s: got 0, allowed: greater than 0"),
+    ({"launcher_args": "--nnodes 2"}, "launcher_args: got '--nnodes 2', allowed: a valid tuple"),
 ])
 def test_invalid_parameters_are_refused(params, match):
     with pytest.raises(ValueError, match=match):
@@ -54,17 +54,17 @@ def test_invalid_parameters_are_refused(params, match):
 
 
 def test_not_supported_reasons_and_launcher():
-    z = ZeroStrategy(stage=1, nproc=8, launcher_args=["--nnodes", "2", "--node_rank", "1"])
-    ctx = registry.Context(device="cpu", dtype="amp_fp16", nproc=8, max_nproc=2, workload="forward")
+    z = ZeroParallel(stage=1, nproc=8, launcher_args=("--nnodes", "2", "--node_rank", "1"))
+    ctx = registry.Context(device="cpu", precision="amp_fp16", nproc=8, max_nproc=2, workload="forward")
     reasons = " | ".join(z.not_supported_reasons(ctx))
     assert "needs 8 ranks, this machine hosts 2" in reasons
     assert "fp16" in reasons and "not train" in reasons
-    ok = registry.Context(device="cpu", dtype="amp_bf16", nproc=2, max_nproc=2, workload="train")
-    assert ZeroStrategy().not_supported_reasons(ok) == []
+    ok = registry.Context(device="cpu", precision="amp_bf16", nproc=2, max_nproc=2, workload="train")
+    assert ZeroParallel().not_supported_reasons(ok) == []
     cmd = z.launch_command(["pkg.mod", "--x"])
     assert cmd[1:5] == ["-m", "torch.distributed.run", "--nproc_per_node", "8"]
     assert cmd[5:9] == ["--nnodes", "2", "--node_rank", "1"] and cmd[-3:] == ["-m", "pkg.mod", "--x"]
-    assert "--master_port" in ZeroStrategy().launch_command(["m"], master_port=1234)
+    assert "--master_port" in ZeroParallel().launch_command(["m"], master_port=1234)
 
 
 def test_none_strategy_leaves_model_untouched():
@@ -96,7 +96,7 @@ def test_ledger_counts_views_and_aliases_once():
 
 def _launch(tmp_path: Path, *args: str) -> dict:
     out = tmp_path / "probe.json"
-    cmd = ZeroStrategy(nproc=N).launch_command(
+    cmd = ZeroParallel(nproc=N).launch_command(
         ["implementations.parallel.zero_probe", "--out", str(out), *args])
     env = dict(os.environ, PYTHONPATH=str(ROOT), DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1")
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
@@ -179,7 +179,7 @@ else:
 def test_hung_collective_becomes_an_error(tmp_path):
     script = tmp_path / "hang.py"
     script.write_text(HANG)
-    cmd = ZeroStrategy(nproc=N).launch_command(["m"])[:-2] + [str(script)]
+    cmd = ZeroParallel(nproc=N).launch_command(["m"])[:-2] + [str(script)]
     env = dict(os.environ, PYTHONPATH=str(ROOT), DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1")
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert "COLLECTIVE_ERROR" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-2000:]

@@ -16,10 +16,10 @@ Never imports torch.
 """
 from __future__ import annotations
 
-import bisect
 import json
-import statistics
 from pathlib import Path
+
+from pytest_benchmark.stats import Stats
 
 from harness.analyse import results
 from harness.analyse.results import BadInput, RunFolder, read_run_folder
@@ -28,42 +28,13 @@ FORMATS = ("pytest-benchmark", "github-action-benchmark", "csv", "parquet")
 PYTEST_BENCHMARK_SCHEMA_VERSION = "5.2.3"
 
 
-def _quartiles(xs: list[float]) -> tuple[float, float]:
-    """q1/q3 as pytest-benchmark computes them (Wikipedia methods 2 and 3)."""
-    n = len(xs)
-    if n == 1:
-        return xs[0], xs[0]
-    if n % 2 == 0:
-        return statistics.median(xs[: n // 2]), statistics.median(xs[n // 2:])
-    k, r = n // 4, n % 4
-    if r == 1:
-        return 0.25 * xs[k - 1] + 0.75 * xs[k], 0.75 * xs[3 * k] + 0.25 * xs[3 * k + 1]
-    return 0.75 * xs[k] + 0.25 * xs[k + 1], 0.25 * xs[3 * k + 1] + 0.75 * xs[3 * k + 2]
-
-
 def benchmark_stats(samples_s: list[float]) -> dict:
-    """pytest-benchmark's ``stats`` block for per-round times in seconds."""
-    xs = sorted(samples_s)
-    n = len(xs)
-    mean = statistics.mean(samples_s)
-    std = statistics.stdev(samples_s) if n > 1 else 0.0
-    q1, q3 = _quartiles(xs)
-    iqr = q3 - q1
-    lo, hi = q1 - 1.5 * iqr, q3 + 1.5 * iqr
-    pos = bisect.bisect_right(xs, hi)
-    iqr_out = sum(1 for x in samples_s if x < lo or x > hi)
-    std_out = sum(1 for x in samples_s if x < mean - std or x > mean + std)
-    total = sum(samples_s)
-    return {
-        "min": xs[0], "max": xs[-1], "mean": mean, "stddev": std, "rounds": n,
-        "median": statistics.median(samples_s), "iqr": iqr, "q1": q1, "q3": q3,
-        "iqr_outliers": iqr_out, "stddev_outliers": std_out,
-        "outliers": f"{std_out};{iqr_out}",
-        "ld15iqr": xs[0] if n == 1 else xs[bisect.bisect_left(xs, lo)],
-        "hd15iqr": xs[0] if n == 1 else xs[pos - 1],  # highest datum within the fence
-        "ops": n / total if total else 0, "total": total, "data": list(samples_s),
-        "iterations": 1,
-    }
+    """pytest-benchmark's ``stats`` block for per-round times in seconds, computed by
+    pytest-benchmark's own ``Stats``, plus the rounds themselves (``data``)."""
+    stats = Stats()
+    for x in samples_s:
+        stats.update(x)
+    return {**stats.as_dict(), "data": list(samples_s), "iterations": 1}
 
 
 def _suite(run: RunFolder) -> str:

@@ -3,7 +3,8 @@
 Input: the run's records and the tables of ``harness.analyse.report.build_tables``.
 Output: ``figures(records, tables) -> list[Figure(title, png_base64)]``.
 Deterministic: fixed size and dpi, no "Software" metadata, records in file order, so the same
-records give byte-identical PNGs. Never imports torch.
+records give byte-identical PNGs. Every label from the data is drawn as plain text (``_plain``:
+no mathtext, no TeX), whatever ``$``, ``{`` or ``_`` it holds. Never imports torch.
 """
 from __future__ import annotations
 
@@ -27,8 +28,15 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     plt.rcParams.update({"figure.dpi": 80, "savefig.dpi": 80, "font.size": 9,
-                         "axes.grid": True, "grid.alpha": 0.3})
+                         "axes.grid": True, "grid.alpha": 0.3, "text.usetex": False})
     return plt
+
+
+def _plain(text) -> str:
+    """``text`` as matplotlib draws it literally: an escaped ``$`` never starts mathtext (and
+    ``\\$`` shows as ``$``), and a leading ``_`` (which hides a legend entry) gets a space."""
+    text = str(text).replace("$", r"\$")
+    return " " + text if text.startswith("_") else text
 
 
 def _encode(fig) -> str:
@@ -65,11 +73,11 @@ def _line_plot(table, name, ylabel, loglog=False) -> str | None:
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
     for label, xs, ys in series:
         if xs:
-            ax.plot(xs, ys, marker="o", label=label)
+            ax.plot(xs, ys, marker="o", label=_plain(label))
     if loglog:
         ax.set_xscale("log", base=2)
         ax.set_yscale("log", base=2)
-    ax.set_xlabel(table.column_axis)
+    ax.set_xlabel(_plain(table.column_axis))
     ax.set_ylabel(ylabel)
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -90,11 +98,11 @@ def _speedup_bars(table) -> str | None:
     for i, (label, xs, ys) in enumerate(series):
         pos = [cols.index(x) + i * width for x, y in zip(xs, ys) if x in base]
         val = [base[x] / y for x, y in zip(xs, ys) if x in base]
-        ax.bar(pos, val, width=width, label=label)
+        ax.bar(pos, val, width=width, label=_plain(label))
     ax.axhline(1.0, color="black", linewidth=0.8)
-    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(cols))], [str(c) for c in table.columns])
-    ax.set_xlabel(table.column_axis)
-    ax.set_ylabel(f"speed-up vs {table.baseline}")
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(cols))], [_plain(c) for c in table.columns])
+    ax.set_xlabel(_plain(table.column_axis))
+    ax.set_ylabel(_plain(f"speed-up vs {table.baseline}"))
     ax.legend(fontsize=7)
     fig.tight_layout()
     return _encode(fig)
@@ -112,7 +120,7 @@ def _distributions(records) -> str | None:
     major, minor = (int(x) for x in matplotlib.__version__.split(".")[:2])
     horizontal = {"orientation": "horizontal"} if (major, minor) >= (3, 10) else {"vert": False}
     ax.boxplot([r["samples_ms"] for r in pts], widths=0.6, **horizontal)
-    ax.set_yticks(range(1, len(pts) + 1), [str(r.get("label", r["point_id"]))[:60] for r in pts],
+    ax.set_yticks(range(1, len(pts) + 1), [_plain(str(r.get("label", r["point_id"]))[:60]) for r in pts],
                   fontsize=6)
     ax.set_xscale("log")
     ax.set_xlabel("step time per sample (ms)")
@@ -134,7 +142,7 @@ def _ranks(records) -> list[Figure]:
             ax.bar([n + i * width for n in range(len(ranks))],
                    [(x.get(k) or 0) / 2**20 for x in ranks], width=width, label=k)
         ax.set_xticks([n + 0.4 - width / 2 for n in range(len(ranks))],
-                      [f"rank {x.get('rank', n)}" for n, x in enumerate(ranks)])
+                      [_plain(f"rank {x.get('rank', n)}") for n, x in enumerate(ranks)])
         ax.set_ylabel("MiB")
         ax.legend(fontsize=7)
         fig.tight_layout()
@@ -151,7 +159,7 @@ def _padding(records) -> str | None:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, max(2.4, 0.3 * len(pts) + 1)))
     ax.barh(range(len(pts)), [_metric(r, "padding_efficiency") for r in pts])
-    ax.set_yticks(range(len(pts)), [str(r.get("label", r["point_id"]))[:60] for r in pts],
+    ax.set_yticks(range(len(pts)), [_plain(str(r.get("label", r["point_id"]))[:60]) for r in pts],
                   fontsize=6)
     ax.set_xlim(0, 1)
     ax.set_xlabel("padding efficiency (real tokens / processed tokens)")

@@ -7,7 +7,12 @@ base64 PNG, the records as JSON in a ``<script type="application/json">``, no ne
 
 Tables: one per question the suite asks. Points are grouped by the params that vary across the
 run: sequence length (``seq_len``) gives the columns, the strategy axes that vary give the rows,
-every other varying param gives one table per value. A cell shows latency p50 with its 95% CI,
+every other varying param gives one table per value; with no strategy axis varying, the other
+params give the rows (the header names them). A param ``X`` is a strategy axis when the records
+also carry ``X.name``. A sub-param ``X.p`` (``lengths.sigma``, ``attention.window``) counts as
+a param of its own unless ``X``'s value fixes it (a strategy's label carries its params), so
+every point gets its own cell; points that no param tells apart (a swept field the runner does
+not record as a param) get a row each, by label. A cell shows latency p50 with its 95% CI,
 tokens/s, peak memory, MFU, and the speed-up and memory ratio against the baseline strategy
 (``--baseline``; default the row whose attention is ``dense``, else the first row). Peak memory
 is ``harness.analyse.results.memory_metric``: the GPU allocator peak, else the CPU RSS above the
@@ -26,8 +31,8 @@ from harness.analyse.results import BadInput, RunFolder, memory_metric, read_run
 
 __all__ = ["build_tables", "render_markdown", "render_html", "write_reports"]
 
-STRATEGY_AXES = ("attention", "padding", "precision", "parallel", "ops")
 COLUMN_AXIS = "seq_len"
+POINT_LABEL = "point"  # the row key of last resort: the record's label
 STATUS_TEXT = {"oom": "OOM", "timeout": "timeout", "not_supported": "not supported",
                "error": "error", "crashed": "crashed", "interrupted": "interrupted"}
 ENV_HIGHLIGHTS = ("hostname", "python", "torch", "cuda", "cudnn", "nccl", "driver", "gpu",
@@ -51,16 +56,49 @@ class Table:
     memory_metric: str
     failures: list[tuple[str, str, str]]  # (point label, status, reason)
     records: list[dict] = field(default_factory=list)
+    row_axis: str = "strategy"  # what the rows are: the strategy axes, else the params named
 
 
 def _value(rec: dict, key: str):
+    if key == POINT_LABEL:
+        return rec.get("label", rec.get("point_id"))
     return (rec.get("params") or {}).get(key)
 
 
+def _json(rec: dict, key: str) -> str:
+    return json.dumps(_value(rec, key), sort_keys=True, default=str)
+
+
+def _param_keys(records: list[dict]) -> list[str]:
+    """Every param name, in order of first appearance (the runner's: axis, then its params)."""
+    return list(dict.fromkeys(k for r in records for k in (r.get("params") or {})))
+
+
+def _strategy_keys(records: list[dict], keys: list[str]) -> list[str]:
+    """Those of ``keys`` that are strategy axes (``X`` with ``X.name`` among the params) or
+    their params (``X.window``)."""
+    params = set(_param_keys(records))
+    return [k for k in keys if f"{k.split('.')[0]}.name" in params]
+
+
+def _fixed_by_head(records: list[dict], key: str) -> bool:
+    """``X.p`` whose value is the same wherever ``X``'s is (a strategy's label carries its
+    params): grouping by ``X`` already tells its points apart."""
+    head = key.split(".")[0]
+    if head == key:
+        return False
+    seen: dict[str, str] = {}
+    return all(seen.setdefault(_json(r, head), _json(r, key)) == _json(r, key) for r in records)
+
+
 def _varying(records: list[dict]) -> list[str]:
-    keys = sorted({k for r in records for k in (r.get("params") or {})})
-    keys = [k for k in keys if "." not in k or k.split(".")[0] not in keys]
-    return [k for k in keys if len({json.dumps(_value(r, k), sort_keys=True) for r in records}) > 1]
+    keys = sorted(k for k in _param_keys(records) if len({_json(r, k) for r in records}) > 1)
+    return [k for k in keys if not _fixed_by_head(records, k)]
+
+
+def _apart(records: list[dict], keys: list[str]) -> bool:
+    """Whether ``keys`` give every point its own combination of values."""
+    return len({tuple(_json(r, k) for k in keys) for r in records}) == len(records)
 
 
 def _sort_key(v):
@@ -155,10 +193,12 @@ def build_tables(records: list[dict], baseline: str | None = None) -> list[Table
     """Group records into one table per question (see the module docstring)."""
     varying = _varying(records)
     col = COLUMN_AXIS if COLUMN_AXIS in varying else None
-    row_keys = [k for k in STRATEGY_AXES if k in varying]
-    if not row_keys:
-        row_keys = [k for k in varying if k != col]
+    strategy_rows = _strategy_keys(records, [k for k in _param_keys(records) if k in varying])
+    row_keys = strategy_rows or [k for k in varying if k != col]
     table_keys = [k for k in varying if k != col and k not in row_keys]
+    if not _apart(records, varying):
+        row_keys = row_keys + [POINT_LABEL]
+    row_axis = "strategy" if row_keys == strategy_rows else " · ".join(row_keys)
     groups: dict[tuple, list[dict]] = {}
     for r in records:
         tkey = tuple(json.dumps(_value(r, k), sort_keys=True) for k in table_keys)
@@ -169,16 +209,16 @@ def build_tables(records: list[dict], baseline: str | None = None) -> list[Table
         title = (", ".join(f"{k} = {json.loads(v)}" for k, v in zip(table_keys, tkey))
                  or " × ".join(row_keys + ([col] if col else [])) or "all points")
         try:
-            tables.append(_table(title, recs, row_keys, col, baseline))
+            tables.append(_table(title, recs, row_keys, col, baseline, row_axis))
             found_baseline = True
         except BadInput:
-            tables.append(_table(title, recs, row_keys, col, None))
+            tables.append(_table(title, recs, row_keys, col, None, row_axis))
     if not found_baseline:
-        _table("", records, row_keys, col, baseline)  # raises the clear error
+        _table("", records, row_keys, col, baseline, row_axis)  # raises the clear error
     return tables
 
 
-def _table(title, recs, row_keys, col, baseline) -> Table:
+def _table(title, recs, row_keys, col, baseline, row_axis) -> Table:
     mem_metric = memory_metric(recs)
     row_parts: dict[str, tuple] = {}
     for r in recs:
@@ -202,7 +242,7 @@ def _table(title, recs, row_keys, col, baseline) -> Table:
                  (r.get("error") or "").strip().splitlines()[-1:][0] if r.get("error") else "")
                 for r in sorted(recs, key=lambda r: r.get("index", 0)) if r.get("status") != "ok"]
     return Table(title, col, [str(c) for c in columns] if col else ["result"], rows, base_label,
-                 mem_metric, failures, recs)
+                 mem_metric, failures, recs, row_axis or "strategy")
 
 
 def status_counts(records: list[dict]) -> dict[str, int]:
@@ -259,7 +299,8 @@ def render_markdown(run: RunFolder, baseline: str | None = None) -> str:
                        "compile time; speed-up and memory ratio vs baseline.")
             out.append("")
         head = _md(t.column_axis or "")
-        out.append("| strategy | " + " | ".join(f"{head} {_md(c)}".strip() for c in t.columns) + " |")
+        out.append(f"| {_md(t.row_axis)} | "
+                   + " | ".join(f"{head} {_md(c)}".strip() for c in t.columns) + " |")
         out.append("|---|" + "---:|" * len(t.columns))
         for label, cells in t.rows:
             out.append(f"| {_md(label)} | "

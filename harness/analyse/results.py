@@ -3,12 +3,20 @@
 Input: a run folder holding ``results.jsonl`` (one JSON record per line, DESIGN.md "Result
 record") and ``run.json`` (suite, device, device name, git commit, fingerprint).
 Output:
+  * ``write_json_atomic(path, data)``: temporary file, fsync, rename;
   * ``append_record(path, record)``: one line appended and fsync'ed before returning (a partial
     last line left by a killed writer is cut first, so the file stays valid JSON Lines);
-  * ``read_records(run_dir)`` -> list of records in file order; a partial last line (a writer
-    killed mid-write) is skipped, a corrupt line elsewhere raises ``ValueError``;
+  * both raise ``OSError`` naming the file (disk full, read-only, permission denied) and leave
+    the file as it was: no temporary file, no half-written line;
+  * ``read_records(run_dir)`` -> list of records in file order; a partial last line (no newline:
+    a writer killed mid-write) is skipped; any other line that is not a JSON object with a
+    ``point_id`` raises ``CorruptRecord`` naming the file and the line number;
+  * ``set_aside_corrupt(run_dir)`` -> line numbers of the corrupt lines it moved from
+    ``results.jsonl`` to ``results.jsonl.corrupt`` (appended there, so nothing is lost);
   * ``latest_records(records)``: the last record per ``point_id`` (a resumed run may hold an
     ``interrupted`` record followed by the finished one), in first-seen order;
+  * ``read_json(path)``: a run folder's JSON file (run.json, ...) as a dict, ``BadInput`` if it
+    is not a JSON object;
   * ``read_run_folder(run_dir)`` -> ``RunFolder`` (path, latest records, run.json, env.json,
     suite.resolved.json; non-finite floats read as None): the one loader that report, compare,
     gate and export use. A folder (or a ``results.jsonl`` path) that is missing, holds no
@@ -24,6 +32,7 @@ Never imports torch: runs on a CPU-only CI box.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -38,6 +47,7 @@ RESULTS_FILE = "results.jsonl"
 RUN_FILE = "run.json"
 ENV_FILE = "env.json"
 RESOLVED_FILE = "suite.resolved.json"
+CORRUPT_FILE = RESULTS_FILE + ".corrupt"
 
 STATUSES = ("ok", "oom", "error", "crashed", "timeout", "not_supported", "interrupted")
 
@@ -57,11 +67,12 @@ METRICS = (
     "mem_peak_rss_above_baseline_bytes",
     "power_w_mean", "energy_j", "gpu_util_pct_mean",
     "sm_clock_mhz_min", "sm_clock_mhz_median", "sm_clock_mhz_max",
-    "temperature_c_max", "throttled", "throttle_reasons",
+    "temperature_c_max", "throttled", "throttle_reasons", "power_capped",
     "flops_per_step", "tflops_per_s", "mfu", "peak_tflops",
     "compile_s", "loss_final", "loss_ref_fp32", "loss_parity_rel_diff", "loss_parity_ok",
     "amp_skipped_steps", "model_state_bytes_max", "model_state_imbalance",
-    "per_token_latency_ms",
+    "per_token_latency_ms", "loss_parity_final", "loss_parity_amp_skipped_steps",
+    "energy_j_per_step", "energy_j_per_token", "energy_j_point", "sdpa_backends", "warmup_steps",
 )
 
 LIST_COLUMNS = ("samples_ms", "warnings", "ranks")
@@ -76,6 +87,14 @@ class BadInput(ValueError):
     """Input the user must fix (missing folder, corrupt file, unknown name): CLI exit code 2."""
 
 
+class CorruptRecord(BadInput):
+    """A line of a results file that is not a record (not a partial last line)."""
+
+    def __init__(self, path: Path, line: int):
+        super().__init__(f"{path}:{line}: corrupt record (not a JSON object with a point_id)")
+        self.path, self.line = path, line
+
+
 @dataclass
 class RunFolder:
     path: Path
@@ -84,15 +103,33 @@ class RunFolder:
     env: dict  # env.json
     suite: dict  # suite.resolved.json
 
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):  # a read-only folder cannot drop it either
+            tmp.unlink(missing_ok=True)
+        if exc.filename == str(tmp):  # the user knows the file, not our temporary
+            exc.filename = None
+        raise _naming(exc, path)
+
+
 def write_json_atomic(path: str | os.PathLike, data: dict, indent: int | None = None) -> None:
     """Temporary file, fsync, rename: a reader sees the old file or the whole new one."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, default=str, indent=indent)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    _write_atomic(Path(path), json.dumps(data, default=str, indent=indent).encode("utf-8"))
+
+
+def _naming(exc: OSError, path: Path) -> OSError:
+    """``exc`` naming ``path`` when the failing call (write, fsync) named no file."""
+    if exc.filename is None:
+        exc.filename = str(path)
+    return exc
 
 
 def _drop_partial_tail(path: Path) -> None:
@@ -108,14 +145,43 @@ def _drop_partial_tail(path: Path) -> None:
 
 
 def append_record(path: str | os.PathLike, record: dict[str, Any]) -> None:
-    """Append ``record`` as one line and fsync, so it survives a kill right after return."""
+    """Append ``record`` as one line and fsync, so it survives a kill right after return. On an
+    OSError (disk full) the file is cut back to its old end: no half line stays behind."""
     path = Path(path)
-    _drop_partial_tail(path)
-    line = json.dumps(record, default=str, allow_nan=True) + "\n"
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(line)
-        f.flush()
-        os.fsync(f.fileno())
+    line = memoryview((json.dumps(record, default=str, allow_nan=True) + "\n").encode("utf-8"))
+    try:
+        _drop_partial_tail(path)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        try:
+            end = os.lseek(fd, 0, os.SEEK_END)
+            try:
+                while line:  # unbuffered: no write is left pending to land after the cut
+                    line = line[os.write(fd, line):]
+                os.fsync(fd)
+            except OSError:
+                with contextlib.suppress(OSError):  # else the reader skips the partial line
+                    os.ftruncate(fd, end)
+                raise
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise _naming(exc, path)
+
+
+def _parse(raw: bytes) -> dict[str, Any] | None:
+    """The record on one line, or None if the line is not one."""
+    try:
+        rec = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        return None
+    return rec if isinstance(rec, dict) and "point_id" in rec else None
+
+
+def _scan(path: Path) -> list[tuple[int, bytes, dict[str, Any] | None]]:
+    """(line number, line, record or None if corrupt) per non-blank line of ``path``, except
+    a last line without its newline: a writer killed mid-line, so the point is not finished."""
+    *complete, _partial = path.read_bytes().split(b"\n")
+    return [(n, raw, _parse(raw)) for n, raw in enumerate(complete, start=1) if raw.strip()]
 
 
 def read_records(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
@@ -123,19 +189,32 @@ def read_records(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
     path = Path(run_dir) / RESULTS_FILE
     if not path.exists():
         return []
-    lines = path.read_text(encoding="utf-8").split("\n")
     records = []
-    for n, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            is_last = all(not rest.strip() for rest in lines[n:])
-            if is_last:  # a writer killed mid-line: the point is simply not finished
-                break
-            raise ValueError(f"{path}:{n}: corrupt record (not JSON)") from None
+    for n, _raw, rec in _scan(path):
+        if rec is None:
+            raise CorruptRecord(path, n)
+        records.append(rec)
     return records
+
+
+def set_aside_corrupt(run_dir: str | os.PathLike) -> list[int]:
+    """Move the corrupt lines of ``run_dir/results.jsonl`` to ``CORRUPT_FILE`` (appended) and
+    rewrite the results without them (atomically); their line numbers, [] when there are none."""
+    path = Path(run_dir) / RESULTS_FILE
+    lines = _scan(path) if path.exists() else []
+    corrupt = [(n, raw) for n, raw, rec in lines if rec is None]
+    if not corrupt:
+        return []
+    aside = path.with_name(CORRUPT_FILE)
+    try:
+        with open(aside, "ab") as f:
+            f.write(b"".join(raw + b"\n" for _n, raw in corrupt))
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:
+        raise _naming(exc, aside)
+    _write_atomic(path, b"".join(raw + b"\n" for _n, raw, rec in lines if rec is not None))
+    return [n for n, _raw in corrupt]
 
 
 def latest_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -157,7 +236,9 @@ def _finite(obj):
     return obj
 
 
-def _read_json(path: Path) -> dict:
+def read_json(path: Path) -> dict:
+    """The JSON object in ``path`` ({} when absent, non-finite floats as None); ``BadInput`` if
+    it is not one."""
     if not path.exists():
         return {}
     try:
@@ -171,7 +252,7 @@ def _read_json(path: Path) -> dict:
 
 def read_run_info(run_dir: str | os.PathLike) -> dict[str, Any]:
     """``run_dir/run.json`` ({} when absent)."""
-    return _read_json(Path(run_dir) / RUN_FILE)
+    return read_json(Path(run_dir) / RUN_FILE)
 
 
 def read_run_folder(run_dir: str | os.PathLike) -> RunFolder:
@@ -190,8 +271,8 @@ def read_run_folder(run_dir: str | os.PathLike) -> RunFolder:
     for n, r in enumerate(records):
         if not isinstance(r, dict) or "point_id" not in r or "status" not in r:
             raise BadInput(f"{run_dir}: record {n + 1} lacks point_id/status")
-    return RunFolder(path, _finite(records), read_run_info(path), _read_json(path / ENV_FILE),
-                     _read_json(path / RESOLVED_FILE))
+    return RunFolder(path, _finite(records), read_run_info(path), read_json(path / ENV_FILE),
+                     read_json(path / RESOLVED_FILE))
 
 
 def memory_metric(records: list[dict[str, Any]]) -> str:

@@ -8,12 +8,14 @@ from rich.table import Table
 from implementations import registry
 
 UNITS = (  # metric-name suffix -> unit, first match wins
+    ("energy_j_per_step", "J"), ("energy_j_per_token", "J"), ("energy_j_point", "J"),
+    ("sdpa_backends", "list"), ("warmup_steps", "count"),
     ("_ms", "ms"), ("_ms_p50", "ms"), ("tflops_per_s", "TFLOP/s"), ("tokens_per_s", "tokens/s"),
     ("samples_per_s", "samples/s"), ("_bytes", "bytes"), ("_bytes_max", "bytes"), ("energy_j", "J"),
     ("power_w_mean", "W"), ("_pct_mean", "%"), ("_mhz_min", "MHz"), ("_mhz_median", "MHz"),
     ("_mhz_max", "MHz"), ("_c_max", "degrees C"), ("_s", "s"), ("flops_per_step", "FLOP"),
     ("peak_tflops", "TFLOP/s"), ("mfu", "fraction of peak"), ("padding_efficiency", "fraction"),
-    ("n_samples", "count"), ("amp_skipped_steps", "count"), ("throttled", "bool"),
+    ("n_samples", "count"), ("amp_skipped_steps", "count"), ("throttled", "bool"), ("power_capped", "bool"),
     ("throttle_reasons", "list"), ("loss_parity_ok", "bool"), ("model_state_imbalance", "max/mean"),
 )
 
@@ -38,8 +40,6 @@ def strategy_tables() -> list[Table]:
             params = "\n".join(f"{p['name']}: {p['type']} = {p['default']!r}  {p['doc']}".rstrip()
                                for p in row["params"]) or "-"
             table.add_row(row["name"], row["summary"], params)
-        if not rows:
-            table.add_row("-", "no strategy registered on this axis yet", "-")
         tables.append(table)
     return tables
 
@@ -62,10 +62,8 @@ def presets_table() -> Table:
 
 
 def metrics_table() -> Table:
-    try:
-        from harness.analyse.results import METRICS
-    except ImportError:
-        METRICS = ()
+    from harness.analyse.results import METRICS
+
     table = Table(title="metrics (results.jsonl 'metrics'; null = not available)", title_justify="left")
     table.add_column("metric")
     table.add_column("unit")

@@ -2,7 +2,8 @@
 traceback. One place knows what counts as bad input:
 
   * ``SuiteError`` (a suite, a sweep, an override), ``RunDirError`` (a run folder that cannot be
-    used as asked), ``BadInput`` (a run folder or results file that cannot be read);
+    used as asked, e.g. ``--resume`` on a results file with a corrupt line: the file and the line
+    number), ``BadInput`` (a run folder or results file that cannot be read);
   * ``OSError`` of any kind (a missing file, a read-only folder, a full disk, permission denied):
     one line naming the file and the reason; whatever was already measured stays on disk;
   * a pydantic ``ValidationError`` that escaped a loader (a corrupt point file).

@@ -1,14 +1,19 @@
 """The ``run``, ``list`` and ``env`` commands of the ``tbench`` CLI.
 
-    tbench run SUITE [--out DIR] [--device auto|cpu|cuda] [--set PATH=VALUE]... [--resume] [--dry-run]
+    tbench run SUITE [--out DIR] [--device auto|cpu|cuda] [--set PATH=VALUE]... [--resume]
+                     [--on-corrupt refuse|skip] [--dry-run]
     tbench list        strategies per axis (documented parameters), model presets, metrics
     tbench env         the environment a run records (harness.run.env.collect_env)
 
 ``run`` validates and expands the whole sweep before anything runs, writes
 ``RUN_DIR/suite.resolved.json`` (source, device, overrides, the resolved suite and every point),
 runs the points (harness.run.runner), writes the reports, and prints the results path last on stdout.
-Exit codes: 0 every point ok or not supported, 2 bad usage or input (a message, never a
-traceback; nothing runs), 3 some points failed (oom / error / crashed / timeout), 130 interrupted.
+``--on-corrupt`` decides what ``--resume`` does with a corrupt line of results.jsonl: ``refuse``
+(an error naming the file and the line) or ``skip`` (set aside with a warning; its point reruns).
+Exit codes: 0 every point ok or not supported, 2 bad usage or input or an I/O failure of the run
+folder (disk full, read-only, permission denied: one ``error:`` line, never a traceback; what was
+measured stays on disk), 3 some points failed (oom / error / crashed / timeout), 130 interrupted by
+Ctrl-C, 143 by SIGTERM (the running point recorded ``interrupted``; ``--resume`` finishes the run).
 """
 from __future__ import annotations
 
@@ -32,6 +37,11 @@ class Device(str, Enum):
     auto = "auto"
     cpu = "cpu"
     cuda = "cuda"
+
+
+class OnCorrupt(str, Enum):
+    refuse = "refuse"
+    skip = "skip"
 
 
 def _points_table(points, title: str) -> Table:
@@ -120,7 +130,13 @@ def run(
     set_: List[str] = typer.Option([], "--set", metavar="PATH=VALUE",
                                    help="override a field (workload.seq_len=256) or a sweep axis "
                                         "(workload.seq_len=[128,256]); repeatable"),
+    variant: List[str] = typer.Option([], "--variant", metavar="NAME",
+                                      help="apply the suite's variants.NAME after the device profile "
+                                           "(e.g. quick: sized for a short run); repeatable"),
     resume: bool = typer.Option(False, "--resume", help="finish the run in --out, skipping finished points"),
+    on_corrupt: OnCorrupt = typer.Option(OnCorrupt.refuse, "--on-corrupt",
+                                         help="--resume with a corrupt line in results.jsonl: "
+                                              "refuse, or skip it (set aside, its point reruns)"),
     dry_run: bool = typer.Option(False, "--dry-run", help="list the points; run nothing"),
 ) -> None:
     """Run every point of a suite, each in a fresh worker process."""
@@ -128,7 +144,7 @@ def run(
     from harness.suite.sweep import load_points
 
     with user_errors():
-        resolved, points = load_points(suite, device.value if device else None, set_)
+        resolved, points = load_points(suite, device.value if device else None, set_, variant)
         dev = points[0].device
         if dry_run:
             console().print(_points_table(points, f"{resolved.name} on {dev}: {len(points)} "
@@ -139,7 +155,7 @@ def run(
         run_dir = out or rundir.default_run_dir(resolved.name)
         with SweepProgress(len(points)) as bar:
             summary = runner.run_suite(run_dir, suite, set_, resolved, points, resume=resume,
-                                       progress=bar.update)
+                                       progress=bar.update, on_corrupt=on_corrupt.value)
     typer.echo(f"run folder: {summary.run_dir}", err=True)
     console().print(_summary_table(summary))
     for line in _failures(run_dir):
@@ -148,12 +164,13 @@ def run(
     if warning:
         typer.echo(warning, err=True)
     if summary.interrupted:
-        again = " ".join([f"--device {dev}"] + [f"--set '{item}'" for item in set_])
-        typer.echo(f"interrupted; finish with: tbench run {suite} --out {run_dir} {again} --resume",
-                   err=True)
+        again = " ".join([f"--device {dev}"] + [f"--variant {v}" for v in variant]
+                         + [f"--set '{item}'" for item in set_])
+        typer.echo(f"interrupted ({summary.interrupted_by.name}); finish with: tbench run {suite} "
+                   f"--out {run_dir} {again} --resume", err=True)
     typer.echo(str(summary.results_path))
     if summary.interrupted:
-        raise typer.Exit(130)
+        raise typer.Exit(128 + summary.interrupted_by)  # the shell's code for death by it
     if summary.failed:
         raise typer.Exit(3)
 

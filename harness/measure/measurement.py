@@ -7,11 +7,19 @@ multi-rank point, ``rank_metrics`` ({rank, mem_peak_bytes, param_bytes, grad_byt
 optim_bytes, model_state_bytes}). Failures other than "not supported" propagate as exceptions;
 the worker classifies them.
 
-Order inside a point: memory tracking and NVML sampling start before the workload is built (so
-model weights and optimizer state count in the peaks, which are "above the pre-point
-baseline"); the first call is timed alone (``compile_s`` when ``ops.compile`` is on); then
-``harness.measure.timing`` warms up and samples. Throughputs divide per-step counts by the MEAN step
-time (total work over total time); ``per_token_latency_ms`` uses the median.
+Order inside a point: the device is selected first (before any CUDA call, so every rank opens
+its context on its own GPU); memory tracking and a whole-point NVML sampler start before the
+workload is built (so model weights and optimizer state count in the peaks, which are "above
+the pre-point baseline"); the first call is timed alone (``compile_s`` when ``ops.compile`` is
+on) and records which SDPA kernels the step runs (``sdpa_backends``, ``harness.measure.kernels``);
+then ``harness.measure.timing`` warms up, over at least one full cycle of the point's batches,
+and samples. Power, energy, utilisation, clocks, temperature and throttling come from a second
+NVML window opened when sampling starts and closed after the last sample, so they describe the
+measured steps, not model build, compilation or warm-up (``energy_j``, with ``energy_j_per_step``
+and ``energy_j_per_token``; ``energy_j_point`` covers the whole point). Memory peaks come from the
+whole-point sampler. On several ranks, rank 0 decides when warm-up and sampling stop.
+Throughputs divide per-step counts by the MEAN step time (total work over total time);
+``per_token_latency_ms`` uses the median.
 """
 from __future__ import annotations
 
@@ -24,13 +32,14 @@ import torch
 from harness.analyse import stats
 from harness.measure import peaks, steps, timing, workload
 from harness.measure.faults import with_fault
+from harness.measure.kernels import record_backends
 from harness.measure.memory import MemoryTracker
 from harness.measure.telemetry import TelemetrySampler, empty_result
 
-TELEMETRY_METRICS = (
-    "mem_nvml_peak_bytes", "mem_process_gpu_bytes", "power_w_mean", "energy_j",
-    "gpu_util_pct_mean", "sm_clock_mhz_min", "sm_clock_mhz_median", "sm_clock_mhz_max",
-    "temperature_c_max", "throttled", "throttle_reasons",
+POINT_METRICS = ("mem_nvml_peak_bytes", "mem_process_gpu_bytes")  # whole point: build included
+WINDOW_METRICS = (  # the sampled steps only
+    "power_w_mean", "energy_j", "gpu_util_pct_mean", "sm_clock_mhz_min", "sm_clock_mhz_median",
+    "sm_clock_mhz_max", "temperature_c_max", "throttled", "throttle_reasons", "power_capped",
 )
 
 
@@ -46,47 +55,80 @@ def device_name(device: str) -> str | None:
     return torch.cuda.get_device_name(device) if device.startswith("cuda") else None
 
 
-def _telemetry(device: str):
-    if device.startswith("cuda"):
-        return TelemetrySampler(int(device.split(":")[1])).start()
-    return None
+def gpu_index(device: str) -> int | None:
+    return int(device.split(":")[1]) if device.startswith("cuda") else None
 
 
-def _first_call(step, device: str) -> float:
+def sample_window(step, device: str, spec, gpu: int | None, *, warmup_iters: int = 0,
+                  agree=None) -> tuple[timing.Timing, dict]:
+    """Warm up and sample ``step``; the NVML telemetry of the sampling only (``gpu`` = the NVML
+    device index, None for no telemetry)."""
+    window = TelemetrySampler(gpu) if gpu is not None else None
+    t = timing.measure(step, device, spec, warmup_iters=warmup_iters, agree=agree,
+                       before_sampling=window.start if window else None)
+    return t, (window.stop() if window else empty_result("CPU point"))
+
+
+def energy_metrics(window: dict, whole: dict, n_steps: int, tokens_per_step: float) -> dict:
+    energy = window.get("energy_j")
+    per_step = None if energy is None or not n_steps else energy / n_steps
+    return {"energy_j_per_step": per_step,
+            "energy_j_per_token": None if per_step is None or not tokens_per_step
+            else per_step / tokens_per_step,
+            "energy_j_point": whole.get("energy_j")}
+
+
+def _first_call(step, device: str, record: bool) -> tuple[float, list[str] | None]:
+    """The first call, timed alone; with ``record``, the SDPA kernels it ran (not under
+    torch.compile, whose compiled code Python modes cannot see)."""
     t0 = time.perf_counter()
-    step()
+    backends = None
+    if record:
+        backends, _ = record_backends(step)
+    else:
+        step()
     timing._sync(device)
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, backends
 
 
 def measure_point(point, fault: str | None = None) -> dict[str, Any]:
+    device = device_of(point)
     reasons = workload.unsupported_reasons(point)
     if reasons:
         return {"status": "not_supported", "error": "; ".join(reasons), "samples_ms": [],
                 "metrics": {}, "warnings": []}
-    device = device_of(point)
     mem = MemoryTracker(device)
     mem.start()
-    sampler = _telemetry(device)
+    gpu = gpu_index(device)
+    sampler = TelemetrySampler(gpu).start() if gpu is not None else None
     try:
         wl = steps.build(point, device)
     except workload.NotSupported as exc:
         return {"status": "not_supported", "error": str(exc), "samples_ms": [], "metrics": {},
                 "warnings": []}
+    compiled = getattr(point.strategies.ops, "compile", False)
     try:
         step = with_fault(wl.step, fault)
-        first_s = _first_call(step, device)
-        t = timing.measure(step, device, point.measure)
+        first_s, backends = _first_call(step, device, record=not compiled)
+        t, window = sample_window(step, device, point.measure, gpu,
+                                  warmup_iters=wl.batches_per_cycle,
+                                  agree=timing.agreement(device))
     finally:
-        tele = sampler.stop() if sampler else empty_result("CPU point")
+        whole = sampler.stop() if sampler else empty_result("CPU point")
         wl.close()
     metrics = {**stats.summarize(t.samples_ms), **mem.stop()}
     metrics.update(throughput(wl, t.samples_ms, point))
     metrics.update(flops_metrics(wl, t.samples_ms, device, point))
-    metrics.update({k: tele.get(k) for k in TELEMETRY_METRICS})
-    metrics["compile_s"] = first_s if getattr(point.strategies.ops, "compile", False) else None
+    metrics.update({k: whole.get(k) for k in POINT_METRICS})
+    metrics.update({k: window.get(k) for k in WINDOW_METRICS})
+    n_steps = len(t.samples_ms) * point.measure.steps_per_sample
+    tokens_per_step = metrics["tokens_per_s"] * stats.mean(t.samples_ms) / 1e3  # processed/generated
+    metrics.update(energy_metrics(window, whole, n_steps, tokens_per_step))
+    metrics["compile_s"] = first_s if compiled else None
+    metrics["sdpa_backends"] = backends
+    metrics["warmup_steps"] = t.warmup_iters
     metrics.update(wl.finish())
-    warnings = list(tele.get("warnings") or [])
+    warnings = list(window.get("warnings") or []) + list(whole.get("warnings") or [])
     metrics.update(parity(point, device, warnings))
     noisy = stats.noise_warning(t.samples_ms)
     warnings += [noisy] if noisy else []
@@ -115,7 +157,7 @@ def throughput(wl, samples_ms: list[float], point) -> dict[str, float | None]:
 
 
 def flops_metrics(wl, samples_ms: list[float], device: str, point) -> dict[str, float | None]:
-    peak = peaks.peak_tflops(device_name(device), point.strategies.precision.label)
+    peak = peaks.peak_tflops(device_name(device), point.strategies.precision.math_format)
     if wl.flops is None:
         return {"flops_per_step": None, "tflops_per_s": None, "mfu": None, "peak_tflops": peak}
     achieved = wl.flops / (stats.mean(samples_ms) / 1e3)
@@ -123,8 +165,14 @@ def flops_metrics(wl, samples_ms: list[float], device: str, point) -> dict[str, 
             "mfu": peaks.mfu(achieved, peak), "peak_tflops": peak}
 
 
+PARITY_NAMES = {"loss_final": "loss_parity_final", "amp_skipped_steps": "loss_parity_amp_skipped_steps"}
+
+
 def parity(point, device: str, warnings: list[str]) -> dict[str, Any]:
-    """Loss after ``parity_steps`` train steps vs fp32 from the same seed (train only)."""
+    """Loss after ``parity_steps`` train steps vs fp32 from the same seed (train only).
+
+    The parity run's own loss and skipped steps are renamed (``PARITY_NAMES``): the measured
+    run's ``loss_final`` and ``amp_skipped_steps`` keep their names and values."""
     steps = point.workload.parity_steps
     if point.workload.kind != "train" or steps == 0:
         return {}
@@ -141,4 +189,4 @@ def parity(point, device: str, warnings: list[str]) -> dict[str, Any]:
     if not out["loss_parity_ok"]:
         warnings.append(f"loss parity failed: relative difference {out['loss_parity_rel_diff']} "
                         f"after {steps} steps vs fp32")
-    return out
+    return {PARITY_NAMES.get(k, k): v for k, v in out.items()}

@@ -6,7 +6,7 @@ Output of ``stop()`` (bytes; None where the quantity does not exist on this devi
   * ``mem_peak_allocated_bytes`` / ``mem_peak_reserved_bytes``: ``torch.cuda`` allocator
     high-water marks, reset at ``start()`` so they belong to this point only (CUDA only);
   * ``mem_peak_rss_bytes``: peak resident set size of this process between ``start()`` and
-    ``stop()``. Linux lets a process reset its own high-water mark (``/proc/self/clear_refs``
+    ``stop()``. psutil has no peak, so on Linux the process resets its own high-water mark (``/proc/self/clear_refs``
     with "5", kernel >= 4.0) and read it back as ``VmHWM``; where that is refused the
     process-lifetime peak ``ru_maxrss`` is used, which is still per point because each point
     runs in a fresh worker;
@@ -20,6 +20,8 @@ from __future__ import annotations
 import resource
 import sys
 
+import psutil
+
 
 def _status_kib(field: str) -> int | None:
     try:
@@ -32,9 +34,8 @@ def _status_kib(field: str) -> int | None:
     return None
 
 
-def current_rss_bytes() -> int | None:
-    kib = _status_kib("VmRSS")
-    return None if kib is None else kib * 1024
+def current_rss_bytes() -> int:
+    return psutil.Process().memory_info().rss
 
 
 def _reset_rss_peak() -> bool:

@@ -5,10 +5,11 @@ Contract
                                          dtype in {"bf16", "fp16", "tf32", "fp32"}; a dtype the GPU has
                                          no tensor-core path for is absent (V100/T4 have no bf16/tf32)
     gpu_model(device_name) -> str | None     "NVIDIA H100 80GB HBM3" -> "H100 SXM"; None if unknown
-    peak_tflops(device_name, precision) -> float | None
-        device_name as torch.cuda.get_device_name or NVML reports it; precision a harness label
-        (fp32, tf32, amp_fp16, amp_bf16; also bare fp16/bf16). amp_* count at the 16-bit tensor
-        peak (the matmuls dominate). Unknown device, CPU, unknown precision -> None, never a guess.
+    peak_tflops(device_name, math_format) -> float | None
+        device_name as torch.cuda.get_device_name or NVML reports it; math_format the precision
+        strategy's ``math_format`` (fp32, tf32, fp16, bf16: autocast strategies count at the 16-bit
+        tensor peak, as the matmuls dominate). Unknown device, CPU, unknown format -> None, never
+        a guess.
     mfu(achieved_flops_per_s, peak_tflops) -> float | None     achieved / (peak * 1e12), a fraction
 
 fp32 means plain FP32 (CUDA cores, TF32 off); tf32 means FP32 matmuls on TF32 tensor cores.
@@ -79,20 +80,10 @@ def gpu_model(device_name: str | None) -> str | None:
     return None
 
 
-def _dtype(precision: str | None) -> str | None:
-    label = (precision or "").lower()
-    for dtype in ("bf16", "fp16", "tf32", "fp32"):
-        if dtype in label:
-            return dtype
-    return None
-
-
-def peak_tflops(device_name: str | None, precision: str | None) -> float | None:
-    """Dense peak TFLOP/s of this device at this precision, or None (unknown: no guess)."""
-    model, dtype = gpu_model(device_name), _dtype(precision)
-    if model is None or dtype is None:
-        return None
-    return PEAK_TFLOPS[model].get(dtype)
+def peak_tflops(device_name: str | None, math_format: str | None) -> float | None:
+    """Dense peak TFLOP/s of this device in this math format, or None (unknown: no guess)."""
+    model = gpu_model(device_name)
+    return None if model is None else PEAK_TFLOPS[model].get(math_format)
 
 
 def mfu(achieved_flops_per_s: float | None, peak: float | None) -> float | None:

@@ -36,8 +36,8 @@ def build(point, device: str) -> Workload:
     builders = {"train": _train, "forward": _forward, "generate": _generate}
     wl = builders[point.workload.kind](point, cfg, model, batches, device)
     wl.model = model
-    close_precision = point.strategies.precision.teardown
-    wl.close = close_precision
+    wl.close = point.strategies.precision.teardown
+    wl.batches_per_cycle = len(batches)
     if point.workload.kind != "generate":
         wl.sequences = n_seq / len(batches)
         wl.real_tokens = sum(b.real_tokens for b in batches) / len(batches)

@@ -22,13 +22,17 @@ Contract
             clock_event_reasons      names of every clock-event (throttle) reason bit seen in any sample
             throttle_reasons         the subset that slows clocks: thermal, power brake, power cap, HW slowdown
             throttled                True if any sample had one of those; idle / app-clock reasons are not
+            power_capped             True if any sample had the software power cap: the normal state of a
+                                     heavy kernel on a modern GPU (clocks settle under the power limit),
+                                     kept apart from ``throttled`` (thermal and hardware slowdowns)
             warnings                 list[str] (energy cross-check disagreement, counter problems)
         Every metric is None (never 0) where NVML or the metric is unavailable. Context manager:
         `with TelemetrySampler() as t: ...` leaves the stop() dict in `t.result`.
     nvml_available() -> bool                    NVML initialised and at least one device
     device_info(device_index=0) -> dict         name, uuid, memory_total_bytes, power_limit_w,
         sm_clock_max_mhz, mem_clock_max_mhz, driver_version, cuda_driver_version; {} without a driver
-    gpu_contention_warning(device_index=0, idle_used_bytes=1 GiB) -> str | None
+    gpu_contention_warning(device_index=0, idle_used_bytes=None) -> str | None
+        idle_used_bytes None: max(1 GiB, 2% of the card), as large cards idle with more in use
     decode_clock_event_reasons(mask) -> list[str]
 
 device_index is the CUDA index as torch sees it; NVML ignores CUDA_VISIBLE_DEVICES, so it is mapped
@@ -65,14 +69,15 @@ CLOCK_EVENT_REASONS = {
     0x80: "hw_power_brake_slowdown",
     0x100: "display_clock_setting",
 }
-THROTTLE_MASK = 0x4 | 0x8 | 0x20 | 0x40 | 0x80
+THROTTLE_MASK = 0x8 | 0x20 | 0x40 | 0x80  # thermal and hardware slowdowns
+POWER_CAP_MASK = 0x4
 
 RESULT_KEYS = (
     "nvml", "n_samples", "window_s", "mem_nvml_baseline_bytes", "mem_nvml_peak_bytes",
     "mem_process_gpu_bytes", "power_w_mean", "power_w_max", "energy_j", "energy_source",
     "energy_j_power_x_time", "gpu_util_pct_mean", "sm_clock_mhz_min", "sm_clock_mhz_median",
     "sm_clock_mhz_max", "temperature_c_max", "clock_event_reasons", "throttle_reasons", "throttled",
-    "warnings",
+    "power_capped", "warnings",
 )
 
 _init_state = {"pid": None, "error": None}
@@ -282,6 +287,7 @@ class TelemetrySampler:
             result["clock_event_reasons"] = decode_clock_event_reasons(mask)
             result["throttle_reasons"] = decode_clock_event_reasons(mask & THROTTLE_MASK)
             result["throttled"] = bool(mask & THROTTLE_MASK)
+            result["power_capped"] = bool(mask & POWER_CAP_MASK)
         result["energy_j"] = self._energy(self._energy0, energy1, window_s)
         if result["energy_j"] is not None:
             result["energy_source"] = "nvml_total_energy_counter"
@@ -310,14 +316,19 @@ class TelemetrySampler:
                                   f"({estimate_j:.1f} J) disagree by {ratio:.2f}x")
 
 
+def gpu_count() -> int:
+    """GPUs NVML reports; 0 without NVML."""
+    if _ensure_nvml() is not None:
+        return 0
+    try:
+        return int(pynvml.nvmlDeviceGetCount())
+    except Exception:
+        return 0
+
+
 def nvml_available() -> bool:
     """True when NVML initialised in this process and reports at least one device."""
-    if _ensure_nvml() is not None:
-        return False
-    try:
-        return pynvml.nvmlDeviceGetCount() > 0
-    except Exception:
-        return False
+    return gpu_count() > 0
 
 
 def device_info(device_index: int = 0) -> dict:
@@ -335,6 +346,7 @@ def device_info(device_index: int = 0) -> dict:
         "mem_clock_max_mhz": lambda: int(nv.nvmlDeviceGetMaxClockInfo(handle, nv.NVML_CLOCK_MEM)),
         "driver_version": lambda: _text(nv.nvmlSystemGetDriverVersion()),
         "cuda_driver_version": lambda: "{}.{}".format(*divmod(nv.nvmlSystemGetCudaDriverVersion() // 10, 100)),
+        "compute_capability": lambda: list(nv.nvmlDeviceGetCudaComputeCapability(handle)),
     }
     info = {}
     for key, get in getters.items():
@@ -345,7 +357,7 @@ def device_info(device_index: int = 0) -> dict:
     return info
 
 
-def gpu_contention_warning(device_index: int = 0, idle_used_bytes: int = _GIB) -> str | None:
+def gpu_contention_warning(device_index: int = 0, idle_used_bytes: int | None = None) -> str | None:
     """A warning when something other than this process already uses the GPU, else None.
 
     Call it before this process creates a CUDA context (the runner does, before each worker):
@@ -374,9 +386,12 @@ def gpu_contention_warning(device_index: int = 0, idle_used_bytes: int = _GIB) -
         return (f"GPU {device_index} is in use by {len(others)} other process(es) before this run: "
                 f"{listed}; timings and memory may be disturbed")
     try:
-        used = int(pynvml.nvmlDeviceGetMemoryInfo(handle).used)
+        info = pynvml.nvmlDeviceGetMemoryInfo(handle)
+        used = int(info.used)
     except Exception:
         return None
+    if idle_used_bytes is None:
+        idle_used_bytes = max(_GIB, int(info.total) // 50)
     if used - own > idle_used_bytes:
         return (f"GPU {device_index} has {used / _GIB:.1f} GiB in use that no visible process of ours "
                 f"accounts for (idle is under {idle_used_bytes / _GIB:.1f} GiB): another process or "

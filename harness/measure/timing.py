@@ -2,7 +2,8 @@
 
 Input: ``step`` (a no-argument callable doing one unit of measured work), the device
 ("cpu" or "cuda") and the measurement settings of a point (``MeasureSpec``: warmup_iters,
-warmup_s, min_samples, min_time_s, max_samples).
+warmup_s, min_samples, min_time_s, max_samples, steps_per_sample); on a multi-rank point also
+``agree`` (``agreement(device)``), through which every rank takes the same stop decision.
 Output: ``Timing`` with ``samples_ms`` (every per-sample time, milliseconds, in run order),
 ``warmup_iters`` (count actually run), ``warmup_s`` and ``measure_s`` (seconds of wall time
 spent in each phase, host clock).
@@ -12,6 +13,12 @@ Rules:
     compilation, autotuning, allocator growth and clock ramp-up stay out of the samples;
   * sampling continues until at least ``min_samples`` samples AND ``min_time_s`` seconds,
     and stops at ``max_samples`` whatever the time;
+  * a sample is ``steps_per_sample`` consecutive steps timed as one region and divided by
+    their number: the per-step time, with one synchronise per sample instead of per step (for
+    small shapes, where a synchronise and Python launch overhead would otherwise dominate);
+  * on several ranks each rank's clock would cross ``min_time_s`` (or ``warmup_s``) at its own
+    step, and a rank that stopped would leave its peers waiting in the next collective: rank 0
+    decides, outside the timed region, and broadcasts (``agreement``);
   * CPU samples use ``time.perf_counter_ns``; CUDA samples use CUDA events (see ``_cuda_sample``).
 """
 from __future__ import annotations
@@ -29,10 +36,14 @@ class Timing:
     measure_s: float = 0.0
 
 
-def _cpu_sample(step: Callable[[], object]) -> float:
+Agree = Callable[[bool], bool]  # this rank's "stop now?" -> the decision every rank follows
+
+
+def _cpu_sample(step: Callable[[], object], steps: int = 1) -> float:
     t0 = time.perf_counter_ns()
-    step()
-    return (time.perf_counter_ns() - t0) / 1e6
+    for _ in range(steps):
+        step()
+    return (time.perf_counter_ns() - t0) / 1e6 / steps
 
 
 def _cuda_sampler():
@@ -41,22 +52,23 @@ def _cuda_sampler():
     start = torch.cuda.Event(enable_timing=True)
     end = torch.cuda.Event(enable_timing=True)
 
-    def _cuda_sample(step: Callable[[], object]) -> float:
+    def _cuda_sample(step: Callable[[], object], steps: int = 1) -> float:
         # Kernels run asynchronously: a host clock around ``step()`` would time the launches,
         # not the work. The events are recorded on the stream around the region, so their
         # difference is the device time of everything the step queued. The synchronise on the
         # end event is needed before ``elapsed_time`` can be read, and it also stops the host
         # from queueing the next sample on top of this one, so samples never overlap.
         start.record()
-        step()
+        for _ in range(steps):
+            step()
         end.record()
         end.synchronize()
-        return start.elapsed_time(end)
+        return start.elapsed_time(end) / steps
 
     return _cuda_sample
 
 
-def _sampler(device: str) -> Callable[[Callable[[], object]], float]:
+def _sampler(device: str) -> Callable[..., float]:
     return _cuda_sampler() if device.startswith("cuda") else _cpu_sample
 
 
@@ -67,11 +79,35 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def warmup(step: Callable[[], object], device: str, iters: int, min_s: float) -> tuple[int, float]:
+def agreement(device: str) -> Agree | None:
+    """Rank 0's decision broadcast to every rank, when this process is one of several ranks of
+    an initialised ``torch.distributed`` group; None (each decides alone) otherwise."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return None
+
+    def agree(stop: bool) -> bool:
+        import torch
+
+        # NCCL broadcasts device tensors only; gloo takes CPU ones
+        where = device if dist.get_backend() == "nccl" else "cpu"
+        flag = torch.tensor([int(stop)], device=where)
+        dist.broadcast(flag, src=0)
+        return bool(flag.item())
+
+    return agree
+
+
+def warmup(step: Callable[[], object], device: str, iters: int, min_s: float,
+           agree: Agree | None = None) -> tuple[int, float]:
     """Run ``step`` at least ``iters`` times and at least ``min_s`` seconds; (count, seconds)."""
     t0 = time.perf_counter()
     n = 0
-    while n < iters or time.perf_counter() - t0 < min_s:
+    while True:
+        done = n >= iters and time.perf_counter() - t0 >= min_s
+        if agree(done) if agree else done:
+            break
         step()
         n += 1
     _sync(device)  # the warm-up's queued work must not leak into the first sample
@@ -84,22 +120,34 @@ def sample(
     min_samples: int,
     min_time_s: float,
     max_samples: int,
+    steps_per_sample: int = 1,
+    agree: Agree | None = None,
 ) -> tuple[list[float], float]:
-    """Per-sample times (ms) until min_samples AND min_time_s, capped at max_samples."""
-    if min_samples < 1 or max_samples < min_samples:
-        raise ValueError(f"need 1 <= min_samples ({min_samples}) <= max_samples ({max_samples})")
+    """Per-step times (ms), one per sample of ``steps_per_sample`` steps, until min_samples AND
+    min_time_s, capped at max_samples."""
+    if min_samples < 1 or max_samples < min_samples or steps_per_sample < 1:
+        raise ValueError(f"need 1 <= min_samples ({min_samples}) <= max_samples ({max_samples}) "
+                         f"and steps_per_sample ({steps_per_sample}) >= 1")
     one = _sampler(device)
     samples: list[float] = []
     t0 = time.perf_counter()
     while len(samples) < max_samples:
-        samples.append(one(step))
-        if len(samples) >= min_samples and time.perf_counter() - t0 >= min_time_s:
+        samples.append(one(step, steps_per_sample))
+        enough = len(samples) >= min_samples and time.perf_counter() - t0 >= min_time_s
+        if agree(enough) if agree else enough:  # the cap is a count: every rank reaches it alike
             break
     return samples, time.perf_counter() - t0
 
 
-def measure(step: Callable[[], object], device: str, spec) -> Timing:
-    """Warm up then sample ``step`` with the settings of ``spec`` (a MeasureSpec-like object)."""
-    n_warm, warm_s = warmup(step, device, spec.warmup_iters, spec.warmup_s)
-    samples, measure_s = sample(step, device, spec.min_samples, spec.min_time_s, spec.max_samples)
+def measure(step: Callable[[], object], device: str, spec, *, warmup_iters: int | None = None,
+            agree: Agree | None = None, before_sampling: Callable[[], object] | None = None) -> Timing:
+    """Warm up then sample ``step`` with the settings of ``spec`` (a MeasureSpec-like object);
+    ``warmup_iters`` raises the spec's warm-up count (a full cycle of the point's batches);
+    ``before_sampling`` runs between the two phases (it opens the telemetry window)."""
+    iters = max(spec.warmup_iters, warmup_iters or 0)
+    n_warm, warm_s = warmup(step, device, iters, spec.warmup_s, agree)
+    if before_sampling is not None:
+        before_sampling()
+    samples, measure_s = sample(step, device, spec.min_samples, spec.min_time_s, spec.max_samples,
+                                getattr(spec, "steps_per_sample", 1), agree)
     return Timing(samples_ms=samples, warmup_iters=n_warm, warmup_s=warm_s, measure_s=measure_s)

@@ -22,6 +22,7 @@ from typing import Any, Callable
 
 import torch
 
+from harness.measure import telemetry
 from implementations import registry
 from implementations.model import ModelConfig
 from implementations.padding import sample_lengths
@@ -44,6 +45,7 @@ class Workload:
     close: Callable[[], None] = lambda: None
     model: Any = None
     extra: dict = field(default_factory=dict)
+    batches_per_cycle: int = 1  # distinct batches the steps go through in turn: warm-up covers them all
 
 
 def nproc_of(point) -> int:
@@ -51,10 +53,18 @@ def nproc_of(point) -> int:
 
 
 def context(point) -> registry.Context:
-    max_nproc = torch.cuda.device_count() if point.device == "cuda" else (os.cpu_count() or 1)
-    return registry.Context(device=point.device, dtype=point.strategies.precision.label,
-                            nproc=nproc_of(point), max_nproc=max_nproc,
-                            workload=point.workload.kind)
+    """What the strategies need to know, answered without a CUDA context: device count and
+    compute capability come from NVML (the runner process must never initialise CUDA)."""
+    cap = None
+    if point.device == "cuda":
+        # torch's device count needs no context either; it covers a machine without NVML
+        max_nproc = telemetry.gpu_count() or torch.cuda.device_count()
+        cap = telemetry.device_info(0).get("compute_capability")
+    else:
+        max_nproc = os.cpu_count() or 1
+    return registry.Context(device=point.device, precision=point.strategies.precision.label,
+                            nproc=nproc_of(point), max_nproc=max_nproc, workload=point.workload.kind,
+                            gpu_capability=tuple(cap) if cap else None)
 
 
 def unsupported_reasons(point) -> list[str]:
@@ -62,8 +72,6 @@ def unsupported_reasons(point) -> list[str]:
     reasons = []
     for axis in registry.AXES:
         strategy = getattr(point.strategies, axis)
-        if strategy is None:  # an axis with no strategy registered yet
-            continue
         reasons += [f"{axis} {strategy.label}: {r}" for r in strategy.not_supported_reasons(ctx)]
     return reasons
 

@@ -33,6 +33,8 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+import psutil
+
 from harness.measure import telemetry
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -92,24 +94,16 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
-def _memory_total_bytes() -> int | None:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return int(line.split()[1]) * 1024  # reported in kB
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return None
+def _memory_total_bytes() -> int:
+    return psutil.virtual_memory().total
 
 
 def _usable_cores() -> int | None:
+    """Cores this process may run on (its affinity: a container or taskset may allow fewer)."""
     try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count()
+        return len(psutil.Process().cpu_affinity())
+    except (AttributeError, psutil.Error):  # no affinity API on this platform
+        return psutil.cpu_count()
 
 
 def _git(*args: str) -> str | None:

@@ -1,27 +1,40 @@
 """The run folder, and its one owner: every file of a run except the records is written here.
 
-    open_run(run_dir, points, *, resume=False, doc=None) -> (run, done_ids)
-    close_run(run_dir, run, state)                  state: "finished" | "interrupted"
+    open_run(run_dir, points, *, resume=False, doc=None, on_corrupt="refuse") -> (run, done_ids)
+    close_run(run_dir, run, state, reason=None)     state: "finished" | "interrupted" | "failed"
     resolved_doc(source, device, sets, suite, points) -> dict   what suite.resolved.json holds
     write_reports(run_dir) -> str | None            a warning line, or None
     default_run_dir(name) -> Path                   runs/<name>-<local time>
 
 ``open_run`` refuses a folder that already holds results unless ``resume``. Resuming, it
 refuses a folder without ``run.json``, one whose environment fingerprint differs from now (the
-results would not be comparable), and, given ``doc``, one whose suite resolved to other points.
+results would not be comparable), given ``doc``, one whose suite resolved to other points, and
+a results file with a corrupt line (the error names the file and the line) -- unless
+``on_corrupt="skip"``: then such lines move to ``results.jsonl.corrupt`` with a ``warning:``
+line on stderr each, and the points they held run again.
 A new run writes ``suite.resolved.json`` (when ``doc`` is given), ``env.json`` and ``run.json``
 (suite, device, device_name, started_at/finished_at (ISO 8601 UTC), state, fingerprint,
-points_total, git commit and dirtiness) before the first point runs. ``done_ids`` are the points
-whose latest record is final (not ``interrupted``). Refusals are ``RunDirError`` (exit 2).
+points_total, git commit and dirtiness) before the first point runs. ``close_run`` records the
+end: ``state`` and, for ``interrupted`` / ``failed``, ``reason`` (the signal, the I/O error).
+``done_ids`` are the points whose latest record is final (not ``interrupted``); a point that
+was running when tbench died left no record and runs again. Refusals are ``RunDirError``
+(exit 2); I/O failures are ``OSError`` naming the file (exit 2 too).
 """
 from __future__ import annotations
 
-import json
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
 from harness.analyse import results
-from harness.analyse.results import RESOLVED_FILE, RESULTS_FILE, RUN_FILE, write_json_atomic
+from harness.analyse.results import (
+    CORRUPT_FILE,
+    RESOLVED_FILE,
+    RESULTS_FILE,
+    RUN_FILE,
+    CorruptRecord,
+    write_json_atomic,
+)
 from harness.run import env as env_mod
 
 
@@ -42,9 +55,26 @@ def default_run_dir(name: str) -> Path:
     return Path("runs") / f"{name}-{datetime.now():%Y%m%d-%H%M%S}"
 
 
-def finished_ids(run_dir: Path) -> set[str]:
-    return {r["point_id"] for r in results.latest_records(results.read_records(run_dir))
+def finished_ids(run_dir: Path, on_corrupt: str = "refuse") -> set[str]:
+    """Points whose latest record is final; corrupt lines refused or set aside (``on_corrupt``)."""
+    if on_corrupt == "skip":
+        for n in results.set_aside_corrupt(run_dir):
+            print(f"warning: {run_dir / RESULTS_FILE}:{n}: corrupt record skipped (moved to "
+                  f"{CORRUPT_FILE}); a point no other line records runs again", file=sys.stderr)
+    try:
+        records = results.read_records(run_dir)
+    except CorruptRecord as exc:
+        raise RunDirError(f"--resume: {exc}; repair or delete that line, or rerun with "
+                          "--on-corrupt skip to set it aside") from None
+    return {r["point_id"] for r in results.latest_records(records)
             if r.get("status") != "interrupted"}
+
+
+def _read_object(path: Path) -> dict:
+    try:
+        return results.read_json(path)
+    except results.BadInput as exc:
+        raise RunDirError(f"--resume: {exc}") from None
 
 
 def _check_resume(run_dir: Path, points, doc: dict | None, fp: str) -> dict:
@@ -54,13 +84,13 @@ def _check_resume(run_dir: Path, points, doc: dict | None, fp: str) -> dict:
         raise RunDirError(f"--resume: {missing} not found; --out must name the folder of the run "
                           "to finish")
     if doc is not None:
-        before = [p["id"] for p in json.loads(resolved.read_text())["points"]]
+        before = [p.get("id") for p in _read_object(resolved).get("points") or []]
         now = [p.id for p in points]
         if before != now:
             raise RunDirError(f"--resume: the suite now resolves to different points than the run "
                               f"in {run_dir} ({len(set(now) - set(before))} new, "
                               f"{len(set(before) - set(now))} gone); run it into a new folder")
-    run = json.loads(run_file.read_text())
+    run = _read_object(run_file)
     if run.get("fingerprint") != fp:
         raise RunDirError(
             f"{run_dir}: the environment changed since this run started (fingerprint "
@@ -70,15 +100,16 @@ def _check_resume(run_dir: Path, points, doc: dict | None, fp: str) -> dict:
     return run
 
 
-def open_run(run_dir: Path, points, *, resume: bool = False,
-             doc: dict | None = None) -> tuple[dict, set[str]]:
+def open_run(run_dir: Path, points, *, resume: bool = False, doc: dict | None = None,
+             on_corrupt: str = "refuse") -> tuple[dict, set[str]]:
     """Check or start the run folder (see the module docstring): (run.json's content, done ids)."""
     run_dir = Path(run_dir)
     env = env_mod.collect_env()
     fp = env_mod.fingerprint(env)
     if resume:
         run = _check_resume(run_dir, points, doc, fp)
-        done = finished_ids(run_dir)  # before anything is written: a corrupt file refuses here
+        done = finished_ids(run_dir, on_corrupt)  # before run.json changes: a refusal keeps it
+        run.pop("reason", None)
         run.update(state="running", resumed_at=run.get("resumed_at", []) + [now_iso()])
         write_json_atomic(run_dir / RUN_FILE, run)
         return run, done
@@ -100,9 +131,11 @@ def open_run(run_dir: Path, points, *, resume: bool = False,
     return run, set()
 
 
-def close_run(run_dir: Path, run: dict, state: str) -> None:
-    """Record the run's end in run.json (``finished`` or ``interrupted``)."""
+def close_run(run_dir: Path, run: dict, state: str, reason: str | None = None) -> None:
+    """Record the run's end in run.json: ``finished``, or ``interrupted`` / ``failed`` and why."""
     run.update(finished_at=now_iso(), state=state)
+    if reason:
+        run["reason"] = reason
     write_json_atomic(Path(run_dir) / RUN_FILE, run)
 
 

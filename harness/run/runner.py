@@ -1,29 +1,41 @@
 """Run a sweep: every point in a fresh worker process, each result durable as soon as it exists.
 
-Input: ``run_sweep(points, out_dir, *, resume=False, progress=None, kill_grace_s=5.0, doc=None)``
-with resolved ``Point`` objects (their order is the run order) and the run folder (a relative
-path is taken from the current directory; the summary's paths are absolute). The folder is
-opened and closed by ``harness.run.rundir`` (its one owner: env.json, run.json,
+Input: ``run_sweep(points, out_dir, *, resume=False, progress=None, kill_grace_s=5.0, doc=None,
+on_corrupt="refuse")`` with resolved ``Point`` objects (their order is the run order) and the run
+folder (a relative path is taken from the current directory; the summary's paths are absolute).
+The folder is opened and closed by ``harness.run.rundir`` (its one owner: env.json, run.json,
 suite.resolved.json); ``run_suite`` also records the resolved suite there.
 Output: ``results.jsonl`` in the folder (one DESIGN.md record per finished point, appended and
 fsync'ed at once); returns ``RunSummary`` (counts by status, total, results_path, run_dir,
-skipped, interrupted). ``progress(ProgressEvent)`` hears "start" / "finish" / "skip" per point.
+skipped, interrupted_by). ``progress(ProgressEvent)`` hears "start" / "finish" / "skip" per point.
 
 Isolation: a worker runs in its own session (process group); on ``measure.timeout_s`` the group
 gets SIGTERM, then SIGKILL after ``kill_grace_s`` -> status ``timeout``. A worker that dies by a
 signal or leaves no result -> ``crashed`` with the tail of its output. Points with nproc > 1 run
-under torchrun (``python -m torch.distributed.run``) on a free port. Ctrl-C kills the current
-worker group, records that point as ``interrupted`` and returns with every finished point kept.
-``resume=True`` skips points whose latest record is not ``interrupted``.
+under torchrun (``python -m torch.distributed.run``) on a free port. No worker outlives the
+sweep: the worker dies with the runner (``harness.measure.worker.guard``, told the runner's pid in
+``TBENCH_RUNNER_PID``; torchrun is given PR_SET_PDEATHSIG here), and whatever ends ``launch``
+-- a result, a timeout, an exception -- ends with the worker's group killed.
+
+Stopping: in the main thread, ``run_sweep`` turns SIGINT (Ctrl-C) and SIGTERM into
+``Interrupted``; the current worker group is killed, that point recorded ``interrupted`` (the
+error names the signal), run.json closed ``interrupted`` and ``RunSummary.interrupted_by`` says
+which signal (the CLI exits 128 + it). Further signals are ignored until the sweep has closed,
+so the cleanup is not cut short (kill -9 still works: the workers die with the runner).
+An exception (an ``OSError`` such as a full disk) closes run.json ``failed`` where it can and
+propagates; every record already appended stays. ``resume=True`` skips points whose latest
+record is not ``interrupted``; a point that was running when tbench died has none and reruns.
 Per point, the worker's files (point.json, result.json, worker.log) stay in RUN_DIR/workers/<id>/.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,12 +44,13 @@ from typing import Any, Callable
 from harness.analyse import results
 from harness.analyse.results import write_json_atomic
 from harness.measure import workload
-from harness.measure.worker import merge_rank_results
+from harness.measure.worker import RUNNER_PID_ENV, merge_rank_results, pdeathsig_hook
 from harness.run import rundir
 from harness.run.rundir import now_iso
 from implementations import registry
 
 STDERR_TAIL_CHARS = 4000
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 @dataclass
@@ -58,11 +71,58 @@ class RunSummary:
     total: int
     counts: dict[str, int] = field(default_factory=dict)
     skipped: int = 0
-    interrupted: bool = False
+    interrupted_by: signal.Signals | None = None  # SIGINT (Ctrl-C) or SIGTERM
+
+    @property
+    def interrupted(self) -> bool:
+        return self.interrupted_by is not None
 
     @property
     def failed(self) -> int:
         return sum(n for status, n in self.counts.items() if status not in ("ok", "not_supported"))
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM during a sweep; a KeyboardInterrupt, so Ctrl-C paths handle both."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signal = signal.Signals(signum)
+
+
+@contextlib.contextmanager
+def stop_signals():
+    """SIGINT and SIGTERM raise ``Interrupted`` once; later ones are ignored until the block
+    ends, so cleanup after the first is not cut short. Yields ``disarm()``: from then on every
+    such signal is ignored. Outside the main thread signals cannot be caught: no change."""
+    armed = [threading.current_thread() is threading.main_thread()]
+
+    def disarm() -> None:
+        armed[0] = False
+
+    if not armed[0]:
+        yield disarm
+        return
+
+    def handler(signum, frame):
+        if armed[0]:
+            disarm()
+            raise Interrupted(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
+    try:
+        yield disarm
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, signal.SIG_DFL if old is None else old)
+
+
+def interruption(exc: KeyboardInterrupt) -> tuple[signal.Signals, str]:
+    """The signal behind ``exc`` and the error text of the point it stopped."""
+    sig = exc.signal if isinstance(exc, Interrupted) else signal.SIGINT
+    if sig == signal.SIGINT:
+        return sig, "interrupted by the user (Ctrl-C, SIGINT)"
+    return sig, f"interrupted by {sig.name} (tbench was asked to stop)"
 
 
 def point_params(point) -> dict[str, Any]:
@@ -99,21 +159,18 @@ def worker_command(point, point_file: Path, result_file: Path) -> list[str]:
 
 
 def kill_group(proc: subprocess.Popen, grace_s: float) -> None:
-    """SIGTERM the worker's whole process group, SIGKILL what is left after ``grace_s``."""
-    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 10.0)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            break
-        try:
-            proc.wait(timeout=wait_s)
-            if sig == signal.SIGTERM:  # leader gone; make sure no group member survives it
-                os.killpg(proc.pid, signal.SIGKILL)
-            break
-        except subprocess.TimeoutExpired:
-            continue
-        except ProcessLookupError:
-            break
+    """SIGTERM the worker's whole process group, SIGKILL it after ``grace_s``; whatever
+    happens meanwhile (Ctrl-C), the SIGKILL is sent."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=grace_s)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        pass
+    finally:  # the leader may be gone while members of its group live on
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=10.0)
 
 
 def tail(path: Path, chars: int = STDERR_TAIL_CHARS) -> str | None:
@@ -134,27 +191,32 @@ def worker_env(point) -> dict[str, str]:
 
 
 def launch(point, work_dir: Path, grace_s: float) -> dict[str, Any]:
-    """Run one worker (group) to completion or timeout; the worker's record or a failure."""
+    """Run one worker (group) to completion or timeout; the worker's record or a failure.
+    However this returns or raises, no process of the worker's group is left."""
     work_dir.mkdir(parents=True, exist_ok=True)
     point_file, result_file, log_file = (work_dir / n for n in ("point.json", "result.json", "worker.log"))
     write_json_atomic(point_file, point.to_json())
     for stale in work_dir.glob("result*.json"):
         stale.unlink()
+    env = worker_env(point)
+    env[RUNNER_PID_ENV] = str(os.getpid())
+    # torchrun is not our code: it gets PDEATHSIG from here. It starts each rank in a session
+    # of its own, out of reach of kill_group; a rank dies with torchrun by its own PDEATHSIG.
+    hook = pdeathsig_hook() if workload.nproc_of(point) > 1 else None
     with open(log_file, "wb") as log:
         proc = subprocess.Popen(worker_command(point, point_file, result_file), stdout=log,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=worker_env(point), cwd=work_dir, start_new_session=True)
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                cwd=work_dir, start_new_session=True, preexec_fn=hook)
         try:
             rc = proc.wait(timeout=point.measure.timeout_s)
         except subprocess.TimeoutExpired:
+            rc = None
+        finally:  # also on Ctrl-C / SIGTERM: no worker may outlive the sweep
             kill_group(proc, grace_s)
-            return {"status": "timeout", "stderr_tail": tail(log_file),
-                    "error": f"point exceeded its timeout of {point.measure.timeout_s:g} s; "
-                             "worker process group killed"}
-        except BaseException:  # KeyboardInterrupt: no worker may outlive the sweep
-            kill_group(proc, grace_s)
-            raise
-        kill_group(proc, 0.0)  # reap anything the worker left in its group
+    if rc is None:
+        return {"status": "timeout", "stderr_tail": tail(log_file),
+                "error": f"point exceeded its timeout of {point.measure.timeout_s:g} s; "
+                         "worker process group killed"}
     return collect(point, result_file, rc, tail(log_file))
 
 
@@ -184,7 +246,8 @@ def contention_warning(point) -> str | None:
 
 
 def run_point(point, run_dir: Path, grace_s: float) -> dict[str, Any]:
-    """The full result record of one point (never raises except KeyboardInterrupt)."""
+    """The full result record of one point (raises only on an interrupt or an I/O error of the
+    run folder, with no worker left running)."""
     record = base_record(point, now_iso())
     t0 = time.perf_counter()
     warning = contention_warning(point)
@@ -199,50 +262,67 @@ def run_point(point, run_dir: Path, grace_s: float) -> dict[str, Any]:
 
 
 def run_suite(run_dir, source, sets: list[str], suite, points, *, resume: bool = False,
-              progress: Callable[[ProgressEvent], None] | None = None) -> RunSummary:
+              progress: Callable[[ProgressEvent], None] | None = None,
+              on_corrupt: str = "refuse") -> RunSummary:
     """``run_sweep`` with the resolved suite recorded in the run folder (``tbench run``, ``gate``)."""
     doc = rundir.resolved_doc(source, points[0].device, sets, suite, points)
-    return run_sweep(points, run_dir, resume=resume, progress=progress, doc=doc)
+    return run_sweep(points, run_dir, resume=resume, progress=progress, doc=doc,
+                     on_corrupt=on_corrupt)
 
 
 def run_sweep(points, out_dir, *, resume: bool = False,
               progress: Callable[[ProgressEvent], None] | None = None,
-              kill_grace_s: float = 5.0, doc: dict | None = None) -> RunSummary:
+              kill_grace_s: float = 5.0, doc: dict | None = None,
+              on_corrupt: str = "refuse") -> RunSummary:
     """Open the run folder (``harness.run.rundir.open_run``), run every point not done yet,
-    close the folder with the run's final state."""
+    close the folder with the run's final state (see the module docstring)."""
     run_dir = Path(out_dir).resolve()  # workers run with cwd = their own folder
-    run, done = rundir.open_run(run_dir, points, resume=resume, doc=doc)
-    summary = run_points(points, run_dir, done, progress=progress, kill_grace_s=kill_grace_s)
-    rundir.close_run(run_dir, run, "interrupted" if summary.interrupted else "finished")
+    run, done = rundir.open_run(run_dir, points, resume=resume, doc=doc, on_corrupt=on_corrupt)
+    with stop_signals() as disarm:
+        try:
+            summary = run_points(points, run_dir, done, progress=progress,
+                                 kill_grace_s=kill_grace_s)
+        except Exception as exc:  # a full disk, a vanished folder: say so where still possible
+            with contextlib.suppress(OSError):
+                rundir.close_run(run_dir, run, "failed", f"{type(exc).__name__}: {exc}")
+            raise
+        finally:
+            disarm()  # closing run.json must not be cut short by a late signal
+        if summary.interrupted:
+            rundir.close_run(run_dir, run, "interrupted", summary.interrupted_by.name)
+        else:
+            rundir.close_run(run_dir, run, "finished")
     return summary
 
 
 def run_points(points, run_dir: Path, done: set[str], *,
                progress: Callable[[ProgressEvent], None] | None = None,
                kill_grace_s: float = 5.0) -> RunSummary:
-    """Run, in order, every point whose id is not in ``done``; each record appended at once."""
+    """Run, in order, every point whose id is not in ``done``; each record appended at once.
+    An interrupt stops the sweep (``RunSummary.interrupted_by``); an OSError propagates."""
     summary = RunSummary(run_dir, run_dir / results.RESULTS_FILE, len(points))
     notify = progress or (lambda event: None)
-    for pos, point in enumerate(points):
-        event = dict(position=pos, total=len(points), point_id=point.id, label=point.label)
-        if point.id in done:
-            summary.skipped += 1
-            notify(ProgressEvent("skip", status="done", **event))
-            continue
-        record = None
-        try:
+    running = None  # the point being measured, until its record exists
+    try:
+        for pos, point in enumerate(points):
+            event = dict(position=pos, total=len(points), point_id=point.id, label=point.label)
+            if point.id in done:
+                summary.skipped += 1
+                notify(ProgressEvent("skip", status="done", **event))
+                continue
             notify(ProgressEvent("start", **event))
+            running = point
             record = run_point(point, run_dir, kill_grace_s)
+            running = None  # interrupted from here on, it has its record or simply reruns
             results.append_record(summary.results_path, record)
             summary.counts[record["status"]] = summary.counts.get(record["status"], 0) + 1
             notify(ProgressEvent("finish", status=record["status"],
                                  duration_s=record["duration_s"], **event))
-        except KeyboardInterrupt:
-            if record is None:  # the point was running: keep a trace of it
-                record = base_record(point, now_iso())
-                record.update(status="interrupted", error="interrupted by the user (Ctrl-C)")
-                results.append_record(summary.results_path, record)
-                summary.counts["interrupted"] = summary.counts.get("interrupted", 0) + 1
-            summary.interrupted = True
-            break
+    except KeyboardInterrupt as exc:
+        summary.interrupted_by, error = interruption(exc)
+        if running is not None:  # keep a trace of the point that was stopped
+            record = base_record(running, now_iso())
+            record.update(status="interrupted", error=error)
+            results.append_record(summary.results_path, record)
+            summary.counts["interrupted"] = summary.counts.get("interrupted", 0) + 1
     return summary

@@ -9,13 +9,15 @@ model classes along each error's location (for the allowed keys and the field's 
 """
 from __future__ import annotations
 
-import difflib
+import reprlib
 import types
 import typing
 from typing import Any, Literal
 
 import annotated_types
 from pydantic import BaseModel, ValidationError
+
+from implementations.registry import suggest  # noqa: F401  (the one near-match helper)
 
 
 class SuiteError(Exception):
@@ -32,11 +34,6 @@ class FieldError(ValueError):
     def __init__(self, message: str, subpath: tuple = ()):
         super().__init__(message)
         self.subpath = tuple(subpath)
-
-
-def suggest(word: Any, choices) -> str:
-    near = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
-    return f" (did you mean {near[0]!r}?)" if near else ""
 
 
 def dotted(loc) -> str:
@@ -112,9 +109,26 @@ def describe_field(info, tp) -> str:
     return text
 
 
-def _given(value) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
+def _bounded_repr() -> reprlib.Repr:
+    shown = reprlib.Repr()
+    shown.maxlevel, shown.maxstring, shown.maxother, shown.maxlong = 3, 60, 60, 40
+    shown.maxlist = shown.maxtuple = shown.maxdict = shown.maxset = shown.maxfrozenset = 6
+    return shown
+
+
+_SHOWN = _bounded_repr()
+
+
+def shown(value) -> str:
+    """A user value as it appears in an error line: ``repr`` for a short one, bounded in length,
+    time and memory for any other (reprlib looks at a few items of a few levels, so a huge or
+    alias-expanded value is never walked or printed whole)."""
+    return clip(_SHOWN.repr(value))
+
+
+def clip(text: str, limit: int = 80) -> str:
+    """``text`` cut to ``limit`` characters, ``...`` marking the cut."""
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def error_line(err: dict, root: type[BaseModel]) -> tuple[tuple, str]:
@@ -128,19 +142,21 @@ def error_line(err: dict, root: type[BaseModel]) -> tuple[tuple, str]:
     if kind == "extra_forbidden":
         info, tp = field_at(root, loc[:-1])
         allowed = list(getattr(_unwrap(tp), "model_fields", {}))
-        return loc, (f"unknown key {loc[-1]!r}{suggest(loc[-1], allowed)}; "
+        return loc, (f"unknown key {shown(loc[-1])}{suggest(loc[-1], allowed)}; "
                      f"allowed: {', '.join(allowed)}")
     if kind == "missing":
         return loc, "required, missing"
     if loc and loc[-1] == "[key]":  # a mapping key of the wrong kind (profiles: gpu)
         loc = loc[:-1]
         allowed = [str(a) for a in typing.get_args(_key_type(root, loc[:-1]))]
-        return loc, f"unknown key {loc[-1]!r}{suggest(loc[-1], allowed)}; allowed: {', '.join(allowed)}"
+        return loc, f"unknown key {shown(loc[-1])}{suggest(loc[-1], allowed)}; allowed: {', '.join(allowed)}"
     info, tp = field_at(root, loc)
+    given = err.get("input")
     if tp is None:
-        return loc, f"got {_given(err.get('input'))}: {err['msg']}"
-    hint = suggest(err.get("input"), typing.get_args(_unwrap(tp))) if kind == "literal_error" else ""
-    return loc, f"got {_given(err.get('input'))}, allowed: {describe_field(info, tp)}{hint}"
+        return loc, f"got {shown(given)}: {err['msg']}"
+    literal = kind == "literal_error" and isinstance(given, str)
+    hint = suggest(given, typing.get_args(_unwrap(tp))) if literal else ""
+    return loc, f"got {shown(given)}, allowed: {describe_field(info, tp)}{hint}"
 
 
 def _key_type(root, loc):

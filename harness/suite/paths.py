@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from harness.suite.errors import FieldError, suggest
+from harness.suite.errors import FieldError, shown, suggest
 from harness.suite.schema import LengthsSpec, MeasureSpec, ModelSpec, WorkloadSpec, model_config_fields
 from harness.suite.strategies import union_of_params
 from implementations import registry
@@ -40,7 +40,7 @@ def normalize(path: str) -> str:
 
 def _unknown(key: str, allowed, subpath) -> FieldError:
     allowed = list(allowed)
-    return FieldError(f"unknown key {key!r}{suggest(key, allowed)}; allowed: {', '.join(allowed)}",
+    return FieldError(f"unknown key {shown(key)}{suggest(key, allowed)}; allowed: {', '.join(allowed)}",
                       subpath=subpath)
 
 
@@ -48,7 +48,7 @@ def check_path(path: str, prefix: tuple = ()) -> str:
     """The normalised path, or a FieldError located at ``prefix + (path,)``."""
     at = prefix + (path,)
     if not isinstance(path, str) or not path:
-        raise FieldError(f"got {path!r}, allowed: a dotted field path like workload.seq_len", at)
+        raise FieldError(f"got {shown(path)}, allowed: a dotted field path like workload.seq_len", at)
     path = normalize(path)
     parts = path.split(".")
     if parts[0] not in SECTIONS:
@@ -78,7 +78,7 @@ def check_path(path: str, prefix: tuple = ()) -> str:
             raise _unknown(rest[0], _fields(MeasureSpec), at)
         limit = 1
     if len(rest) > limit:
-        raise FieldError(f"got {path!r}: {'.'.join(parts[:limit + 1])} has no sub-fields", at)
+        raise FieldError(f"got {shown(path)}: {'.'.join(parts[:limit + 1])} has no sub-fields", at)
     return path
 
 

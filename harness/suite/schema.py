@@ -11,8 +11,10 @@ they serialise back with ``registry.to_spec``. Errors raised inside validators a
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import typing
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -23,17 +25,19 @@ from pydantic import (
     PlainSerializer,
     TypeAdapter,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
-from harness.suite.errors import FieldError, describe_type, suggest
+from harness.suite.errors import FieldError, describe_type, shown, suggest
 from harness.suite.strategies import build_strategy, default_strategy, strategy_spec
 from implementations.model import ModelConfig
 from implementations.padding.lengths import PARAMS as LENGTH_PARAMS
 from implementations.presets import PRESETS
 
 MODEL_FIELDS_FROM_STRATEGIES = ("attention", "ops")  # ModelConfig fields set by strategies
+FOLDER_CONTEXT = "suite_folder"  # validation context key: the folder relative paths are read from
 
 
 def model_config_fields() -> dict[str, Any]:
@@ -61,7 +65,7 @@ class ModelSpec(_Strict):
     @classmethod
     def _known_preset(cls, value: str) -> str:
         if value not in PRESETS:
-            raise FieldError(f"got {value!r}, allowed: {', '.join(preset_names())}"
+            raise FieldError(f"got {shown(value)}, allowed: {', '.join(preset_names())}"
                              f"{suggest(value, PRESETS)}")
         return value
 
@@ -71,12 +75,12 @@ class ModelSpec(_Strict):
         fields = model_config_fields()
         for key, given in value.items():
             if key not in fields:
-                raise FieldError(f"unknown key {key!r}{suggest(key, fields)}; allowed: "
+                raise FieldError(f"unknown key {shown(key)}{suggest(key, fields)}; allowed: "
                                  f"{', '.join(fields)}", subpath=(key,))
             try:
                 TypeAdapter(fields[key]).validate_python(given, strict=True)
             except ValidationError:
-                raise FieldError(f"got {given!r}, allowed: {describe_type(fields[key])}",
+                raise FieldError(f"got {shown(given)}, allowed: {describe_type(fields[key])}",
                                  subpath=(key,)) from None
         return value
 
@@ -96,7 +100,13 @@ class ModelSpec(_Strict):
 
 
 class LengthsSpec(_Strict):
-    """Distribution of sequence lengths (sampled by implementations.padding.lengths.sample_lengths)."""
+    """Distribution of sequence lengths (sampled by implementations.padding.lengths.sample_lengths).
+
+    ``path`` (distribution ``file``): a relative path is read from the suite file's folder (the
+    validation context's ``FOLDER_CONTEXT``; the current folder without one) and stored absolute,
+    so a point names the same file in the worker, which runs in its own folder. The file must
+    exist and be readable when the suite is loaded and when each point is built.
+    """
 
     distribution: Literal["fixed", "uniform", "normal", "lognormal", "zipf", "file"]
     length: int | None = Field(None, ge=1)
@@ -109,6 +119,13 @@ class LengthsSpec(_Strict):
     alpha: float | None = Field(None, gt=0)
     path: str | None = None
     format: Literal["auto", "lengths", "text"] | None = None
+
+    @field_validator("path")
+    @classmethod
+    def _readable_file(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None or info.data.get("distribution") != "file":
+            return value  # a path the distribution does not use: refused below
+        return readable_file(value, (info.context or {}).get(FOLDER_CONTEXT))
 
     @model_validator(mode="after")
     def _params_of_distribution(self):
@@ -126,6 +143,25 @@ class LengthsSpec(_Strict):
         if self.low is not None and self.high is not None and self.low > self.high:
             raise FieldError(f"got {self.low} > high {self.high}, allowed: low <= high", subpath=("low",))
         return self
+
+
+def readable_file(given: str, folder: Path | None) -> str:
+    """The absolute path of ``given`` (a relative one joined to ``folder``, else to the current
+    folder), or a FieldError naming the path and why it cannot be read."""
+    path = Path(os.path.abspath(Path(folder or Path.cwd()) / given))  # an absolute given wins
+    try:
+        if path.is_dir():
+            problem = "a folder, not a file"
+        else:
+            with open(path, "rb"):
+                return str(path)
+    except FileNotFoundError:
+        problem = "file not found"
+    except (OSError, ValueError) as exc:  # no permission, a name too long, a NUL byte
+        problem = f"cannot be read ({getattr(exc, 'strerror', None) or exc})"
+    where = str(path) if len(str(path)) <= 1000 else shown(str(path))
+    relative = "" if os.path.isabs(given) else "; a relative path is read from the suite file's folder"
+    raise FieldError(f"got {shown(given)}: {problem}: {where}{relative}; allowed: a readable file")
 
 
 class WorkloadSpec(_Strict):
@@ -165,6 +201,7 @@ class MeasureSpec(_Strict):
     min_samples: int = Field(10, ge=10)
     min_time_s: float = Field(0.5, ge=0)
     max_samples: int = Field(200, ge=10)
+    steps_per_sample: int = Field(1, ge=1)  # steps timed as one sample (per-step time reported)
     timeout_s: float = Field(600, gt=0)
 
     @model_validator(mode="after")

@@ -1,96 +1,76 @@
 """Strategy specs -> strategy objects, for the suite models: the only place where a strategy
-name from a YAML file becomes an object (through ``implementations.registry.create``).
+name from a YAML file becomes an object (through the strategy class, a strict pydantic
+dataclass: ``implementations.registry``).
 
-    build_strategy(axis, "local" | {"name": "local", "window": 64} | object | None) -> object
+    build_strategy(axis, "local" | {"name": "local", "window": 64} | object) -> object
     strategy_spec(object) -> {"name": ..., **params}        (registry.to_spec)
+    default_strategy(axis) -> the axis's default object
 
-Errors are ``FieldError``s whose sub-path names the bad parameter, with the near match.
-An axis with no registered strategy yet yields ``None`` by default (``default_strategy``);
-naming it in a suite is an error that says none is registered.
+Errors are ``FieldError``s whose sub-path names the bad parameter, with what is allowed and the
+near match. YAML and JSON have lists where a strategy holds tuples: they are converted here.
 """
 from __future__ import annotations
 
-import re
 import typing
 from typing import Any
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 
-from harness.suite.errors import FieldError, describe_type, suggest
+from harness.suite.errors import FieldError, describe_field, shown
 from implementations import registry
+from implementations.registry import suggest
 
 DEFAULTS = {"attention": "dense", "padding": "fixed", "precision": "fp32", "parallel": "none",
             "ops": "fused"}
 
 
 def default_strategy(axis: str):
-    """The axis's default strategy, or None while the axis has no registered strategy."""
-    if not registry.names(axis):
-        return None
     return registry.create(axis, DEFAULTS[axis])
 
 
-def strategy_spec(strategy) -> dict[str, Any] | None:
-    return None if strategy is None else registry.to_spec(strategy)
+def strategy_spec(strategy) -> dict[str, Any]:
+    return registry.to_spec(strategy)
 
 
-def _allowed_text(axis: str) -> str:
-    names = registry.names(axis)
-    return ", ".join(names) if names else f"none (no {axis} strategy is registered yet)"
+def _spec_error(axis: str, value) -> FieldError:
+    return FieldError(f"got {shown(value)}, allowed: a strategy name ({', '.join(registry.names(axis))}) "
+                      "or a mapping with 'name' and parameters")
 
 
 def build_strategy(axis: str, value):
     """A validated strategy object from a name, a spec mapping or an object of that axis."""
-    names = registry.names(axis)
-    if value is None:
-        if names:
-            raise FieldError(f"got null, allowed: a strategy name ({_allowed_text(axis)}) or a "
-                             "mapping with 'name' and parameters")
-        return None
     if getattr(value, "axis", None) == axis and not isinstance(value, (str, dict)):
         return value
     if isinstance(value, str):
         value = {"name": value}
     if not isinstance(value, dict):
-        raise FieldError(f"got {value!r}, allowed: a strategy name ({_allowed_text(axis)}) or a "
-                         "mapping with 'name' and parameters")
+        raise _spec_error(axis, value)
+    names = registry.names(axis)
     if "name" not in value:
-        raise FieldError(f"required, missing; allowed: {_allowed_text(axis)}", subpath=("name",))
+        raise FieldError(f"required, missing; allowed: {', '.join(names)}", subpath=("name",))
     name = value["name"]
     if name not in names:
-        raise FieldError(f"got {name!r}, allowed: {_allowed_text(axis)}{suggest(name, names)}",
+        raise FieldError(f"got {shown(name)}, allowed: {', '.join(names)}{suggest(name, names)}",
                          subpath=("name",))
     cls = registry.get_class(axis, name)
-    hints = typing.get_type_hints(cls)
-    params = [f.name for f in registry.fields_of(cls)]
-    value = dict(value)
-    for key, given in value.items():
-        if key == "name":
-            continue
-        if key not in params:
-            raise FieldError(f"unknown key {key!r}{suggest(key, params)}; allowed for {name!r}: "
-                             f"name{''.join(', ' + p for p in params)}", subpath=(key,))
-        hint = hints.get(key, Any)
-        if isinstance(given, list) and (hint is tuple or typing.get_origin(hint) is tuple):
-            value[key] = given = tuple(given)  # YAML and JSON have lists; frozen strategies tuples
-        _check_type(hint, given, key)
+    params = {k: _tupled(cls, k, v) for k, v in value.items() if k != "name"}
     try:
-        return registry.create(axis, value)
-    except registry.StrategyError as exc:
-        message = str(exc).split(": ", 1)[-1]  # drop "attention strategy 'local': "
-        bad = [p for p in params if re.search(rf"\b{re.escape(p)}\b", message)]
-        raise FieldError(message, subpath=tuple(bad[:1])) from None
+        return cls(**params)
+    except ValidationError as exc:
+        key, message = registry.first_error(cls, exc)
+        err = exc.errors(include_url=False)[0]
+        if key in params and err["type"] not in ("unexpected_keyword_argument", "value_error"):
+            info = registry.field_info(cls, key)
+            message = f"got {shown(params[key])}, allowed: {describe_field(info, info.annotation)}"
+        raise FieldError(message, subpath=(key,) if key else ()) from None
 
 
-def _check_type(tp, given, key: str) -> None:
-    try:
-        adapter = TypeAdapter(tp)
-    except Exception:  # a type pydantic cannot check (e.g. a torch type): the strategy checks it
-        return
-    try:
-        adapter.validate_python(given, strict=True)
-    except ValidationError:
-        raise FieldError(f"got {given!r}, allowed: {describe_type(tp)}", subpath=(key,)) from None
+def _tupled(cls, key: str, value):
+    """A YAML list for a tuple-typed parameter, as a tuple."""
+    if not isinstance(value, list) or key not in cls.__pydantic_fields__:
+        return value
+    tp = registry.field_info(cls, key).annotation
+    return tuple(value) if tp is tuple or typing.get_origin(tp) is tuple else value
 
 
 def union_of_params(axis: str) -> list[str]:

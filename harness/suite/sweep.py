@@ -1,36 +1,44 @@
 """Sweep expansion: a validated Suite + a device (+ command-line overrides) -> list[Point].
 
-    resolve(suite, device, overrides) -> Suite   profile of the device, then ``--set``s, applied
+    resolve(suite, device, overrides, variants=()) -> Suite   profile of the device, the named
+                                                 variants, then ``--set``s, applied
     expand(resolved_suite, device)    -> [Point] every point built (and so validated) up front
-    parse_sets(["workload.seq_len=[128,256]"]) -> [(path, value)]   values read with yaml.safe_load
+    parse_sets(["workload.seq_len=[128,256]"]) -> [(path, value)]   values read as YAML, by the
+                                                                   suite loader (same limits)
 
-Profiles and overrides are ``{dotted.path: value}``: a scalar pins the field (and removes any
+Profiles, variants and overrides are ``{dotted.path: value}``: a scalar pins the field (and removes any
 sweep axis on it or under it); a list makes the path a sweep axis or replaces that axis's values
 (in ``grid`` or in its ``zip`` group); ``sweep.grid`` / ``sweep.zip`` / ``sweep.exclude`` replace
-that part of the sweep. Order: suite file, then ``profiles.<device>``, then ``--set`` in order.
+that part of the sweep. Order: suite file, then ``profiles.<device>``, then each
+``variants.<name>`` asked for (``--variant quick``: the same experiment sized for a short run), then
+``--set`` in order.
 
 Expansion: the cartesian product of the grid axes (in file order, the first varying slowest)
 and the zip groups (each group's lists move together), minus points matching an ``exclude``
 rule (every path of the rule equal; a strategy axis matches its name, its label or a sub-mapping
-of its spec). Point ids hash the resolved config (``PointConfig.point_id``); seeds derive from ids.
+of its spec). A sweep of more than ``MAX_POINTS`` points is refused before any is built. Point ids
+hash the resolved config (``PointConfig.point_id``); seeds derive from ids. Relative file paths
+(``workload.lengths.path``), from the file, a profile or ``--set``, are read from the suite
+file's folder (``Suite.context()``).
 """
 from __future__ import annotations
 
 import copy
 import itertools
-import json
+import math
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
-from harness.suite.errors import FieldError, SuiteError, dotted, format_validation_error
-from harness.suite.loader import Suite, load_suite, yaml_problem
+from harness.suite.errors import FieldError, SuiteError, clip, dotted, format_validation_error, shown, suggest
+from harness.suite.loader import Suite, load_suite, read_yaml, yaml_problem
 from harness.suite.paths import SWEEP_PARTS, TOP_LEVEL, check_override, get_at, normalize, set_at
 from harness.suite.point import Point, PointConfig
 from harness.suite.strategies import build_strategy, default_strategy
 
 MAX_ERROR_LINES = 20
+MAX_POINTS = 2_000  # each is built and validated up front (~2 ms) and runs for seconds or more
 
 
 def resolve_device(requested: str) -> str:
@@ -49,16 +57,16 @@ def parse_sets(items: list[str]) -> list[tuple[str, Any]]:
         key, sep, text = item.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise SuiteError([f"--set {item!r}: allowed: PATH=VALUE, e.g. workload.seq_len=256 "
+            raise SuiteError([f"--set {shown(item)}: allowed: PATH=VALUE, e.g. workload.seq_len=256 "
                               "or workload.seq_len=[128,256]"])
         try:
-            value = yaml.safe_load(text)
+            value = read_yaml(text)
         except yaml.YAMLError as exc:
-            raise SuiteError([f"--set {key}: value {text!r}: {yaml_problem(exc)}"]) from None
+            raise SuiteError([f"--set {clip(key)}: value {shown(text)}: {yaml_problem(exc)}"]) from None
         try:
             check_override(key, value)
         except FieldError as exc:
-            raise SuiteError([f"--set {key}: {exc}"]) from None
+            raise SuiteError([f"--set {clip(key)}: {exc}"]) from None
         out.append((key, value))
     return out
 
@@ -102,20 +110,31 @@ def _origin_finder(origins: dict[str, str]):
 
 
 def resolve(suite: Suite, device: str, overrides: list[tuple[str, Any]] = (),
-            source: str = "suite") -> Suite:
-    """The suite for ``device``: its profile and the overrides applied, profiles dropped."""
+            source: str = "suite", variants: list[str] = ()) -> Suite:
+    """The suite for ``device``: its profile, the named ``variants`` and the overrides applied,
+    profiles and variants dropped."""
+    for name in variants:
+        if name not in suite.variants:
+            allowed = ", ".join(suite.variants) or "none (the suite defines no variants)"
+            raise SuiteError([f"--variant {shown(name)}: not a variant of {source}; allowed: "
+                              f"{allowed}{suggest(name, suite.variants)}"])
+        if device not in suite.variants[name]:
+            raise SuiteError([f"--variant {name}: {source} sizes it for "
+                              f"{', '.join(suite.variants[name])} only, not {device}"])
     data = suite.model_dump(mode="json")
-    data.update(device=device, profiles={})
+    data.update(device=device, profiles={}, variants={})
     sweep = data["sweep"]
     sweep["grid"] = {normalize(p): v for p, v in sweep["grid"].items()}
     sweep["zip"] = [{normalize(p): v for p, v in g.items()} for g in sweep["zip"]]
     origins = {}
     entries = [(k, v, f"profiles.{device}.{k}") for k, v in suite.profiles.get(device, {}).items()]
+    entries += [(k, v, f"variants.{name}.{device}.{k}") for name in variants
+                for k, v in suite.variants[name][device].items()]
     entries += [(k, v, f"--set {k}") for k, v in overrides]
     for key, value, label in entries:
         origins[_apply(data, key, value)] = label
     try:
-        return Suite.model_validate(data)
+        return Suite.model_validate(data, context=suite.context())
     except ValidationError as exc:
         raise SuiteError(format_validation_error(exc, source, Suite, origin=_origin_finder(origins))) from None
 
@@ -168,11 +187,11 @@ def label_of(cfg: PointConfig, assignment: dict[str, Any]) -> str:
     """``local_w128/fused/S4096/forward``: attention, ops, other non-default or swept strategies,
     sequence length, workload kind, then any other swept field as ``field=value``."""
     s = cfg.strategies
-    parts = [x.label for x in (s.attention, s.ops) if x is not None]
+    parts = [s.attention.label, s.ops.label]
     for axis in ("padding", "precision", "parallel"):
         obj = getattr(s, axis)
         swept = any(p.startswith(f"strategies.{axis}") for p in assignment)
-        if obj is not None and (swept or obj != default_strategy(axis)):
+        if swept or obj != default_strategy(axis):
             parts.append(obj.label)
     parts += [f"S{cfg.workload.seq_len}", cfg.workload.kind]
     for path, value in assignment.items():
@@ -185,6 +204,11 @@ def expand(suite: Suite, device: str, source: str = "suite") -> list[Point]:
     """Every point of a resolved suite, in a deterministic order, each one validated."""
     base = suite.model_dump(mode="json", include={"model", "workload", "strategies", "measure"})
     axes = _axes(suite)
+    total = math.prod(len(values) for _, values, _ in axes)
+    if total > MAX_POINTS:
+        sizes = " x ".join(f"{len(values)} ({at})" for _, values, at in axes if len(values) > 1)
+        raise SuiteError([f"{source}: sweep: {total:,} points ({sizes}); allowed: at most "
+                          f"{MAX_POINTS:,} (split the suite)"])
     built, errors = [], {}  # error line -> the points it appears in
     for combo in itertools.product(*[values for _, values, _ in axes]):
         assignment, where = {}, {}
@@ -197,9 +221,10 @@ def expand(suite: Suite, device: str, source: str = "suite") -> list[Point]:
         if any(_matches(rule, data) for rule in suite.sweep.exclude):
             continue
         try:
-            built.append((PointConfig.model_validate({**data, "device": device}), assignment))
+            built.append((PointConfig.model_validate({**data, "device": device},
+                                                     context=suite.context()), assignment))
         except ValidationError as exc:
-            context = ", ".join(f"{p}={json.dumps(v)}" for p, v in assignment.items())
+            context = ", ".join(f"{p}={shown(v)}" for p, v in assignment.items())
             for line in format_validation_error(exc, source, PointConfig, origin=_origin_finder(where)):
                 errors.setdefault(line, []).append(context)
     if errors:
@@ -233,16 +258,18 @@ def _number(built: list, suite_name: str, source: str) -> list[Point]:
 
 
 def points_for(suite: Suite, device: str, overrides: list[tuple[str, Any]] = (),
-               source: str = "suite") -> tuple[Suite, list[Point]]:
+               source: str = "suite", variants: list[str] = ()) -> tuple[Suite, list[Point]]:
     """Resolve for ``device`` (``auto`` allowed) and expand: (resolved suite, points)."""
     device = resolve_device(device)
-    resolved = resolve(suite, device, overrides, source)
+    resolved = resolve(suite, device, overrides, source, variants)
     return resolved, expand(resolved, device, source)
 
 
-def load_points(path, device: str | None = None, sets: list[str] = ()) -> tuple[Suite, list[Point]]:
+def load_points(path, device: str | None = None, sets: list[str] = (),
+                variants: list[str] = ()) -> tuple[Suite, list[Point]]:
     """Load a suite file, apply its profile for ``device`` (None: the suite's own ``device``
-    field; ``auto``: a GPU if torch sees one) and the ``--set`` strings; every point built."""
+    field; ``auto``: a GPU if torch sees one), the named variants and the ``--set`` strings;
+    every point built."""
     suite = load_suite(path)
     overrides = parse_sets(list(sets))
-    return points_for(suite, device or suite.device, overrides, source=str(path))
+    return points_for(suite, device or suite.device, overrides, source=str(path), variants=variants)

@@ -1,18 +1,16 @@
 """Dilated (atrous) attention: a query sees every k-th key, optionally within a window."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
+from pydantic import Field
 
-from implementations.attention.base import AttentionStrategy, check_int, diagonal_pairs
+from implementations.attention.base import AttentionStrategy, diagonal_pairs
 from implementations.attention.grid import Grid, Groups
 from implementations.attention.local import chunk_groups
-from implementations.registry import param, register
+from implementations.registry import register
 
 
 @register("attention", "atrous")
-@dataclass(frozen=True)
 class AtrousAttention(AttentionStrategy):
     """Atrous attention: query i may attend to key j iff (i - j) mod k == 0 (and |i - j| <= w
     when a window is given).
@@ -23,13 +21,8 @@ class AtrousAttention(AttentionStrategy):
     window is exactly ``local``.
     """
 
-    dilation: int = param(2, "k: query i sees keys j with (i - j) % k == 0")
-    window: int | None = param(None, "w: also |i - j| <= w; None = no window")
-
-    def __post_init__(self):
-        check_int("atrous", "dilation", self.dilation, 1)
-        if self.window is not None:
-            check_int("atrous", "window", self.window, 1)
+    dilation: int = Field(2, ge=1, description="k: query i sees keys j with (i - j) % k == 0")
+    window: int | None = Field(None, ge=0, description="w: also |i - j| <= w; None = no window")
 
     @property
     def label(self) -> str:

@@ -15,13 +15,7 @@ import torch
 
 from implementations.attention import kernel
 from implementations.attention.grid import Groups
-
-
-def check_int(owner: str, field: str, value, minimum: int) -> None:
-    """Raise ``ValueError`` unless ``value`` is an int >= ``minimum``; the message names the
-    field, the value given and what is allowed."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{owner}.{field} must be an integer >= {minimum}; got {value!r}")
+from implementations.registry import Strategy
 
 
 def diagonal_pairs(S: int, causal: bool, step: int = 1, reach: int | None = None) -> int:
@@ -33,11 +27,10 @@ def diagonal_pairs(S: int, causal: bool, step: int = 1, reach: int | None = None
     return S + (1 if causal else 2) * off
 
 
-class AttentionStrategy:
-    """Base class of the patterns: frozen dataclasses registered with
-    ``@register("attention", name)``."""
+class AttentionStrategy(Strategy):
+    """Base class of the patterns: each one a class registered with ``@register("attention", name)``
+    (which makes it a frozen, validated dataclass)."""
 
-    name: str = "?"  # set by @register
     everything_allowed = False  # True for dense: the causal rule is the only mask
 
     # --- the rule -------------------------------------------------------------------------
@@ -62,16 +55,7 @@ class AttentionStrategy:
         """Exact number of allowed ``(query, key)`` pairs of a length-``S`` self-attention."""
         raise NotImplementedError
 
-    # --- derived --------------------------------------------------------------------------
-    @property
-    def label(self) -> str:
-        return self.name
-
-    def not_supported_reasons(self, ctx) -> list[str]:
-        """Why this strategy cannot run in ``ctx`` (empty: it can). Every pattern runs on CPU and
-        CUDA in every dtype that ``scaled_dot_product_attention`` supports."""
-        return []
-
+    # --- derived (every pattern runs on CPU and CUDA in every dtype SDPA supports) --------
     def dense_mask(self, S_q: int, S_k: int, causal: bool, q_offset: int = 0,
                    device=None) -> torch.Tensor:
         """Reference ``(S_q, S_k)`` bool mask: query ``r`` is absolute position ``q_offset + r``;

@@ -1,17 +1,15 @@
 """Block-diagonal attention: a query sees only the keys of its own block of ``block_size``."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
+from pydantic import Field
 
-from implementations.attention.base import AttentionStrategy, check_int
+from implementations.attention.base import AttentionStrategy
 from implementations.attention.grid import Grid, Groups
-from implementations.registry import param, register
+from implementations.registry import register
 
 
 @register("attention", "block")
-@dataclass(frozen=True)
 class BlockAttention(AttentionStrategy):
     """Block attention: query i may attend to key j iff floor(i / b) == floor(j / b).
 
@@ -21,10 +19,8 @@ class BlockAttention(AttentionStrategy):
     ``is_causal``), a padded gather otherwise. Time and memory O(S * b).
     """
 
-    block_size: int = param(128, "keys per block b: query i sees keys j with i // b == j // b")
-
-    def __post_init__(self):
-        check_int("block", "block_size", self.block_size, 1)
+    block_size: int = Field(128, ge=1, description="keys per block b: query i sees keys j with "
+                                                   "i // b == j // b")
 
     @property
     def label(self) -> str:

@@ -1,8 +1,6 @@
 """Dense attention: every query may attend to every key (plus the causal rule and padding)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from implementations.attention.base import AttentionStrategy, diagonal_pairs
@@ -10,7 +8,6 @@ from implementations.registry import register
 
 
 @register("attention", "dense")
-@dataclass(frozen=True)
 class DenseAttention(AttentionStrategy):
     """Dense attention: query i may attend to every key j (j <= i when causal).
 

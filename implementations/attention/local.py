@@ -1,13 +1,12 @@
 """Sliding-window (local) attention: a query sees the keys within ``window`` positions."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
+from pydantic import Field
 
-from implementations.attention.base import AttentionStrategy, check_int, diagonal_pairs
+from implementations.attention.base import AttentionStrategy, diagonal_pairs
 from implementations.attention.grid import Grid, Groups
-from implementations.registry import param, register
+from implementations.registry import register
 
 
 def chunk_groups(n: int, w: int, causal: bool, chunk: int | None = None) -> Groups:
@@ -26,19 +25,17 @@ def chunk_groups(n: int, w: int, causal: bool, chunk: int | None = None) -> Grou
 
 
 @register("attention", "local")
-@dataclass(frozen=True)
 class LocalAttention(AttentionStrategy):
     """Local attention: query i may attend to key j iff |i - j| <= w.
 
-    So ``2w + 1`` keys per query (``w + 1`` when causal), fewer at the sequence ends. Runs over
+    So ``2w + 1`` keys per query (``w + 1`` when causal), fewer at the sequence ends; ``w = 0``
+    is valid: each query sees only itself. Runs over
     overlapping chunks (queries in chunks of ``max(w // 2, 8)``, keys extended by ``w`` each side)
     with a small per-chunk mask. Time and memory O(S * w).
     """
 
-    window: int = param(128, "w: query i sees keys j with |i - j| <= w (2w + 1 keys, w + 1 causal)")
-
-    def __post_init__(self):
-        check_int("local", "window", self.window, 1)
+    window: int = Field(128, ge=0, description="w: query i sees keys j with |i - j| <= w (2w + 1 keys, "
+                                               "w + 1 causal; 0: only itself)")
 
     @property
     def label(self) -> str:

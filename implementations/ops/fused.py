@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import functools
 import shutil
-from dataclasses import dataclass
 
 import torch
+from pydantic import Field
 
-from implementations.registry import Context, param, register
+from implementations.ops.base import OpsStrategy
+from implementations.registry import Context, register
 
 
 @functools.lru_cache(maxsize=None)
@@ -25,8 +26,7 @@ def fused_adamw_supported(device_type: str) -> bool:
 
 
 @register("ops", "fused")
-@dataclass(frozen=True)
-class Fused:
+class FusedOps(OpsStrategy):
     """Fused execution: fused attention/LayerNorm kernels, fused AdamW, optional torch.compile.
 
     ``model_ops = "fused"`` selects the model's fused path (scaled_dot_product_attention etc.).
@@ -36,13 +36,10 @@ class Fused:
     calls then include compilation, which the worker measures apart from the steady state.
     """
 
-    compile: bool = param(False, "wrap the model in torch.compile (compile time reported separately)")
+    compile: bool = Field(False, description="wrap the model in torch.compile (compile time reported "
+                                             "separately)")
 
     model_ops = "fused"
-
-    def __post_init__(self):
-        if not isinstance(self.compile, bool):
-            raise ValueError(f"compile: got {self.compile!r}; allowed: true or false")
 
     @property
     def label(self) -> str:

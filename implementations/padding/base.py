@@ -1,4 +1,6 @@
-"""What every padding strategy hands the worker: a :class:`Batch`, and the shared token source.
+"""What every padding strategy shares: the :class:`Batch` it hands the worker, the token source,
+and :class:`PaddingStrategy`, whose ``make_batches`` checks the arguments and draws the sequences
+before the strategy's own ``batch(seqs, ...)`` arranges them.
 
 Token content does not depend on the strategy: sequence ``i`` (in the order of ``lengths``) always
 holds the same tokens for a given seed, so the same sequence can be compared across strategies.
@@ -13,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from implementations.registry import Strategy
 
 IGNORE_INDEX = -100
 FIRST_CONTENT_ID = 3  # ids 0..2 are reserved for pad / bos / eos
@@ -82,6 +86,16 @@ def padded_width(longest: int, multiple: int, max_length: int) -> int:
     return min(-(-longest // multiple) * multiple, max_length)
 
 
-def check_multiple(value) -> None:
-    if not isinstance(value, int) or value < 1:
-        raise ValueError(f"pad_to_multiple: got {value!r}; allowed: an int >= 1")
+class PaddingStrategy(Strategy):
+    """Base of the padding axis: ``make_batches`` = argument checks + the seeded sequences (the same
+    tokens whatever the strategy) + the strategy's ``batch``."""
+
+    def make_batches(self, lengths, batch_size, max_length, vocab_size, seed, pad_id) -> list[Batch]:
+        """``lengths`` (one per sequence, truncated to ``max_length``) -> the point's batches."""
+        check_args(lengths, batch_size, max_length, vocab_size)
+        seqs = make_sequences(lengths, max_length, vocab_size, seed)
+        return self.batch(seqs, batch_size, max_length, seed, pad_id)
+
+    def batch(self, seqs, batch_size: int, max_length: int, seed: int, pad_id: int) -> list[Batch]:
+        """Arrange ``seqs`` ((inputs, targets) pairs, in ``lengths`` order) into batches."""
+        raise NotImplementedError

@@ -1,18 +1,16 @@
 """Bucketed (length-grouped) batching: similar lengths share a batch, batches then shuffled."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
+from pydantic import Field
 
-from implementations.registry import Context, param, register
+from implementations.registry import register
 
-from .base import Batch, check_args, check_multiple, make_sequences, pad_rows, padded_width
+from .base import Batch, PaddingStrategy, pad_rows, padded_width
 
 
 @register("padding", "bucketed")
-@dataclass(frozen=True)
-class Bucketed:
+class BucketedPadding(PaddingStrategy):
     """Sort sequences by length, cut into batches, pad each to its longest, shuffle the batches.
 
     With ``pool_batches = 0`` the whole set is sorted (least padding). With ``pool_batches = k``
@@ -22,28 +20,17 @@ class Bucketed:
     batches alternate as in training.
     """
 
-    pool_batches: int = param(0, "sort within pools of this many batches; 0 = sort everything")
-    pad_to_multiple: int = param(1, "round each batch's width up to a multiple of this")
-    shuffle: bool = param(True, "shuffle the order of the batches with the seed")
-
-    def __post_init__(self):
-        if not isinstance(self.pool_batches, int) or self.pool_batches < 0:
-            raise ValueError(f"pool_batches: got {self.pool_batches!r}; allowed: an int >= 0")
-        check_multiple(self.pad_to_multiple)
-        if not isinstance(self.shuffle, bool):
-            raise ValueError(f"shuffle: got {self.shuffle!r}; allowed: true or false")
+    pool_batches: int = Field(0, ge=0, description="sort within pools of this many batches; 0 = sort "
+                                                   "everything")
+    pad_to_multiple: int = Field(1, ge=1, description="round each batch's width up to a multiple of this")
+    shuffle: bool = Field(True, description="shuffle the order of the batches with the seed")
 
     @property
     def label(self) -> str:
         out = "bucketed" if self.pool_batches == 0 else f"bucketed_p{self.pool_batches}"
         return out + (f"_m{self.pad_to_multiple}" if self.pad_to_multiple != 1 else "")
 
-    def not_supported_reasons(self, ctx: Context) -> list[str]:
-        return []
-
-    def make_batches(self, lengths, batch_size, max_length, vocab_size, seed, pad_id) -> list[Batch]:
-        check_args(lengths, batch_size, max_length, vocab_size)
-        seqs = make_sequences(lengths, max_length, vocab_size, seed)
+    def batch(self, seqs, batch_size, max_length, seed, pad_id) -> list[Batch]:
         pool = len(seqs) if self.pool_batches == 0 else self.pool_batches * batch_size
         order = []
         for start in range(0, len(seqs), pool):

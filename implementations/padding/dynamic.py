@@ -1,37 +1,29 @@
 """Dynamic padding: each batch padded to its own longest sequence."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from pydantic import Field
 
-from implementations.registry import Context, param, register
+from implementations.registry import register
 
-from .base import Batch, check_args, check_multiple, make_sequences, pad_rows, padded_width
+from .base import Batch, PaddingStrategy, pad_rows, padded_width
 
 
 @register("padding", "dynamic")
-@dataclass(frozen=True)
-class Dynamic:
+class DynamicPadding(PaddingStrategy):
     """Pad each batch to its longest sequence (rounded up to ``pad_to_multiple``), order kept.
 
     Batches keep the order of ``lengths`` (no sorting), so one long sequence still pads its
     whole batch; sequences longer than max_length are truncated.
     """
 
-    pad_to_multiple: int = param(1, "round each batch's width up to a multiple of this (8 suits tensor cores)")
-
-    def __post_init__(self):
-        check_multiple(self.pad_to_multiple)
+    pad_to_multiple: int = Field(1, ge=1, description="round each batch's width up to a multiple of "
+                                                      "this (8 suits tensor cores)")
 
     @property
     def label(self) -> str:
         return "dynamic" if self.pad_to_multiple == 1 else f"dynamic_m{self.pad_to_multiple}"
 
-    def not_supported_reasons(self, ctx: Context) -> list[str]:
-        return []
-
-    def make_batches(self, lengths, batch_size, max_length, vocab_size, seed, pad_id) -> list[Batch]:
-        check_args(lengths, batch_size, max_length, vocab_size)
-        seqs = make_sequences(lengths, max_length, vocab_size, seed)
+    def batch(self, seqs, batch_size, max_length, seed, pad_id) -> list[Batch]:
         batches = []
         for i in range(0, len(seqs), batch_size):
             group = seqs[i:i + batch_size]

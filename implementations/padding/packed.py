@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 import bisect
-from dataclasses import dataclass
 
 import numpy as np
 import torch
+from pydantic import Field
 
-from implementations.registry import Context, param, register
+from implementations.registry import register
 
-from .base import IGNORE_INDEX, Batch, check_args, make_sequences
+from .base import IGNORE_INDEX, Batch, PaddingStrategy
 
 
 def _assign_rows(sizes: list[int], width: int, best_fit: bool) -> list[list[int]]:
@@ -38,8 +38,7 @@ def _assign_rows(sizes: list[int], width: int, best_fit: bool) -> list[list[int]
 
 
 @register("padding", "packed")
-@dataclass(frozen=True)
-class Packed:
+class PackedPadding(PaddingStrategy):
     """Concatenate whole sequences into rows of max_length; no sequence attends to another.
 
     Each row holds several sequences back to back. ``segment_ids`` number them 1, 2, ... within
@@ -52,28 +51,19 @@ class Packed:
     ``batch_size`` rows, so a packed workload has fewer batches than a padded one.
     """
 
-    best_fit: bool = param(True, "best-fit-decreasing rows; false = next-fit in input order")
-
-    def __post_init__(self):
-        if not isinstance(self.best_fit, bool):
-            raise ValueError(f"best_fit: got {self.best_fit!r}; allowed: true or false")
+    best_fit: bool = Field(True, description="best-fit-decreasing rows; false = next-fit in input order")
 
     @property
     def label(self) -> str:
         return "packed" if self.best_fit else "packed_nextfit"
 
-    def not_supported_reasons(self, ctx: Context) -> list[str]:
-        return []
-
-    def make_batches(self, lengths, batch_size, max_length, vocab_size, seed, pad_id) -> list[Batch]:
-        check_args(lengths, batch_size, max_length, vocab_size)
-        seqs = make_sequences(lengths, max_length, vocab_size, seed)
+    def batch(self, seqs, batch_size, max_length, seed, pad_id) -> list[Batch]:
         rows = _assign_rows([len(inp) for inp, _ in seqs], max_length, self.best_fit)
-        return [self._batch([[seqs[i] for i in row] for row in rows[b:b + batch_size]], max_length, pad_id)
+        return [self._row_batch([[seqs[i] for i in row] for row in rows[b:b + batch_size]], max_length, pad_id)
                 for b in range(0, len(rows), batch_size)]
 
     @staticmethod
-    def _batch(rows, width: int, pad_id: int) -> Batch:
+    def _row_batch(rows, width: int, pad_id: int) -> Batch:
         shape = (len(rows), width)
         tokens = np.full(shape, pad_id, dtype=np.int64)
         targets = np.full(shape, IGNORE_INDEX, dtype=np.int64)

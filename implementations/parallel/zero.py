@@ -13,51 +13,45 @@ and an fp32 master copy is kept), so the worker must not add autocast or a GradS
 """
 from __future__ import annotations
 
+import atexit
 import datetime
 import os
 import socket
 import sys
-from dataclasses import dataclass
+from typing import Literal
 
-from implementations.registry import Context, param, register
+from pydantic import Field
 
-BACKENDS = ("auto", "gloo", "nccl")
+from implementations.parallel.base import ParallelStrategy
+from implementations.registry import Context, register
+
 _PRECISION_SECTIONS = {"fp32": None, "tf32": None, "amp_bf16": "bf16", "amp_fp16": "fp16"}
 
 
 @register("parallel", "zero")
-@dataclass(frozen=True)
-class ZeroStrategy:
+class ZeroParallel(ParallelStrategy):
     """DeepSpeed ZeRO stage 0-3 over nproc ranks launched by torchrun (gloo on CPU, NCCL on GPU)."""
 
-    stage: int = param(2, "ZeRO stage: 0 none, 1 optimizer states, 2 + gradients, 3 + parameters")
-    offload_optimizer: bool = param(False, "keep optimizer states and fp32 master on the CPU")
-    offload_params: bool = param(False, "keep parameter partitions on the CPU (stage 3 only)")
-    nproc: int = param(2, "data-parallel ranks (processes); > 1 launches through torchrun")
-    backend: str = param("auto", "collective backend: auto (nccl on cuda, gloo on cpu), gloo, nccl")
-    timeout_s: float = param(120.0, "collective timeout; below the point timeout so a hang errors")
-    persistence_threshold: int = param(
-        0, "stage 3: parameters with fewer elements stay whole on every rank (DeepSpeed: 1e5)")
-    launcher_args: tuple = param((), "torchrun arguments replacing the local rendezvous "
-                                     "(multi-node: --nnodes, --node_rank, --rdzv-endpoint ...)")
+    stage: int = Field(2, ge=0, le=3, description="ZeRO stage: 0 none, 1 optimizer states, "
+                                                  "2 + gradients, 3 + parameters")
+    offload_optimizer: bool = Field(False, description="keep optimizer states and fp32 master on the CPU")
+    offload_params: bool = Field(False, description="keep parameter partitions on the CPU (stage 3 only)")
+    nproc: int = Field(2, ge=1, description="data-parallel ranks (processes); > 1 launches through "
+                                            "torchrun")
+    backend: Literal["auto", "gloo", "nccl"] = Field(
+        "auto", description="collective backend: auto (nccl on cuda, gloo on cpu), gloo, nccl")
+    timeout_s: float = Field(120.0, gt=0, description="collective timeout; below the point timeout so "
+                                                      "a hang errors")
+    persistence_threshold: int = Field(
+        0, ge=0, description="stage 3: parameters with fewer elements stay whole on every rank "
+                             "(DeepSpeed: 1e5)")
+    launcher_args: tuple[str, ...] = Field(
+        (), description="torchrun arguments replacing the local rendezvous (multi-node: --nnodes, "
+                        "--node_rank, --rdzv-endpoint ...)")
 
     def __post_init__(self):
-        if self.stage not in (0, 1, 2, 3):
-            raise ValueError(f"stage={self.stage!r}: allowed 0, 1, 2, 3")
         if self.offload_params and self.stage != 3:
             raise ValueError(f"offload_params=True needs stage 3, got stage={self.stage}")
-        if not isinstance(self.nproc, int) or self.nproc < 1:
-            raise ValueError(f"nproc={self.nproc!r}: must be an integer >= 1")
-        if self.backend not in BACKENDS:
-            raise ValueError(f"backend={self.backend!r}: allowed {', '.join(BACKENDS)}")
-        if not self.timeout_s > 0:
-            raise ValueError(f"timeout_s={self.timeout_s!r}: must be > 0 seconds")
-        if self.persistence_threshold < 0:
-            raise ValueError(f"persistence_threshold={self.persistence_threshold!r}: must be >= 0")
-        if isinstance(self.launcher_args, str) or not all(
-                isinstance(a, str) for a in self.launcher_args):
-            raise ValueError(f"launcher_args={self.launcher_args!r}: must be a list of strings")
-        object.__setattr__(self, "launcher_args", tuple(self.launcher_args))  # YAML gives a list
 
     @property
     def label(self) -> str:
@@ -70,12 +64,12 @@ class ZeroStrategy:
             reasons.append(f"needs {self.nproc} ranks, this machine hosts {ctx.max_nproc}")
         if ctx.workload != "train":
             reasons.append(f"ZeRO partitions training state; workload {ctx.workload!r} is not train")
-        if ctx.device == "cpu" and ctx.dtype == "amp_fp16":
+        if ctx.device == "cpu" and ctx.precision == "amp_fp16":
             reasons.append("DeepSpeed fp16 (loss-scaled half precision) needs a GPU; CPU has bf16 only")
         if ctx.device == "cpu" and self.backend == "nccl":
             reasons.append("backend nccl needs GPUs; use gloo (or auto) on CPU")
-        if ctx.dtype not in _PRECISION_SECTIONS:
-            reasons.append(f"precision {ctx.dtype!r} has no DeepSpeed mapping; "
+        if ctx.precision not in _PRECISION_SECTIONS:
+            reasons.append(f"precision {ctx.precision!r} has no DeepSpeed mapping; "
                            f"allowed: {', '.join(_PRECISION_SECTIONS)}")
         return reasons
 
@@ -83,6 +77,14 @@ class ZeroStrategy:
         if self.backend != "auto":
             return self.backend
         return "nccl" if device == "cuda" else "gloo"
+
+    def deepspeed_ops(self, device: str) -> tuple[str, ...]:
+        """DeepSpeed op builders a rank JIT-compiles on ``device`` (harness.run.extensions builds
+        them before the first point). Found by running stages 0-3, with and without offload, in
+        fp32 and bf16, against an empty extensions folder: on CPU only the shared-memory
+        collectives the CPU accelerator loads in ``deepspeed.init_distributed``; offload adds no
+        cpu_adam, as the torch optimizer is kept. The CUDA accelerator has no such op (NCCL)."""
+        return ("ShareMemCommBuilder",) if device == "cpu" else ()
 
     def deepspeed_config(self, precision_label: str, micro_batch: int) -> dict:
         """The DeepSpeed config of this point (precision label as in the precision axis)."""
@@ -134,8 +136,10 @@ def free_port() -> int:
 
 
 def init_distributed(backend: str, timeout_s: float) -> None:
-    """Join the process group torchrun described (RANK, WORLD_SIZE, MASTER_ADDR, ...)."""
+    """Join the process group torchrun described (RANK, WORLD_SIZE, MASTER_ADDR, ...); the
+    groups are destroyed when the process exits (``destroy_distributed``, registered here)."""
     import torch
+    import torch._dynamo  # noqa: F401 -- before the group exists; see destroy_distributed
 
     if not torch.cuda.is_available():
         os.environ.setdefault("DS_ACCELERATOR", "cpu")  # read when deepspeed is imported
@@ -143,6 +147,32 @@ def init_distributed(backend: str, timeout_s: float) -> None:
 
     deepspeed.init_distributed(dist_backend=backend,
                                timeout=datetime.timedelta(seconds=timeout_s))
+    atexit.register(destroy_distributed)
+
+
+def destroy_distributed() -> None:
+    """Destroy every process group of this rank and join gloo's threads; a no-op if none is left.
+
+    gloo runs each group's collectives on threads of its own, joined only when the group is
+    freed. A group still alive when the interpreter exits keeps them running, and one that then
+    completes a work touching Python (a future's callback, a tensor whose Python object it frees)
+    must take the GIL: CPython ends such a thread with pthread_exit, whose unwinding through a
+    noexcept C++ frame calls std::terminate -- "terminate called without an active exception",
+    SIGABRT, after the rank's work is done. So the groups go while the interpreter is whole:
+    DeepSpeed's destroy (torch's, plus the references DeepSpeed keeps, e.g. its clone of the
+    world group), then a collection of the engine's reference cycles, which hold the others.
+    ``torch._dynamo`` is imported before the group exists (``init_distributed``) because, imported
+    later (the first torch.optim optimizer does), it keeps references to the default group and
+    destroying it would free nothing."""
+    import gc
+
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        import deepspeed.comm
+
+        deepspeed.comm.destroy_process_group()
+    gc.collect()
 
 
 def train_step(engine, batch, enc_dec: bool = False) -> float:

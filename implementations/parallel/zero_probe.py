@@ -21,7 +21,12 @@ import torch
 
 from implementations.model import ModelConfig, build_model
 from implementations.parallel.state_bytes import measure_step, peak_memory_bytes
-from implementations.parallel.zero import ZeroStrategy, init_distributed, train_step
+from implementations.parallel.zero import (
+    ZeroParallel,
+    destroy_distributed,
+    init_distributed,
+    train_step,
+)
 
 
 def make_batches(rank: int, n: int, batch: int, seq: int, vocab: int) -> list[SimpleNamespace]:
@@ -35,7 +40,7 @@ def make_batches(rank: int, n: int, batch: int, seq: int, vocab: int) -> list[Si
     return out
 
 
-def run_stage(strategy: ZeroStrategy, args, rank: int) -> dict:
+def run_stage(strategy: ZeroParallel, args, rank: int) -> dict:
     torch.manual_seed(args.seed)
     cfg = ModelConfig.from_preset(args.preset, n_encoder_layers=0, dropout=0.0)
     model = build_model(cfg)
@@ -71,7 +76,7 @@ def main(argv=None) -> None:
     init_distributed("gloo", args.timeout_s)
     rows = []
     for stage in args.stages:
-        strategy = ZeroStrategy(stage=stage, offload_optimizer=args.offload_optimizer, nproc=world,
+        strategy = ZeroParallel(stage=stage, offload_optimizer=args.offload_optimizer, nproc=world,
                                 timeout_s=args.timeout_s)
         rows.append(run_stage(strategy, args, rank))
     gathered: list = [None] * world
@@ -81,7 +86,7 @@ def main(argv=None) -> None:
         with open(args.out, "w") as f:
             json.dump({"world_size": world, "psi": flat[0]["psi"], "precision": args.precision,
                        "offload_optimizer": args.offload_optimizer, "rows": flat}, f, indent=1)
-    torch.distributed.destroy_process_group()
+    destroy_distributed()  # no gloo thread may outlive the interpreter (see its docstring)
 
 
 if __name__ == "__main__":

@@ -1,18 +1,16 @@
 """amp_fp16: autocast to float16 with dynamic loss scaling (GradScaler)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
+from pydantic import Field
 
-from implementations.registry import Context, param, register
+from implementations.registry import Context, register
 
-from .base import PrecisionBase, autocast_probe, check_rtol, device_type
+from .base import PrecisionStrategy, autocast_probe, device_type
 
 
 @register("precision", "amp_fp16")
-@dataclass(frozen=True)
-class AmpFP16(PrecisionBase):
+class AmpFP16Precision(PrecisionStrategy):
     """Automatic mixed precision in float16: ``torch.autocast`` + ``torch.amp.GradScaler``.
 
     float16's 5-bit exponent underflows small gradients, so the loss is multiplied by a scale
@@ -22,16 +20,14 @@ class AmpFP16(PrecisionBase):
     Not supported where a probe autocast train step fails in float16 (some CPU builds).
     """
 
-    parity_rtol: float = param(2e-2, "max relative loss difference vs the fp32 reference")
-    init_scale: float = param(2.0 ** 16, "GradScaler's initial loss scale")
-    growth_interval: int = param(2000, "steps without overflow before the scale doubles")
+    parity_rtol: float = Field(2e-2, gt=0, lt=1, description="max relative loss difference vs the fp32 "
+                                                                "reference")
+    init_scale: float = Field(2.0 ** 16, gt=0, description="GradScaler's initial loss scale")
+    growth_interval: int = Field(2000, ge=1, description="steps without overflow before the scale "
+                                                         "doubles")
 
-    def __post_init__(self):
-        check_rtol(self.parity_rtol)
-        if not isinstance(self.init_scale, (int, float)) or self.init_scale <= 0:
-            raise ValueError(f"init_scale: got {self.init_scale!r}; allowed: a number > 0")
-        if not isinstance(self.growth_interval, int) or self.growth_interval < 1:
-            raise ValueError(f"growth_interval: got {self.growth_interval!r}; allowed: an int >= 1")
+    compute_dtype = torch.float16
+    math_format = "fp16"
 
     @property
     def label(self) -> str:

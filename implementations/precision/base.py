@@ -1,18 +1,27 @@
-"""What the precision strategies share: the plain fp32 training step, and a cached autocast probe."""
+"""What the precision strategies share: the plain fp32 training step, what each one computes in
+(``compute_dtype``, ``math_format``: nothing parses labels), and a cached autocast probe."""
 from __future__ import annotations
 
 import contextlib
 import functools
+from typing import ClassVar
 
 import torch
 
+from implementations.registry import Strategy
 
-class PrecisionBase:
+
+class PrecisionStrategy(Strategy):
     """fp32 behaviour; a strategy overrides only what its precision changes.
 
-    Subclasses are frozen dataclasses with a ``parity_rtol`` field: the relative loss difference
-    against fp32 (after the same training steps) above which parity is flagged as failed.
+    Each strategy has a ``parity_rtol`` field: the relative loss difference against fp32 (after
+    the same training steps) above which parity is flagged as failed. ``compute_dtype`` is the
+    dtype autocast runs matmuls in; ``math_format`` names the hardware format of those matmuls
+    (``fp32``, ``tf32``, ``fp16``, ``bf16``), the key of the GPU peak-rate table.
     """
+
+    compute_dtype: ClassVar[torch.dtype] = torch.float32
+    math_format: ClassVar[str] = "fp32"
 
     def setup(self, device: str) -> None:
         """Set process-wide flags before the point runs (undone by :meth:`teardown`)."""
@@ -35,24 +44,32 @@ class PrecisionBase:
         return False
 
 
-def check_rtol(value) -> None:
-    if not isinstance(value, (int, float)) or not 0 < value < 1:
-        raise ValueError(f"parity_rtol: got {value!r}; allowed: a number in (0, 1)")
-
-
 def device_type(device) -> str:
     return torch.device(device).type
+
+
+def capability_reason(ctx, needs: tuple[int, int], what: str) -> list[str]:
+    """Why a CUDA point cannot run ``what`` on a GPU below compute capability ``needs``.
+
+    Answered from ``ctx.gpu_capability`` (NVML, read by the parent): asking torch would create a
+    CUDA context in the runner, which on an exclusive-process GPU locks every worker out.
+    Unknown capability: no refusal (the worker's own failure is then recorded)."""
+    cap = ctx.gpu_capability
+    if ctx.device != "cuda" or cap is None or tuple(cap) >= needs:
+        return []
+    return [f"{what} needs compute capability >= {needs[0]}.{needs[1]}; this GPU has "
+            f"{cap[0]}.{cap[1]}"]
 
 
 @functools.lru_cache(maxsize=None)
 def autocast_probe(device: str, dtype: torch.dtype) -> str | None:
     """Why a tiny autocast train step (matmul, layer_norm, softmax, cross-entropy, backward) fails
-    on ``device`` in ``dtype``, or None if it runs. Cached: one probe per (device, dtype)."""
+    on the CPU in ``dtype``, or None if it runs (CPU builds differ in their half-precision
+    kernels). Cached: one probe per (device, dtype). CUDA is never probed here (see
+    ``capability_reason``)."""
     kind = device_type(device)
-    if kind == "cuda" and not torch.cuda.is_available():
-        return "CUDA is not available"
-    if kind == "cuda" and dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
-        return "this GPU has no bfloat16 support (needs compute capability >= 8.0)"
+    if kind != "cpu":
+        return None
     try:
         gen = torch.Generator().manual_seed(0)
         x = torch.randn(4, 8, generator=gen).to(device).requires_grad_()

@@ -21,7 +21,7 @@ import torch
 
 from implementations.model import forward_batch
 
-from .fp32 import FP32
+from .fp32 import FP32Precision
 
 
 def _forward_loss(model, batch, device) -> torch.Tensor:
@@ -60,8 +60,8 @@ def loss_parity(build_fn, batches, precision, steps: int, device, seed: int) -> 
         raise ValueError("batches: got an empty list; allowed: at least one Batch")
     if not isinstance(steps, int) or steps < 0:
         raise ValueError(f"steps: got {steps!r}; allowed: an int >= 0")
-    ref, _ = train_and_eval(build_fn, batches, FP32(), steps, device, seed)
-    if isinstance(precision, FP32):
+    ref, _ = train_and_eval(build_fn, batches, FP32Precision(), steps, device, seed)
+    if isinstance(precision, FP32Precision):
         loss, skipped = ref, 0  # the same computation: deterministic given the seed
     else:
         loss, skipped = train_and_eval(build_fn, batches, precision, steps, device, seed)

@@ -1,18 +1,18 @@
 """tf32: float32 tensors, matmuls and convolutions on TensorFloat-32 tensor cores."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 
 import torch
+from pydantic import Field
 
-from implementations.registry import Context, param, register
+from implementations.registry import Context, register
 
-from .base import PrecisionBase, check_rtol
+from .base import PrecisionStrategy, capability_reason
 
 
 @register("precision", "tf32")
-@dataclass(frozen=True)
-class TF32(PrecisionBase):
+class TF32Precision(PrecisionStrategy):
     """fp32 with TF32 matmul/cuDNN (10-bit mantissa inputs, fp32 accumulate) on Ampere+ GPUs.
 
     ``setup`` turns on ``torch.backends.cuda.matmul.allow_tf32``, ``torch.backends.cudnn.allow_tf32``
@@ -21,23 +21,16 @@ class TF32(PrecisionBase):
     would record fp32 numbers under a tf32 label).
     """
 
-    parity_rtol: float = param(1e-2, "max relative loss difference vs the fp32 reference")
+    parity_rtol: float = Field(1e-2, gt=0, lt=1, description="max relative loss difference vs the fp32 "
+                                                                "reference")
     _saved: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
-    def __post_init__(self):
-        check_rtol(self.parity_rtol)
-
-    @property
-    def label(self) -> str:
-        return "tf32"
+    math_format = "tf32"
 
     def not_supported_reasons(self, ctx: Context) -> list[str]:
         if ctx.device != "cuda":
             return [f"TF32 needs an NVIDIA Ampere+ GPU (device is {ctx.device})"]
-        if torch.cuda.is_available() and torch.cuda.get_device_capability()[0] < 8:
-            name = torch.cuda.get_device_name()
-            return [f"TF32 needs an NVIDIA Ampere+ GPU (compute capability >= 8.0); {name} has less"]
-        return []
+        return capability_reason(ctx, (8, 0), "TF32 (an NVIDIA Ampere+ tensor-core format)")
 
     def setup(self, device: str) -> None:
         if not self._saved:  # a second setup without teardown keeps the original values

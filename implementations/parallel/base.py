@@ -1,0 +1,16 @@
+"""What the parallel strategies share: how many ranks a point needs and how the model is wrapped."""
+from __future__ import annotations
+
+from implementations.registry import Strategy
+
+
+class ParallelStrategy(Strategy):
+    """Base of the parallel axis: ``nproc`` ranks (> 1 launches through torchrun) and
+    ``wrap(model, optimizer, precision, micro_batch)`` -> what the train step drives."""
+
+    @property
+    def nproc(self) -> int:
+        return 1
+
+    def wrap(self, model, optimizer, precision, micro_batch: int = 1):
+        raise NotImplementedError

@@ -1,0 +1,34 @@
+"""benchmarks/gpu_check.py --dry-run: the prepared GPU script runs end to end on the CPU, so the
+first GPU minutes are not lost to a typo, a suite that does not expand or a missing command."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_dry_run_validates_every_step(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--dry-run",
+                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=600,
+                          cwd=ROOT, env={"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    for name in ("parity_fp32", "parity_bf16"):
+        rows = report[name]["result"]
+        assert len(rows) == 5 * 2 * 2 and all(r["ok"] for r in rows), rows  # patterns x causal x pad
+        assert all(r["fused_backends"] for r in rows)  # every fused run reached SDPA
+    assert report["timing"]["result"]["tbench_ms"] > 0
+    planned = {r["suite"]: r for r in report["suites"]["result"]}
+    assert set(planned) == {"smoke", "attention", "precision", "zero"}
+    for name, row in planned.items():
+        assert row["rc"] == 0 and f"{name} on cuda:" in row["planned"], row
+
+
+def test_without_a_gpu_only_the_dry_run_is_allowed(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--out",
+                           str(tmp_path)], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 2 and "allowed without one: --dry-run" in proc.stderr
