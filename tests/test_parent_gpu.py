@@ -60,6 +60,6 @@ def test_planning_a_cuda_sweep_creates_no_cuda_context(one_fake_gpu, tmp_path, c
         assert (f"precision {precision}:" in why) == (precision in refused), (point.label, why)
         if point.strategies.parallel.nproc == 2:
             assert "needs 2 ranks, this machine hosts 1" in why
-    runner.contention_warning(points[0])
+    assert runner.contention_warnings(points[0]) == []
     rundir.open_run(tmp_path / "run", points, doc=None)
     assert not torch.cuda.is_initialized()

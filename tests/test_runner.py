@@ -156,20 +156,25 @@ def test_fault_hook_matches_ids_only(monkeypatch):
 
 def test_rank_results_merge(tmp_path):
     result = tmp_path / "result.json"
-    for rank, state in ((0, 100), (1, 60)):
+    for rank, state, p50, joules, hot in ((0, 100, 1.0, 40.0, False), (1, 60, 1.3, 50.0, True)):
         results.write_json_atomic(worker.rank_result_path(result, rank), {
-            "status": "ok", "error": None, "metrics": {"latency_ms_p50": 1.0}, "rank": rank,
+            "status": "ok", "error": None, "rank": rank,
+            "metrics": {"latency_ms_p50": p50, "energy_j": joules, "throttled": hot},
             "rank_metrics": {"rank": rank, "model_state_bytes": state, "mem_peak_bytes": 5}})
     merged = worker.merge_rank_results(result, 2)
     assert [r["rank"] for r in merged["ranks"]] == [0, 1]
-    assert merged["metrics"]["model_state_bytes_max"] == 100
+    assert [r["latency_ms_p50"] for r in merged["ranks"]] == [1.0, 1.3]  # each rank's own
+    m = merged["metrics"]
+    assert m["model_state_bytes_max"] == 100 and m["latency_ms_p50"] == 1.0  # rank 0's record
+    assert (m["latency_ms_p50_rank_max"], m["energy_j_all_ranks"], m["throttled_any_rank"]) == (1.3, 90.0, True)
     assert merged["status"] == "ok"
     assert worker.merge_rank_results(result, 3)["status"] == "crashed"  # rank 2 left nothing
 
 
-def test_multi_rank_points_launch_through_torchrun(tmp_path):
+@pytest.mark.parametrize("nproc", [1, 2])
+def test_distributed_points_launch_through_torchrun(tmp_path, nproc):
     pt = expand(parse_suite({"name": "z", "workload": {"kind": "train"},
-                             "strategies": {"parallel": {"name": "zero", "nproc": 2}}}, "t"), "cpu")[0]
+                             "strategies": {"parallel": {"name": "zero", "nproc": nproc}}}, "t"), "cpu")[0]
     cmd = runner.worker_command(pt, tmp_path / "p.json", tmp_path / "r.json")
-    assert cmd[1:4] == ["-m", "torch.distributed.run", "--nproc_per_node"] and "2" in cmd
+    assert cmd[1:5] == ["-m", "torch.distributed.run", "--nproc_per_node", str(nproc)]
     assert cmd[-3:] == ["harness.measure.worker", str(tmp_path / "p.json"), str(tmp_path / "r.json")]

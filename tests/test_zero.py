@@ -207,3 +207,27 @@ def test_zero_point_on_an_encoder_decoder_runs_under_deepspeed_bf16(tmp_path):
     assert rec["status"] == "ok", (rec["error"], rec["stderr_tail"])
     assert rec["params"]["n_encoder_layers"] == 2 and len(rec["ranks"]) == N
     assert rec["metrics"]["loss_final"] > 0 and rec["metrics"]["amp_skipped_steps"] is None
+
+
+@pytest.mark.slow
+def test_one_rank_zero_points_run_every_stage(tmp_path):
+    """nproc 1 (the one-GPU shape of the cuda profile): launched through torchrun like any
+    distributed point, so DeepSpeed finds RANK / WORLD_SIZE / MASTER_* instead of trying MPI."""
+    from harness.analyse import results
+    from harness.run import runner
+    from harness.suite.loader import parse_suite
+    from harness.suite.sweep import expand
+
+    points = expand(parse_suite({
+        "name": "zero-one-rank", "model": {"preset": "tiny", "overrides": {"n_encoder_layers": 0}},
+        "workload": {"kind": "train", "batch_size": 2, "seq_len": 16, "num_batches": 2},
+        "strategies": {"parallel": {"name": "zero", "nproc": 1}},
+        "sweep": {"grid": {"strategies.parallel.stage": [0, 1, 2, 3]}},
+        "measure": {"warmup_iters": 1, "warmup_s": 0.0, "min_time_s": 0.0, "max_samples": 10}},
+        "t"), "cpu")
+    runner.run_sweep(points, tmp_path)
+    records = results.read_records(tmp_path)
+    assert [r["params"]["parallel"] for r in records] == [f"zero{s}_n1" for s in range(4)]
+    for rec in records:
+        assert rec["status"] == "ok", (rec["error"], rec["stderr_tail"])
+        assert len(rec["ranks"]) == 1 and rec["metrics"]["model_state_bytes_max"] > 0

@@ -73,6 +73,7 @@ METRICS = (
     "amp_skipped_steps", "model_state_bytes_max", "model_state_imbalance",
     "per_token_latency_ms", "loss_parity_final", "loss_parity_amp_skipped_steps",
     "energy_j_per_step", "energy_j_per_token", "energy_j_point", "sdpa_backends", "warmup_steps",
+    "latency_ms_p50_rank_max", "energy_j_all_ranks", "throttled_any_rank",
 )
 
 LIST_COLUMNS = ("samples_ms", "warnings", "ranks")

@@ -9,7 +9,8 @@ from implementations import registry
 
 UNITS = (  # metric-name suffix -> unit, first match wins
     ("energy_j_per_step", "J"), ("energy_j_per_token", "J"), ("energy_j_point", "J"),
-    ("sdpa_backends", "list"), ("warmup_steps", "count"),
+    ("sdpa_backends", "list"), ("warmup_steps", "count"), ("energy_j_all_ranks", "J"),
+    ("throttled_any_rank", "bool"),
     ("_ms", "ms"), ("_ms_p50", "ms"), ("tflops_per_s", "TFLOP/s"), ("tokens_per_s", "tokens/s"),
     ("samples_per_s", "samples/s"), ("_bytes", "bytes"), ("_bytes_max", "bytes"), ("energy_j", "J"),
     ("power_w_mean", "W"), ("_pct_mean", "%"), ("_mhz_min", "MHz"), ("_mhz_median", "MHz"),

@@ -6,7 +6,7 @@ of a DESIGN.md result record: ``status`` (ok | oom | error | not_supported), ``e
 None), ``samples_ms`` (ms), ``metrics`` (units in the names), ``warnings``, ``rank``. The runner
 adds the provenance fields (id, label, times, params, stderr tail) and the statuses a worker
 cannot report about itself (crashed, timeout, interrupted).
-Under torchrun (``WORLD_SIZE`` > 1) each rank writes ``RESULT.rank<N>.json`` instead; the runner
+Under torchrun (``WORLD_SIZE`` set, one rank too) each rank writes ``RESULT.rank<N>.json`` instead; the runner
 merges them (``merge_rank_results``) because only it still sees every rank when one has died.
 Failures are classified by ``harness.measure.faults`` (which also injects faults for tests).
 
@@ -65,8 +65,8 @@ def failure(status: str, error: str) -> dict[str, Any]:
 def run(point_path: str, result_path: str) -> int:
     """Measure the point of ``point_path``; always leaves a result file unless the process dies."""
     rank = int(os.environ.get("RANK", "0"))
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    out = result_path if world == 1 else rank_result_path(result_path, rank)
+    under_torchrun = "WORLD_SIZE" in os.environ  # a distributed point, one rank included
+    out = rank_result_path(result_path, rank) if under_torchrun else result_path
     try:
         from harness.measure import measurement
         from harness.suite.point import Point
@@ -101,11 +101,31 @@ def merge_rank_results(result_path: str | os.PathLike, nproc: int) -> dict[str, 
     elif failed and base.get("status") == "ok":
         first = found[failed[0]]
         base.update(status=first["status"], error=f"rank {failed[0]}: {first.get('error')}")
-    base["ranks"] = [rec.get("rank_metrics", {"rank": r}) for r, rec in sorted(found.items())]
+    base["ranks"] = [{**rec.get("rank_metrics", {"rank": r}),
+                      **{k: (rec.get("metrics") or {}).get(k) for k in PER_RANK}}
+                     for r, rec in sorted(found.items())]
     from implementations.parallel.state_bytes import aggregate_ranks
 
-    base.setdefault("metrics", {}).update(aggregate_ranks(base["ranks"]))
+    metrics = base.setdefault("metrics", {})
+    metrics.update(aggregate_ranks(base["ranks"]))
+    metrics.update(across_ranks(base["ranks"]))
     return base
+
+
+# each rank's own timing and GPU telemetry, kept in ``ranks`` (the record's metrics are rank 0's)
+PER_RANK = ("latency_ms_p50", "power_w_mean", "energy_j", "throttled", "power_capped")
+
+
+def across_ranks(ranks: list[dict]) -> dict[str, Any]:
+    """The slowest rank's median (what the step costs: every rank waits for it), the energy of
+    all ranks' GPUs together, and whether any rank throttled."""
+    def values(key):
+        return [r[key] for r in ranks if r.get(key) is not None]
+
+    latency, energy, throttled = values("latency_ms_p50"), values("energy_j"), values("throttled")
+    return {"latency_ms_p50_rank_max": max(latency) if latency else None,
+            "energy_j_all_ranks": sum(energy) if len(energy) == len(ranks) else None,
+            "throttled_any_rank": any(throttled) if throttled else None}
 
 
 def _prctl() -> Callable[..., int]:

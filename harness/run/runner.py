@@ -11,7 +11,7 @@ skipped, interrupted_by). ``progress(ProgressEvent)`` hears "start" / "finish" /
 
 Isolation: a worker runs in its own session (process group); on ``measure.timeout_s`` the group
 gets SIGTERM, then SIGKILL after ``kill_grace_s`` -> status ``timeout``. A worker that dies by a
-signal or leaves no result -> ``crashed`` with the tail of its output. Points with nproc > 1 run
+signal or leaves no result -> ``crashed`` with the tail of its output. Distributed points (ZeRO, one rank too) run
 under torchrun (``python -m torch.distributed.run``) on a free port. No worker outlives the
 sweep: the worker dies with the runner (``harness.measure.worker.guard``, told the runner's pid in
 ``TBENCH_RUNNER_PID``; torchrun is given PR_SET_PDEATHSIG here), and whatever ends ``launch``
@@ -137,7 +137,7 @@ def point_params(point) -> dict[str, Any]:
     params.update({f"lengths.{k}": v for k, v in lengths.items() if v is not None})
     for axis in registry.AXES:
         strategy = getattr(point.strategies, axis)
-        params[axis] = None if strategy is None else strategy.label
+        params[axis] = strategy.label
         params.update({f"{axis}.{k}": v for k, v in (data["strategies"][axis] or {}).items()})
     return params
 
@@ -149,11 +149,17 @@ def base_record(point, started_at: str) -> dict[str, Any]:
             "samples_ms": [], "metrics": {}, "ranks": [], "warnings": []}
 
 
+def launched(point) -> bool:
+    """Whether the point runs under torchrun: every distributed point, one rank included
+    (without torchrun's RANK / WORLD_SIZE / MASTER_* DeepSpeed falls back to MPI discovery)."""
+    return point.strategies.parallel.name != "none"
+
+
 def worker_command(point, point_file: Path, result_file: Path) -> list[str]:
     """``python -m harness.measure.worker ...``; under torchrun (the strategy's own launch command,
-    multi-node launcher arguments passed through) when the point has nproc > 1."""
+    multi-node launcher arguments passed through) for a distributed point."""
     worker = ["harness.measure.worker", str(point_file), str(result_file)]
-    if workload.nproc_of(point) <= 1:
+    if not launched(point):
         return [sys.executable, "-m", *worker]
     return point.strategies.parallel.launch_command(worker)  # picks a free rendezvous port
 
@@ -202,7 +208,7 @@ def launch(point, work_dir: Path, grace_s: float) -> dict[str, Any]:
     env[RUNNER_PID_ENV] = str(os.getpid())
     # torchrun is not our code: it gets PDEATHSIG from here. It starts each rank in a session
     # of its own, out of reach of kill_group; a rank dies with torchrun by its own PDEATHSIG.
-    hook = pdeathsig_hook() if workload.nproc_of(point) > 1 else None
+    hook = pdeathsig_hook() if launched(point) else None
     with open(log_file, "wb") as log:
         proc = subprocess.Popen(worker_command(point, point_file, result_file), stdout=log,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
@@ -221,9 +227,8 @@ def launch(point, work_dir: Path, grace_s: float) -> dict[str, Any]:
 
 
 def collect(point, result_file: Path, rc: int, stderr_tail: str | None) -> dict[str, Any]:
-    nproc = workload.nproc_of(point)
-    if nproc > 1:
-        record = merge_rank_results(result_file, nproc)
+    if launched(point):
+        record = merge_rank_results(result_file, workload.nproc_of(point))
     else:
         record = json.loads(result_file.read_text()) if result_file.exists() else None
     if record is None:
@@ -237,12 +242,14 @@ def collect(point, result_file: Path, rc: int, stderr_tail: str | None) -> dict[
     return record
 
 
-def contention_warning(point) -> str | None:
+def contention_warnings(point) -> list[str]:
+    """Other users of any GPU the point's ranks will use (local ranks 0..nproc-1)."""
     if point.device != "cuda":
-        return None
+        return []
     from harness.measure.telemetry import gpu_contention_warning
 
-    return gpu_contention_warning(0)
+    found = (gpu_contention_warning(i) for i in range(workload.nproc_of(point)))
+    return [w for w in found if w]
 
 
 def run_point(point, run_dir: Path, grace_s: float) -> dict[str, Any]:
@@ -250,13 +257,13 @@ def run_point(point, run_dir: Path, grace_s: float) -> dict[str, Any]:
     run folder, with no worker left running)."""
     record = base_record(point, now_iso())
     t0 = time.perf_counter()
-    warning = contention_warning(point)
+    warnings = contention_warnings(point)
     reasons = workload.unsupported_reasons(point)  # cheap: no worker start for a known no
     if reasons:
         record.update(status="not_supported", error="; ".join(reasons))
     else:
         record.update(launch(point, run_dir / "workers" / point.id, grace_s))
-    record["warnings"] = ([warning] if warning else []) + list(record.get("warnings") or [])
+    record["warnings"] = warnings + list(record.get("warnings") or [])
     record["duration_s"] = time.perf_counter() - t0
     return record
 
