@@ -27,12 +27,15 @@ def test_config_generated_from_strategy():
     cfg = z.deepspeed_config("amp_bf16", micro_batch=4)
     assert cfg["train_micro_batch_size_per_gpu"] == 4 and cfg["gradient_accumulation_steps"] == 1
     assert cfg["zero_optimization"] == {
-        "stage": 2, "offload_optimizer": {"device": "cpu", "pin_memory": False}}
+        "stage": 2, "offload_optimizer": {"device": "cpu", "pin_memory": True}}  # DeepSpeed's advice
     assert cfg["bf16"] == {"enabled": True} and "fp16" not in cfg
     assert cfg["zero_force_ds_cpu_optimizer"] is False and cfg["wall_clock_breakdown"] is False
     fp32 = ZeroParallel(stage=3, offload_params=True, nproc=4).deepspeed_config("fp32", 2)
     assert "bf16" not in fp32 and "fp16" not in fp32
-    assert fp32["zero_optimization"]["offload_param"] == {"device": "cpu", "pin_memory": False}
+    assert fp32["zero_optimization"]["offload_param"] == {"device": "cpu", "pin_memory": True}
+    pageable = ZeroParallel(stage=3, offload_params=True, pin_memory=False)
+    assert pageable.label == "zero3_offpar_pageable_n2"
+    assert pageable.deepspeed_config("fp32", 2)["zero_optimization"]["offload_param"]["pin_memory"] is False
     assert fp32["zero_optimization"]["stage3_param_persistence_threshold"] == 0
     assert ZeroParallel(stage=3, offload_params=True, nproc=4).label == "zero3_offpar_n4"
     assert ZeroParallel().deepspeed_config("amp_fp16", 1)["fp16"] == {"enabled": True}
