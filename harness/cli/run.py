@@ -155,7 +155,8 @@ def run(
         run_dir = out or rundir.default_run_dir(resolved.name)
         with SweepProgress(len(points)) as bar:
             summary = runner.run_suite(run_dir, suite, set_, resolved, points, resume=resume,
-                                       progress=bar.update, on_corrupt=on_corrupt.value)
+                                       progress=bar.update, on_corrupt=on_corrupt.value,
+                                       say=lambda line: typer.echo(line, err=True))
     typer.echo(f"run folder: {summary.run_dir}", err=True)
     console().print(_summary_table(summary))
     for line in _failures(run_dir):

@@ -4,7 +4,10 @@ Input: a resolved ``Point`` whose parallel strategy has ``wrap`` (implementation
 the built model, the point's batches and this rank's device. torchrun set RANK / WORLD_SIZE /
 LOCAL_RANK / MASTER_*; the process group is joined here with the strategy's backend
 (``auto``: NCCL on GPU, gloo on CPU) and its collective timeout (below the point timeout, so a
-hung collective becomes an error instead of a hang).
+hung collective becomes an error instead of a hang). The groups are destroyed when the rank exits,
+after its result file is written (``zero.destroy_distributed``, registered by ``init_distributed``:
+no gloo thread may outlive the interpreter). DeepSpeed's C++ ops are loaded from the folder the
+runner names (TORCH_EXTENSIONS_DIR), built before the first point (``harness.run.extensions``).
 Output: a ``Workload`` whose ``step()`` is one engine step (forward, loss, ``engine.backward``,
 ``engine.step``); precision is DeepSpeed's own (no autocast / GradScaler on top). Counts are
 per rank (each rank processes ``batch_size`` sequences per step). ``finish()`` fills
@@ -47,7 +50,8 @@ def train_parallel(point, cfg, model, batches, device: str):
         wl.extra["rank_metrics"] = {"rank": rank,
                                     "mem_peak_bytes": peak_memory_bytes(device.split(":")[0]),
                                     **(state["bytes"] or {})}
-        return {"loss_final": state["loss"], "amp_skipped_steps": None}
+        # DeepSpeed's fp16 loss scaler skips a step on overflow (and a skipped step is faster)
+        return {"loss_final": state["loss"], "amp_skipped_steps": int(engine.skipped_steps)}
 
     wl.finish = finish
     return wl

@@ -4,7 +4,7 @@ DeepSpeed compiles a C++ op (torch.utils.cpp_extension.load, ninja) the first ti
 uses it. Measured by running ZeRO stages 0-3, with and without optimizer / parameter offload, in
 fp32 and bf16, against an empty TORCH_EXTENSIONS_DIR (DeepSpeed 0.19.8, torch 2.13 CPU): a CPU
 point builds one op, ``deepspeed_shm_comm`` (the shared-memory collectives that the CPU
-accelerator's comm backend loads in ``deepspeed.init_distributed``), 65-165 s on two cores.
+accelerator's comm backend loads in ``deepspeed.init_distributed``), 50-165 s on two cores.
 Offload builds nothing more: the point keeps the torch optimizer (``zero_force_ds_cpu_optimizer``
 False), so no cpu_adam. The strategy declares its ops (``deepspeed_ops(device)``).
 
@@ -135,8 +135,7 @@ def needed_ops(points) -> dict[str, tuple[str, ...]]:
     """{device: DeepSpeed op builder names} over the points that will run (supported ones)."""
     needed: dict[str, set[str]] = {}
     for point in points:
-        declared = getattr(point.strategies.parallel, "deepspeed_ops", None)
-        ops = declared(point.device) if declared else ()
+        ops = point.strategies.parallel.deepspeed_ops(point.device)
         if ops and not workload.unsupported_reasons(point):
             needed.setdefault(point.device, set()).update(ops)
     return {device: tuple(sorted(ops)) for device, ops in needed.items()}

@@ -45,7 +45,7 @@ from harness.analyse import results
 from harness.analyse.results import write_json_atomic
 from harness.measure import workload
 from harness.measure.worker import RUNNER_PID_ENV, merge_rank_results, pdeathsig_hook
-from harness.run import rundir
+from harness.run import extensions, rundir
 from harness.run.rundir import now_iso
 from implementations import registry
 
@@ -188,11 +188,13 @@ def tail(path: Path, chars: int = STDERR_TAIL_CHARS) -> str | None:
 
 
 def worker_env(point) -> dict[str, str]:
-    env = dict(os.environ)
+    """This process's environment with the project on PYTHONPATH and this environment's folder
+    of DeepSpeed ops (``extensions.ops_env``: TORCH_EXTENSIONS_DIR; DS_ACCELERATOR=cpu on a CPU
+    point), cleared of locks that killed builds left there, so no rank polls one."""
+    env = extensions.ops_env(point.device)
     root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-    if point.device == "cpu":
-        env.setdefault("DS_ACCELERATOR", "cpu")  # DeepSpeed on a CPU point
+    extensions.clear_stale_locks(Path(env["TORCH_EXTENSIONS_DIR"]))
     return env
 
 
@@ -270,8 +272,11 @@ def run_point(point, run_dir: Path, grace_s: float) -> dict[str, Any]:
 
 def run_suite(run_dir, source, sets: list[str], suite, points, *, resume: bool = False,
               progress: Callable[[ProgressEvent], None] | None = None,
-              on_corrupt: str = "refuse") -> RunSummary:
-    """``run_sweep`` with the resolved suite recorded in the run folder (``tbench run``, ``gate``)."""
+              on_corrupt: str = "refuse", say: Callable[[str], None] | None = None) -> RunSummary:
+    """``run_sweep`` with the resolved suite recorded in the run folder (``tbench run``, ``gate``),
+    after the preparing phase (DeepSpeed ops the points need, built outside any point's timeout;
+    ``say`` hears its lines, default stderr)."""
+    extensions.prepare(points, say or (lambda line: print(line, file=sys.stderr, flush=True)))
     doc = rundir.resolved_doc(source, points[0].device, sets, suite, points)
     return run_sweep(points, run_dir, resume=resume, progress=progress, doc=doc,
                      on_corrupt=on_corrupt)

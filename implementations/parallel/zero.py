@@ -140,8 +140,8 @@ def free_port() -> int:
 
 
 def init_distributed(backend: str, timeout_s: float) -> None:
-    """Join the process group torchrun described (RANK, WORLD_SIZE, MASTER_ADDR, ...); the
-    groups are destroyed when the process exits (``destroy_distributed``, registered here)."""
+    """Join the process group torchrun described (RANK, WORLD_SIZE, MASTER_ADDR, ...); at exit
+    the groups are destroyed (``destroy_distributed``, registered here through ``_exit_rank``)."""
     import torch
     import torch._dynamo  # noqa: F401 -- before the group exists; see destroy_distributed
 
@@ -151,11 +151,11 @@ def init_distributed(backend: str, timeout_s: float) -> None:
 
     deepspeed.init_distributed(dist_backend=backend,
                                timeout=datetime.timedelta(seconds=timeout_s))
-    atexit.register(destroy_distributed)
+    atexit.register(_exit_rank)
 
 
 def destroy_distributed() -> None:
-    """Destroy every process group of this rank and join gloo's threads; a no-op if none is left.
+    """Destroy every process group of this rank and so join gloo's threads; a no-op after the first.
 
     gloo runs each group's collectives on threads of its own, joined only when the group is
     freed. A group still alive when the interpreter exits keeps them running, and one that then
@@ -163,20 +163,51 @@ def destroy_distributed() -> None:
     must take the GIL: CPython ends such a thread with pthread_exit, whose unwinding through a
     noexcept C++ frame calls std::terminate -- "terminate called without an active exception",
     SIGABRT, after the rank's work is done. So the groups go while the interpreter is whole:
-    DeepSpeed's destroy (torch's, plus the references DeepSpeed keeps, e.g. its clone of the
-    world group), then a collection of the engine's reference cycles, which hold the others.
-    ``torch._dynamo`` is imported before the group exists (``init_distributed``) because, imported
-    later (the first torch.optim optimizer does), it keeps references to the default group and
-    destroying it would free nothing."""
+    DeepSpeed's destroy (torch's, plus the references DeepSpeed keeps: its clone of the world
+    group), then a collection of the engines' reference cycles, which hold the groups too.
+    ``torch._dynamo`` is imported before the group exists (``init_distributed``): imported later
+    (the first torch.optim optimizer does), it keeps references to the default group, which
+    destroying then cannot free."""
     import gc
 
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
         import deepspeed.comm
+        from deepspeed.runtime.zero import parameter_offload
 
         deepspeed.comm.destroy_process_group()
+        parameter_offload.FWD_MODULE_STACK.clear()  # stage 3 pushes the model there, never pops it
     gc.collect()
+
+
+def _gloo_threads() -> int:
+    """gloo worker threads alive in this process (Linux thread names; 0 where unreadable)."""
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return 0
+    names = []
+    for task in tasks:
+        try:
+            with open(f"/proc/self/task/{task}/comm") as f:
+                names.append(f.read().strip())
+        except OSError:  # the thread ended meanwhile
+            continue
+    return names.count("pt_gloo_runloop")
+
+
+def _exit_rank() -> None:
+    """At exit: ``destroy_distributed``. If gloo threads survive it (a ZeRO-3 engine that has
+    taken two or more steps stays reachable from outside Python's GC, and with it its groups),
+    a normal exit skips the interpreter's finalization, where they would be killed, by
+    ``os._exit(0)``; a rank's outcome is in its result file, written before. An uncaught
+    exception (``sys.last_value``) keeps Python's own exit and its status."""
+    destroy_distributed()
+    if _gloo_threads() and not hasattr(sys, "last_value"):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 def train_step(engine, batch, enc_dec: bool = False) -> float:
