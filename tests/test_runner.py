@@ -13,7 +13,7 @@ import pytest
 
 from harness.analyse import results
 from harness.measure import faults, worker
-from harness.run import rundir, runner
+from harness.run import launcher, rundir, runner
 from harness.suite.loader import parse_suite
 from harness.suite.sweep import expand
 
@@ -175,6 +175,6 @@ def test_rank_results_merge(tmp_path):
 def test_distributed_points_launch_through_torchrun(tmp_path, nproc):
     pt = expand(parse_suite({"name": "z", "workload": {"kind": "train"},
                              "strategies": {"parallel": {"name": "zero", "nproc": nproc}}}, "t"), "cpu")[0]
-    cmd = runner.worker_command(pt, tmp_path / "p.json", tmp_path / "r.json")
+    cmd = launcher.worker_command(pt, tmp_path / "p.json", tmp_path / "r.json")
     assert cmd[1:5] == ["-m", "torch.distributed.run", "--nproc_per_node", str(nproc)]
     assert cmd[-3:] == ["harness.measure.worker", str(tmp_path / "p.json"), str(tmp_path / "r.json")]

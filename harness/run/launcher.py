@@ -1,0 +1,126 @@
+"""One point, one worker process (group): start it, wait for it, kill it, read what it left.
+
+    launch(point, work_dir, grace_s) -> the worker's part of the record, or a failure record
+
+A worker runs in its own session (process group); on ``measure.timeout_s`` the group gets
+SIGTERM, then SIGKILL after ``grace_s`` -> status ``timeout``. A worker that dies by a signal or
+leaves no result -> ``crashed`` with the tail of its output. Distributed points (ZeRO, one rank
+too) run under torchrun (``python -m torch.distributed.run``) on a free port, and the ranks'
+results are merged (``merge_rank_results``). No worker outlives the sweep: the worker dies with
+the runner (``harness.measure.worker.guard``, told the runner's pid in ``TBENCH_RUNNER_PID``;
+torchrun is given PR_SET_PDEATHSIG here), and whatever ends ``launch`` -- a result, a timeout, an
+exception such as an interrupt -- ends with the worker's group killed. The worker's files
+(point.json, result.json, worker.log) stay in ``work_dir``.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from harness.analyse.results import write_json_atomic
+from harness.measure import workload
+from harness.measure.worker import RUNNER_PID_ENV, merge_rank_results, pdeathsig_hook
+from harness.run import extensions
+
+STDERR_TAIL_CHARS = 4000
+
+
+def launched(point) -> bool:
+    """Whether the point runs under torchrun: every distributed point, one rank included
+    (without torchrun's RANK / WORLD_SIZE / MASTER_* DeepSpeed falls back to MPI discovery)."""
+    return point.strategies.parallel.name != "none"
+
+
+def worker_command(point, point_file: Path, result_file: Path) -> list[str]:
+    """``python -m harness.measure.worker ...``; under torchrun (the strategy's own launch command,
+    multi-node launcher arguments passed through) for a distributed point."""
+    worker = ["harness.measure.worker", str(point_file), str(result_file)]
+    if not launched(point):
+        return [sys.executable, "-m", *worker]
+    return point.strategies.parallel.launch_command(worker)  # picks a free rendezvous port
+
+
+def kill_group(proc: subprocess.Popen, grace_s: float) -> None:
+    """SIGTERM the worker's whole process group, SIGKILL it after ``grace_s``; whatever
+    happens meanwhile (Ctrl-C), the SIGKILL is sent."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=grace_s)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        pass
+    finally:  # the leader may be gone while members of its group live on
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=10.0)
+
+
+def tail(path: Path, chars: int = STDERR_TAIL_CHARS) -> str | None:
+    if not path.exists():
+        return None
+    with open(path, "rb") as f:
+        f.seek(max(0, path.stat().st_size - chars))
+        return f.read().decode("utf-8", "replace") or None
+
+
+def worker_env(point) -> dict[str, str]:
+    """This process's environment with the project on PYTHONPATH and this environment's folder
+    of DeepSpeed ops (``extensions.ops_env``: TORCH_EXTENSIONS_DIR; DS_ACCELERATOR=cpu on a CPU
+    point), cleared of locks that killed builds left there, so no rank polls one."""
+    env = extensions.ops_env(point.device)
+    root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    extensions.clear_stale_locks(Path(env["TORCH_EXTENSIONS_DIR"]))
+    return env
+
+
+def launch(point, work_dir: Path, grace_s: float) -> dict[str, Any]:
+    """Run one worker (group) to completion or timeout; the worker's record or a failure.
+    However this returns or raises, no process of the worker's group is left."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    point_file, result_file, log_file = (work_dir / n for n in ("point.json", "result.json", "worker.log"))
+    write_json_atomic(point_file, point.to_json())
+    for stale in work_dir.glob("result*.json"):
+        stale.unlink()
+    env = worker_env(point)
+    env[RUNNER_PID_ENV] = str(os.getpid())
+    # torchrun is not our code: it gets PDEATHSIG from here. It starts each rank in a session
+    # of its own, out of reach of kill_group; a rank dies with torchrun by its own PDEATHSIG.
+    hook = pdeathsig_hook() if launched(point) else None
+    with open(log_file, "wb") as log:
+        proc = subprocess.Popen(worker_command(point, point_file, result_file), stdout=log,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                cwd=work_dir, start_new_session=True, preexec_fn=hook)
+        try:
+            rc = proc.wait(timeout=point.measure.timeout_s)
+        except subprocess.TimeoutExpired:
+            rc = None
+        finally:  # also on Ctrl-C / SIGTERM: no worker may outlive the sweep
+            kill_group(proc, grace_s)
+    if rc is None:
+        return {"status": "timeout", "stderr_tail": tail(log_file),
+                "error": f"point exceeded its timeout of {point.measure.timeout_s:g} s; "
+                         "worker process group killed"}
+    return collect(point, result_file, rc, tail(log_file))
+
+
+def collect(point, result_file: Path, rc: int, stderr_tail: str | None) -> dict[str, Any]:
+    if launched(point):
+        record = merge_rank_results(result_file, workload.nproc_of(point))
+    else:
+        record = json.loads(result_file.read_text()) if result_file.exists() else None
+    if record is None:
+        how = (f"killed by signal {signal.Signals(-rc).name}" if rc < 0
+               else f"exited with code {rc}")
+        return {"status": "crashed", "error": f"worker {how} without writing a result",
+                "stderr_tail": stderr_tail}
+    record.pop("rank", None)
+    record.pop("rank_metrics", None)
+    record["stderr_tail"] = stderr_tail if record.get("status") != "ok" else None
+    return record
