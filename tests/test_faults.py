@@ -25,7 +25,7 @@ from typer.testing import CliRunner
 
 from harness import cli
 from harness.analyse import results
-from harness.measure import worker
+from harness.measure import lifeline
 from harness.run import rundir, runner
 from harness.suite.sweep import load_points
 
@@ -184,13 +184,13 @@ def test_a_signal_mid_point_exits_128_plus_it_and_restores_the_handlers(
 
 GUARDED = """
 import os, subprocess, sys, time
-from harness.measure import worker
+from harness.measure import lifeline
 if sys.argv[2] == "no-pidfd":
     def no_pidfd(pid):
         raise OSError(38, "Function not implemented")
     os.pidfd_open = no_pidfd
-worker.DEADLINE_MARGIN_S = 0.0
-worker.guard(sys.argv[1])
+lifeline.DEADLINE_MARGIN_S = 0.0
+lifeline.guard(sys.argv[1])
 # a process the worker started, in its group: it must die with it
 child = subprocess.Popen(["sleep", "60"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 print(child.pid, flush=True)
@@ -203,7 +203,7 @@ def guarded(tmp_path, timeout_s: float, runner_pid: int | None, pidfd: str = "pi
     point.write_text(json.dumps({"measure": {"timeout_s": timeout_s}}))
     env = tbench_env()
     if runner_pid is not None:
-        env[worker.RUNNER_PID_ENV] = str(runner_pid)
+        env[lifeline.RUNNER_PID_ENV] = str(runner_pid)
     proc = subprocess.Popen([sys.executable, "-c", GUARDED, str(point), pidfd], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)

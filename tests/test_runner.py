@@ -161,14 +161,14 @@ def test_rank_results_merge(tmp_path):
             "status": "ok", "error": None, "rank": rank,
             "metrics": {"latency_ms_p50": p50, "energy_j": joules, "throttled": hot},
             "rank_metrics": {"rank": rank, "model_state_bytes": state, "mem_peak_bytes": 5}})
-    merged = worker.merge_rank_results(result, 2)
+    merged = launcher.merge_rank_results(result, 2)
     assert [r["rank"] for r in merged["ranks"]] == [0, 1]
     assert [r["latency_ms_p50"] for r in merged["ranks"]] == [1.0, 1.3]  # each rank's own
     m = merged["metrics"]
     assert m["model_state_bytes_max"] == 100 and m["latency_ms_p50"] == 1.0  # rank 0's record
     assert (m["latency_ms_p50_rank_max"], m["energy_j_all_ranks"], m["throttled_any_rank"]) == (1.3, 90.0, True)
     assert merged["status"] == "ok"
-    assert worker.merge_rank_results(result, 3)["status"] == "crashed"  # rank 2 left nothing
+    assert launcher.merge_rank_results(result, 3)["status"] == "crashed"  # rank 2 left nothing
 
 
 @pytest.mark.parametrize("nproc", [1, 2])

@@ -7,7 +7,7 @@ SIGTERM, then SIGKILL after ``grace_s`` -> status ``timeout``. A worker that die
 leaves no result -> ``crashed`` with the tail of its output. Distributed points (ZeRO, one rank
 too) run under torchrun (``python -m torch.distributed.run``) on a free port, and the ranks'
 results are merged (``merge_rank_results``). No worker outlives the sweep: the worker dies with
-the runner (``harness.measure.worker.guard``, told the runner's pid in ``TBENCH_RUNNER_PID``;
+the runner (``harness.measure.lifeline.guard``, told the runner's pid in ``TBENCH_RUNNER_PID``;
 torchrun is given PR_SET_PDEATHSIG here), and whatever ends ``launch`` -- a result, a timeout, an
 exception such as an interrupt -- ends with the worker's group killed. The worker's files
 (point.json, result.json, worker.log) stay in ``work_dir``.
@@ -25,8 +25,10 @@ from typing import Any
 
 from harness.analyse.results import write_json_atomic
 from harness.measure import workload
-from harness.measure.worker import RUNNER_PID_ENV, merge_rank_results, pdeathsig_hook
+from harness.measure.lifeline import RUNNER_PID_ENV, pdeathsig_hook
+from harness.measure.worker import rank_result_path
 from harness.run import extensions
+from implementations.parallel.state_bytes import aggregate_ranks
 
 STDERR_TAIL_CHARS = 4000
 
@@ -124,3 +126,45 @@ def collect(point, result_file: Path, rc: int, stderr_tail: str | None) -> dict[
     record.pop("rank_metrics", None)
     record["stderr_tail"] = stderr_tail if record.get("status") != "ok" else None
     return record
+
+
+def merge_rank_results(result_path: str | os.PathLike, nproc: int) -> dict[str, Any] | None:
+    """Rank 0's record with ``ranks`` = every rank's own numbers; None if no rank wrote one."""
+    found = {}
+    for rank in range(nproc):
+        path = rank_result_path(result_path, rank)
+        if path.exists():
+            found[rank] = json.loads(path.read_text())
+    if not found:
+        return None
+    base = dict(found.get(0) or next(iter(found.values())))
+    missing = [r for r in range(nproc) if r not in found]
+    failed = [r for r, rec in found.items() if rec.get("status") != "ok"]
+    if missing and base.get("status") == "ok":
+        base.update(status="crashed", error=f"ranks {missing} left no result")
+    elif failed and base.get("status") == "ok":
+        first = found[failed[0]]
+        base.update(status=first["status"], error=f"rank {failed[0]}: {first.get('error')}")
+    base["ranks"] = [{**rec.get("rank_metrics", {"rank": r}),
+                      **{k: (rec.get("metrics") or {}).get(k) for k in PER_RANK}}
+                     for r, rec in sorted(found.items())]
+    metrics = base.setdefault("metrics", {})
+    metrics.update(aggregate_ranks(base["ranks"]))
+    metrics.update(across_ranks(base["ranks"]))
+    return base
+
+
+# each rank's own timing and GPU telemetry, kept in ``ranks`` (the record's metrics are rank 0's)
+PER_RANK = ("latency_ms_p50", "power_w_mean", "energy_j", "throttled", "power_capped")
+
+
+def across_ranks(ranks: list[dict]) -> dict[str, Any]:
+    """The slowest rank's median (what the step costs: every rank waits for it), the energy of
+    all ranks' GPUs together, and whether any rank throttled."""
+    def values(key):
+        return [r[key] for r in ranks if r.get(key) is not None]
+
+    latency, energy, throttled = values("latency_ms_p50"), values("energy_j"), values("throttled")
+    return {"latency_ms_p50_rank_max": max(latency) if latency else None,
+            "energy_j_all_ranks": sum(energy) if len(energy) == len(ranks) else None,
+            "throttled_any_rank": any(throttled) if throttled else None}
