@@ -12,6 +12,11 @@ as matmul-softmax-matmul); ``ops="fused"`` uses ``F.layer_norm`` and the attenti
 fused kernels. Both have the same parameters, so one state dict loads into either.
 
 Layout: activations ``(B, S, C)``; attention ``(B, H, S, D)`` with ``C = H * D``.
+
+Each module that is a part a user reasons about opens a profiler range
+(``implementations.regions``: free unless a profiled pass turned them on): ``norm``, ``ffn`` and
+``attention`` (with ``proj`` / ``rotary`` / ``out_proj`` inside it, and the kernel's own parts),
+named by the module's path in the model (``region_name``, set by ``regions.name_modules``).
 """
 from __future__ import annotations
 
@@ -21,9 +26,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from implementations.regions import region
+
 
 class LayerNorm(nn.Module):
     """LayerNorm over the last dim; eager computes it from mean and (biased) variance by hand."""
+
+    region_name = ""  # its path in the model: the ``where`` of its profiler range
 
     def __init__(self, dim: int, ops: str, eps: float = 1e-5):
         super().__init__()
@@ -32,6 +41,10 @@ class LayerNorm(nn.Module):
         self.ops, self.eps = ops, eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with region("norm", self.region_name):
+            return self._norm(x)
+
+    def _norm(self, x: torch.Tensor) -> torch.Tensor:
         if self.ops == "fused":
             return F.layer_norm(x, x.shape[-1:], self.weight, self.bias, self.eps)
         xf = x.float()  # statistics in fp32 even under autocast, as F.layer_norm does
@@ -44,6 +57,8 @@ class LayerNorm(nn.Module):
 class FeedForward(nn.Module):
     """Position-wise FFN: ``Linear(C, d_ff) -> ReLU -> Linear(d_ff, C)``."""
 
+    region_name = ""
+
     def __init__(self, d_model: int, d_ff: int, ops: str):
         super().__init__()
         self.fc1 = nn.Linear(d_model, d_ff)
@@ -51,7 +66,8 @@ class FeedForward(nn.Module):
         self.inplace = ops == "fused"  # no extra (B, S, d_ff) buffer for the activation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.relu(self.fc1(x), inplace=self.inplace))
+        with region("ffn", self.region_name):
+            return self.fc2(F.relu(self.fc1(x), inplace=self.inplace))
 
 
 def sinusoidal_table(n: int, dim: int) -> torch.Tensor:
@@ -120,6 +136,8 @@ class MultiHeadAttention(nn.Module):
     rotate q and k of self-attention only (cross-attention has no shared position axis).
     """
 
+    region_name = ""
+
     def __init__(self, d_model: int, n_heads: int, strategy, ops: str, causal: bool,
                  rotary: Rotary | None = None):
         super().__init__()
@@ -143,22 +161,32 @@ class MultiHeadAttention(nn.Module):
         covers all cached keys). Cross-attention: K/V come from ``memory (B, S_m, C)``, or from
         ``memory_kv`` (precomputed by :meth:`project_memory`, for decoding).
         """
-        B, S, C = x.shape
-        q = self.heads(self.W_q(x))  # (B, H, S, D)
-        offset = 0
+        with region("attention", self.region_name):
+            B, S, C = x.shape
+            q, k, v, offset = self.project(x, memory, position_ids, cache, memory_kv)
+            y = self.strategy.attend(q, k, v, causal=self.causal, key_padding_mask=key_padding_mask,
+                                     segment_ids=segment_ids, q_offset=offset, ops=self.ops)
+            with region("attention", "out_proj"):
+                y = y.transpose(1, 2).reshape(B, S, C)  # (B, S, H*D)
+                return self.W_o(y)
+
+    def project(self, x, memory, position_ids, cache, memory_kv):
+        """q ``(B, H, S, D)``, k and v ``(B, H, S_k, D)`` and the absolute position of query 0."""
+        with region("attention", "proj"):
+            q = self.heads(self.W_q(x))  # (B, H, S, D)
+            offset = 0
+            if memory is None and memory_kv is None:
+                k, v = self.heads(self.W_k(x)), self.heads(self.W_v(x))  # (B, H, S, D)
+            else:
+                k, v = memory_kv if memory_kv is not None else self.project_memory(memory)
         if memory is None and memory_kv is None:
-            k, v = self.heads(self.W_k(x)), self.heads(self.W_v(x))  # (B, H, S, D)
             if self.rotary is not None:
-                q, k = self.rotary(q, position_ids), self.rotary(k, position_ids)
+                with region("attention", "rotary"):
+                    q, k = self.rotary(q, position_ids), self.rotary(k, position_ids)
             if cache is not None:
                 offset = cache.length
                 k, v = cache.append(k, v)  # (B, H, offset + S, D)
-        else:
-            k, v = memory_kv if memory_kv is not None else self.project_memory(memory)
-        y = self.strategy.attend(q, k, v, causal=self.causal, key_padding_mask=key_padding_mask,
-                                 segment_ids=segment_ids, q_offset=offset, ops=self.ops)
-        y = y.transpose(1, 2).reshape(B, S, C)  # (B, S, H*D)
-        return self.W_o(y)
+        return q, k, v, offset
 
     def project_memory(self, memory: torch.Tensor):
         """Cross-attention K/V of ``memory (B, S_m, C)``: two ``(B, H, S_m, D)`` tensors."""

@@ -11,6 +11,10 @@ configured strategy (encoder bidirectional, decoder causal); cross-attention is 
 the memory, with the source padding mask. The token embedding is shared by source, target and the
 LM head (section 3.4 of the paper) and scaled by ``sqrt(d_model)``; positions are added
 sinusoids or rotary (applied to q and k inside self-attention).
+
+Profiler ranges (``implementations.regions``, off unless profiling): ``embedding``, ``lm_head``,
+``loss``, and ``forward_other`` around :func:`forward_batch` (what of the forward no finer range
+holds: residual adds, dropout, or a whole compiled forward); the blocks add theirs.
 """
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ from implementations import registry
 from implementations.attention.kernel import OPS
 from implementations.layers import Block, KVCache, LayerNorm, Rotary, sinusoidal_table
 from implementations.presets import PRESETS
+from implementations.regions import name_modules, region
 
 NORMS = ("post", "pre")
 POSITIONS = ("sinusoidal", "rope")
@@ -137,14 +142,17 @@ class Transformer(nn.Module):
                 raise ValueError(f"sequence of {offset + S} positions exceeds max_seq_len="
                                  f"{self.cfg.max_seq_len}")
             position_ids = torch.arange(offset, offset + S, device=tokens.device).expand(B, S)
-        x = self.tok(tokens) * math.sqrt(self.cfg.d_model)  # (B, S, C)
-        if self.rotary is None:
-            x = x + self.pe[position_ids].to(x.dtype)  # (B, S, C)
-        return self.drop(x), position_ids
+        with region("embedding"):
+            x = self.tok(tokens) * math.sqrt(self.cfg.d_model)  # (B, S, C)
+            if self.rotary is None:
+                x = x + self.pe[position_ids].to(x.dtype)  # (B, S, C)
+            return self.drop(x), position_ids
 
     def head(self, h: torch.Tensor) -> torch.Tensor:
         """``(B, S, C)`` -> logits ``(B, S, V)`` through the tied embedding."""
-        return self.lm_head(self.dec_norm(h))
+        h = self.dec_norm(h)
+        with region("lm_head"):
+            return self.lm_head(h)
 
     def new_cache(self, max_len: int) -> list[KVCache]:
         """One empty self-attention K/V cache per decoder layer, for ``max_len`` positions."""
@@ -154,7 +162,9 @@ class Transformer(nn.Module):
     def loss(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
         """Cross-entropy of ``(B, S, V)`` logits against ``(B, S)`` targets, mean over the targets
         that are not ``ignore_index`` (computed in fp32)."""
-        return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=ignore_index)
+        with region("loss"):
+            return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(),
+                                   ignore_index=ignore_index)
 
 
 class EncoderDecoder(Transformer):
@@ -216,8 +226,11 @@ class DecoderOnly(Transformer):
 
 
 def build_model(cfg: ModelConfig) -> Transformer:
-    """An :class:`EncoderDecoder` or, when ``cfg.n_encoder_layers == 0``, a :class:`DecoderOnly`."""
-    return EncoderDecoder(cfg) if cfg.is_encoder_decoder else DecoderOnly(cfg)
+    """An :class:`EncoderDecoder` or, when ``cfg.n_encoder_layers == 0``, a :class:`DecoderOnly`;
+    each module that opens a profiler range is named by its path (``decoder.0.ffn``)."""
+    model = EncoderDecoder(cfg) if cfg.is_encoder_decoder else DecoderOnly(cfg)
+    name_modules(model)
+    return model
 
 
 def forward_batch(model, batch, enc_dec: bool) -> torch.Tensor:
@@ -228,8 +241,10 @@ def forward_batch(model, batch, enc_dec: bool) -> torch.Tensor:
     sequences as the source, both masked by ``key_padding_mask``. Decoder-only: also the packed
     rows' ``segment_ids`` and ``position_ids``.
     """
-    if enc_dec:
-        mask = batch.key_padding_mask
-        return model(batch.tokens, batch.tokens, src_key_padding_mask=mask, tgt_key_padding_mask=mask)
-    return model(batch.tokens, key_padding_mask=batch.key_padding_mask,
-                 segment_ids=batch.segment_ids, position_ids=batch.position_ids)
+    with region("forward_other"):
+        if enc_dec:
+            mask = batch.key_padding_mask
+            return model(batch.tokens, batch.tokens, src_key_padding_mask=mask,
+                         tgt_key_padding_mask=mask)
+        return model(batch.tokens, key_padding_mask=batch.key_padding_mask,
+                     segment_ids=batch.segment_ids, position_ids=batch.position_ids)

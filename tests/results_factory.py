@@ -73,3 +73,36 @@ def attention_sweep(strategies=("dense", "local_w128"), seq_lens=(256, 512), *,
                                   "mem_peak_allocated_bytes": L * 2**20 * (i + 1),
                                   "flops_per_step": 1e9 * L, "mfu": 0.01 * (i + 1)}))
     return out
+
+
+def timed(point_id: str, p50: float | None, ci=None, mem: float | None = None, *,
+          params: dict, index: int = 0, status: str = "ok", label: str | None = None,
+          flags=None, warnings=()) -> dict:
+    """A point whose latency is given outright: p50 (ms), its 95% CI ``(low, high)`` and peak
+    memory (``mem_peak_allocated_bytes``), for hand-computed answers. ``flags`` (a list of
+    badge names) is left out when None, as in a record from before flags existed."""
+    metrics = {"latency_ms_p50": p50, "mem_peak_allocated_bytes": mem}
+    if ci is not None:
+        metrics.update(latency_ms_p50_ci_low=ci[0], latency_ms_p50_ci_high=ci[1])
+    rec = record(point_id, status=status, index=index, label=label, params=params, metrics=metrics,
+                 error=None if status == "ok" else f"{status} here")
+    rec["warnings"] = list(warnings)
+    if flags is not None:
+        rec["flags"] = list(flags)
+    return rec
+
+
+def profile(shares: dict, ops: dict | None = None, *, step_ms: float = 12.0,
+            trace: str | None = "workers/p/trace.json.gz", top_ops=None) -> dict:
+    """``profile_*`` metrics of a profiled pass: region ``shares`` (the other regions 0),
+    ``ops`` region -> [(operator, share)], a trace path relative to the run folder."""
+    regions = ("embedding", "attention", "ffn", "norm", "lm_head", "loss", "forward_other",
+               "backward", "optimizer", "communication", "other")
+    out = {f"profile_share_{r}": float(shares.get(r, 0.0)) for r in regions}
+    out.update(profile_steps=3, profile_time_basis="cpu", profile_step_ms=step_ms,
+               profile_trace=trace, profile_memory_snapshot=None, profile_kernels=None,
+               profile_region_ops={r: [{"name": n, "share": s} for n, s in listed]
+                                   for r, listed in (ops or {}).items()},
+               profile_top_ops=list(top_ops or [{"name": "aten::mm", "self_ms": 4.0,
+                                                 "share": 0.4, "calls": 12.0}]))
+    return out

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
-from results_factory import attention_sweep, write_run
+from results_factory import attention_sweep, profile, write_run
 
 from harness.analyse.report import write_reports
 
@@ -39,6 +39,8 @@ def test_report_renders_in_chromium(tmp_path):
         r["params"]["attention.name"] = r["params"]["attention"].split("_")[0]
     recs[1]["ranks"] = [{"rank": i, "mem_peak_bytes": 2**30, "param_bytes": 2**28,
                          "grad_bytes": 2**28, "optim_bytes": 2**29} for i in range(2)]
+    recs[0]["flags"] = ["contended"]
+    recs[3]["warnings"] = ["noisy measurement: IQR/median = 20.6% (>= 10%)"]
     run = write_run(tmp_path / "run", recs, suite="demo<b>")
     (report,) = write_reports(run, ["html"])
     url = report.resolve().as_uri()
@@ -57,6 +59,11 @@ def test_report_renders_in_chromium(tmp_path):
         data = json.loads(page.eval_on_selector("#tbench-data", "e => e.textContent"))
         title = page.title()
         fail_cells = page.eval_on_selector_all("td.fail", "els => els.map(e => e.textContent)")
+        answers = page.eval_on_selector_all("#answers li", "els => els.map(e => e.innerText)")
+        badges = page.eval_on_selector_all(
+            "td .badge", "els => els.map(e => [e.textContent, e.getBoundingClientRect().width,"
+            " getComputedStyle(e).backgroundColor])")
+        shown = page.evaluate("document.body.innerText")
         shot = tmp_path / "report.png"
         page.screenshot(path=str(shot), full_page=True)
         browser.close()
@@ -69,8 +76,50 @@ def test_report_renders_in_chromium(tmp_path):
     assert len(data["records"]) == len(recs)
     assert fail_cells == ["OOM"]
     assert title == "tbench report: demo<b>"
+    assert len(answers) == 3 and answers[0].startswith("256 tokens, fp32: fastest dense ⚠ contended")
+    assert sorted(b[0] for b in badges) == ["contended", "noisy"]
+    assert all(w > 0 and colour != "rgba(0, 0, 0, 0)" for _, w, colour in badges), badges
+    # no text that looks like a tag the template broke (a stray "./p>"), once the data's own
+    # angle brackets (the suite name, an error message) are set aside
+    for data_text in ("demo<b>", "CUDA OOM </script><script>x()</script>"):
+        shown = shown.replace(data_text, "")
+    assert not re.findall(r"</?[A-Za-z][\w-]*>|\./?p>|<[A-Za-z]", shown), shown
     assert shot.stat().st_size > 10_000
     keep = os.environ.get("TBENCH_SCREENSHOT")
     if keep:  # for a human look: TBENCH_SCREENSHOT=/tmp/report.png pytest tests/test_browser.py
         Path(keep).write_bytes(shot.read_bytes())
     assert re.match(r"file://", url)
+
+
+@pytest.mark.skipif(_skip_reason() is not None, reason=_skip_reason() or "")
+def test_where_the_time_goes_renders_in_chromium(tmp_path):
+    recs = attention_sweep(("dense", "local_w128"), (256, 512))
+    for i, r in enumerate(recs):
+        r["params"]["attention.name"] = r["params"]["attention"].split("_")[0]
+        r["metrics"].update(profile({"attention": 0.2 + 0.1 * i, "ffn": 0.5 - 0.1 * i, "other": 0.3},
+                                    trace=f"workers/{r['point_id']}/trace.json.gz"))
+    run = write_run(tmp_path / "run", recs)
+    (report,) = write_reports(run, ["html"])
+    url = report.resolve().as_uri()
+    console, requests = [], []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.on("console", lambda m: console.append(m) if m.type == "error" else None)
+        page.on("request", lambda r: requests.append(r.url))
+        page.goto(url, wait_until="load")
+        bars = page.eval_on_selector_all(
+            "#profile figure.breakdown img",
+            "els => els.map(e => [e.complete, e.naturalWidth, e.naturalHeight])")
+        rows = page.eval_on_selector_all("#profile table.profile tbody tr", "els => els.length")
+        links = page.eval_on_selector_all("#profile a.trace", "els => els.map(e => e.href)")
+        details = page.eval_on_selector_all("#profile details.top-ops", "els => els.length")
+        page.click("#profile details.top-ops summary")  # opens; its table shows
+        ops = page.eval_on_selector_all("#profile details[open] tbody tr", "els => els.length")
+        browser.close()
+    assert not console, [m.text for m in console]
+    assert requests == [url], requests  # traces are linked, never loaded
+    assert len(bars) == 1 and all(c and w > 0 and h > 0 for c, w, h in bars), bars
+    assert rows == details == 4 and ops == 1
+    assert links == [(run / "workers" / r["point_id"] / "trace.json.gz").resolve().as_uri()
+                     for r in recs]

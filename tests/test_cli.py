@@ -185,3 +185,98 @@ def test_env_prints_the_environment_as_json():
     assert result.exit_code == 0, result.output
     body, fingerprint = result.stdout.rsplit("fingerprint: ", 1)
     assert "python" in json.loads(body) and fingerprint.strip()
+
+
+HELP_DEFAULTS = {  # command -> texts its --help must show (typer renders help through rich)
+    "run": ["run folder [default: runs/<suite>-<time>]",
+            ("where the points run: auto (cuda if available, else cpu), cpu or cuda "
+             "[default: the suite's device, auto]"),
+            "[default: none]", "[default: off]", "[default: refuse]"],
+    "compare": ["[default: 5%]", "[default: latency_ms_p50, flops_per_step", "[default: none]",
+                "[default: no-force]"],
+    "gate": ["[default: runs/gate-<time>, runs/ab-<time> with --ab]", "[default: 3]",
+             "[default: 5%]", "[default: none]"],
+    "report": ["[default: md,html]", "[default: the dense row, else the first row]"],
+    "export": ["[default: RUN_DIR/export/]"],
+}
+
+
+@pytest.mark.parametrize("command", HELP_DEFAULTS)
+def test_help_shows_every_default(command):
+    result = CliRunner().invoke(cli.app, [command, "--help"], env={"COLUMNS": "400"})
+    assert result.exit_code == 0, result.output
+    for text in HELP_DEFAULTS[command]:
+        assert text in result.output, text
+    for line in result.output.splitlines():  # every option but --help names its default
+        if line.startswith("│") and " --" in line and "--help" not in line:
+            assert "[default: " in line or "[required]" in line, line
+
+
+def test_help_names_the_default_metrics_compare_uses():
+    from harness.analyse.compare import DEFAULT_METRICS
+
+    assert cli.analyse.METRICS_DEFAULT == f" \\[default: {', '.join(DEFAULT_METRICS)}]"
+
+
+NO_CUDA = "no CUDA device is visible (torch.cuda.is_available() is False); use --device cpu or auto"
+
+
+@pytest.mark.parametrize("suite_device, args, where", [
+    ("auto", ["--device", "cuda"], "--device cuda"),
+    ("cuda", [], "s.yaml: device: cuda"),
+])
+def test_cuda_without_a_cuda_device_exits_2_before_anything_runs(tmp_path, monkeypatch, suite_device,
+                                                                  args, where):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    monkeypatch.setattr("harness.run.runner.run_points", lambda *a, **k: pytest.fail("a point ran"))
+    suite = write(tmp_path, edit(device=suite_device))
+    where = where.replace("s.yaml", str(suite))
+    result = invoke("run", suite, "--out", tmp_path / "run", *args)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip() == f"error: {where}: {NO_CUDA}"
+    assert not (tmp_path / "run").exists()
+    dry = invoke("run", suite, "--dry-run", *args)  # a dry run still lists what a GPU would run
+    assert dry.exit_code == 0, dry.output
+    assert "t on cuda: 2 point(s)" in dry.stdout
+    assert dry.stderr.strip() == f"warning: {where}: {NO_CUDA}: a real run would stop here"
+
+
+def _point_ids(suite):
+    from harness.suite.sweep import load_points
+
+    return [p.id for p in load_points(suite, "cpu")[1]]
+
+
+def test_dry_run_estimates_the_duration_from_previous_runs(tmp_path, monkeypatch):
+    import os
+
+    from tests.results_factory import record, write_run
+
+    monkeypatch.chdir(tmp_path)
+    suite = write(tmp_path, GOOD)
+    a, b = _point_ids(suite)
+    result = invoke("run", suite, "--device", "cpu", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "estimated duration: unknown (no previous run of these points under runs)" in result.stdout
+
+    def run_with(name, durations, mtime, extra=""):
+        recs = [dict(record(pid), duration_s=d) for pid, d in durations.items()]
+        folder = write_run(tmp_path / "runs" / name, recs)
+        with open(folder / "results.jsonl", "a") as f:
+            f.write(extra)
+        os.utime(folder / "results.jsonl", (mtime, mtime))
+
+    # the newer run measured only point a (plus an interrupted b, a corrupt line and another point)
+    run_with("t-new", {a: 150.0}, 2000, extra=json.dumps(dict(record(b, status="interrupted"),
+                                                               duration_s=1.0)) + "\nnot json\n[1]\n"
+             + json.dumps(dict(record("0123456789ab"), duration_s=999.0)) + "\n")
+    result = invoke("run", suite, "--device", "cpu", "--dry-run")
+    assert ("estimated duration: ~5 min 0 s (from 1 of 2 points measured in runs/t-new; "
+            "1 unknown, counted at the mean)") in result.stdout, result.stdout
+    run_with("t-old", {a: 10.0, b: 50.0}, 1000)  # older: its a is superseded, its b counts
+    (tmp_path / "runs" / "broken").mkdir()
+    (tmp_path / "runs" / "broken" / "results.jsonl").write_bytes(b"\xff\xfe{")
+    result = invoke("run", suite, "--device", "cpu", "--dry-run")
+    assert ("estimated duration: ~3 min 20 s (from 2 of 2 points measured in 2 runs under runs)"
+            in result.stdout), result.stdout

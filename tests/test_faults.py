@@ -30,7 +30,8 @@ from harness.run import rundir, runner
 from harness.suite.sweep import load_points
 
 ROOT = Path(__file__).resolve().parents[1]
-FAST = {"warmup_iters": 1, "warmup_s": 0.0, "min_samples": 10, "min_time_s": 0.0, "max_samples": 10}
+FAST = {"warmup_iters": 1, "warmup_s": 0.0, "min_samples": 10, "min_time_s": 0.0, "max_samples": 10,
+        "rounds": 1}
 TINY = {"name": "faults", "device": "cpu", "model": {"preset": "tiny"},
         "workload": {"kind": "forward", "batch_size": 1, "seq_len": 8, "num_batches": 1},
         "measure": FAST}
@@ -164,12 +165,12 @@ def test_a_signal_mid_point_exits_128_plus_it_and_restores_the_handlers(
         tmp_path, monkeypatch, quick_env, sig, code, says):
     before = signal.getsignal(sig)
 
-    def run_point(point, run_dir, grace_s):  # the signal arrives while the point "runs"
+    def run_round(point, run_dir, grace_s, round_no):  # the signal arrives while it "runs"
         os.kill(os.getpid(), sig)
         time.sleep(30)
         pytest.fail("the signal did not stop the point")
 
-    monkeypatch.setattr(runner, "run_point", run_point)
+    monkeypatch.setattr(runner, "run_round", run_round)
     out = tmp_path / "run"
     result = invoke("run", write_suite(tmp_path), "--out", out)
     assert result.exit_code == code, result.output
@@ -266,11 +267,13 @@ def fake_point_runs(monkeypatch) -> list[str]:
     """Points "run" in no time (an ok record); the ids that ran."""
     ran = []
 
-    def run_point(point, run_dir, grace_s):
+    def run_round(point, run_dir, grace_s, round_no):
         ran.append(point.id)
-        return {**runner.base_record(point, rundir.now_iso()), "status": "ok", "duration_s": 0.0}
+        return {"status": "ok", "samples_ms": [1.0] * 10, "metrics": {}, "warnings": [],
+                "contention": {"contended": False, "reasons": []}, "round": round_no,
+                "started_at": rundir.now_iso(), "duration_s": 0.0}
 
-    monkeypatch.setattr(runner, "run_point", run_point)
+    monkeypatch.setattr(runner, "run_round", run_round)
     return ran
 
 
@@ -325,7 +328,9 @@ def test_disk_full_mid_sweep_keeps_earlier_records_and_resume_finishes(tmp_path,
     ran = fake_point_runs(monkeypatch)
     again = invoke("run", suite, "--out", out, "--resume")
     assert again.exit_code == 0, again.output
-    assert len(ran) == 1 and len(results.read_records(out)) == 2
+    # the second point's round was durable in rounds.jsonl before its record hit the full
+    # disk: resume writes that record from it, measuring nothing again
+    assert len(ran) == 0 and len(results.read_records(out)) == 2
 
 
 @pytest.fixture
@@ -355,9 +360,18 @@ def test_on_corrupt_skip_sets_the_line_aside_and_reruns_its_point(finished_run, 
     result = invoke("run", suite, "--out", out, "--resume", "--on-corrupt", "skip")
     assert result.exit_code == 0, result.output
     assert f"warning: {out / results.RESULTS_FILE}:1: corrupt record skipped" in result.stderr
-    assert ran == [lost]
+    # its measured round is still in rounds.jsonl: the record is written again from it
+    assert ran == [] and lost in {r["point_id"] for r in results.read_records(out)}
     assert (out / results.CORRUPT_FILE).read_text() == '{"point_id": "trunc\n'
     assert len(results.read_run_folder(out).records) == 2
+    (out / rundir.ROUNDS_FILE).unlink()  # without its rounds, the point is measured again
+    (out / results.RESULTS_FILE).write_text('{"point_id": "trunc\n')
+    result = invoke("run", suite, "--out", out, "--resume", "--on-corrupt", "skip")
+    assert result.exit_code == 0 and sorted(ran) == sorted(lost_and_other(out, lost))
+
+
+def lost_and_other(out, lost) -> list[str]:
+    return [lost] + [r["point_id"] for r in results.read_records(out) if r["point_id"] != lost][:1]
 
 
 def test_a_corrupt_run_json_refuses_resume(finished_run):

@@ -40,9 +40,10 @@ def fake_gpu(monkeypatch):
 
 def test_energy_covers_the_sampled_steps_not_the_warm_up(fake_gpu):
     spec = SimpleNamespace(warmup_iters=1, warmup_s=0.6, min_samples=10, min_time_s=0.4,
-                           max_samples=10_000, steps_per_sample=1)
-    t, window = measurement.sample_window(lambda: time.sleep(0.005), "cpu", spec, gpu=0)
+                           max_samples=10_000, steps_per_sample=1, contention_cores=0.5)
+    t, window, host = measurement.sample_window(lambda: time.sleep(0.005), "cpu", spec, gpu=0)
     assert window["nvml"] == "ok" and t.warmup_s >= 0.6
+    assert host["window_s"] == pytest.approx(t.measure_s, rel=0.1)  # the same window as NVML's
     assert window["energy_j"] == pytest.approx(WATTS * t.measure_s, rel=0.1)  # not (0.6 s + ...)
     assert window["energy_j"] < WATTS * (t.warmup_s + t.measure_s) * 0.75
     per = measurement.energy_metrics(window, {"energy_j": 999.0}, n_steps=len(t.samples_ms),

@@ -36,7 +36,7 @@ def suite(**parallel) -> dict:
             "workload": {"kind": "train", "batch_size": 2, "seq_len": 16, "num_batches": 2},
             "strategies": strategies,
             "measure": {"warmup_iters": 1, "warmup_s": 0.0, "min_time_s": 0.0, "max_samples": 10,
-                        "timeout_s": 150}}
+                        "timeout_s": 150, "rounds": 1}}
 
 
 def points_of(data: dict):

@@ -49,7 +49,10 @@ def test_corrupt_line_in_the_middle_is_an_error(run_dir):
 
 def test_missing_file_reads_empty(tmp_path):
     assert results.read_records(tmp_path) == []
-    assert results.load_run(tmp_path).empty
+    with pytest.raises(results.BadInput, match="results.jsonl"):
+        results.load_run(tmp_path)  # not a run folder: no silent empty table
+    (tmp_path / results.RUN_FILE).write_text('{"state": "running"}')
+    assert results.load_run(tmp_path).empty  # a run that started and recorded nothing yet
 
 
 def test_latest_record_per_point_wins(run_dir):

@@ -17,7 +17,8 @@ from harness.run import launcher, rundir, runner
 from harness.suite.loader import parse_suite
 from harness.suite.sweep import expand
 
-FAST = {"warmup_iters": 1, "warmup_s": 0.0, "min_samples": 10, "min_time_s": 0.0, "max_samples": 10}
+FAST = {"warmup_iters": 1, "warmup_s": 0.0, "min_samples": 10, "min_time_s": 0.0, "max_samples": 10,
+        "rounds": 1}
 
 
 def points(seq_lens, timeouts=None, **extra):

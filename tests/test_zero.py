@@ -240,7 +240,8 @@ def test_zero_point_on_an_encoder_decoder_runs_under_deepspeed_bf16(tmp_path, op
         "workload": {"kind": "train", "batch_size": 2, "seq_len": 16, "num_batches": 2},
         "strategies": {"parallel": {"name": "zero", "stage": 2, "nproc": N},
                        "precision": "amp_bf16"},
-        "measure": {"warmup_iters": 1, "warmup_s": 0.0, "min_time_s": 0.0, "max_samples": 10}},
+        "measure": {"warmup_iters": 1, "warmup_s": 0.0, "min_time_s": 0.0, "max_samples": 10,
+                    "rounds": 1}},
         "t"), "cpu")
     runner.run_sweep([pt], tmp_path)
     (rec,) = results.read_records(tmp_path)
@@ -263,7 +264,8 @@ def test_one_rank_zero_points_run_every_stage(tmp_path, ops_env):
         "workload": {"kind": "train", "batch_size": 2, "seq_len": 16, "num_batches": 2},
         "strategies": {"parallel": {"name": "zero", "nproc": 1}},
         "sweep": {"grid": {"strategies.parallel.stage": [0, 1, 2, 3]}},
-        "measure": {"warmup_iters": 1, "warmup_s": 0.0, "min_time_s": 0.0, "max_samples": 10}},
+        "measure": {"warmup_iters": 1, "warmup_s": 0.0, "min_time_s": 0.0, "max_samples": 10,
+                    "rounds": 1}},
         "t"), "cpu")
     runner.run_sweep(points, tmp_path)
     records = results.read_records(tmp_path)

@@ -18,23 +18,56 @@ tokens/s, peak memory, MFU, and the speed-up and memory ratio against the baseli
 is ``harness.analyse.results.memory_metric``: the GPU allocator peak, else the CPU RSS above the
 pre-point baseline, else the raw RSS; the table caption names it. A failed
 point shows its status (``OOM``, ``timeout``, ``not supported``, ``error``, ``crashed``) in its
-cell and its reason under the table. Same input -> byte-identical output. Never imports torch.
+cell and its reason under the table. A flagged point (``contended``, ``noisy``, ``drift``,
+``single_round``: ``answers.point_flags``) gets a badge in its cell, and the summary counts them.
+Times read in ms, or s from 1000 ms on; bytes in KiB/MiB/GiB (``answers.fmt_ms``, ``fmt_bytes``).
+
+The report opens with the title, a short summary, then "Answers" (``answers.answers``: per
+workload and shape, the fastest and the leanest strategy against the baseline, or a tie), then
+the environment, the tables and the plots. Labels, the baseline and the grouping into tables
+come from ``harness.analyse.answers`` (``layout``, ``baselines``), so answers and tables name
+a strategy the same way. Same input -> byte-identical output. Never imports torch.
+
+"Where the time goes" (points with a profiled pass, ``measure.profile``; or a profile that
+``tbench profile`` saved as ``RUN_DIR/profiles/<id>/breakdown.json``): per point, the timed
+median beside the profiled step time, the regions in ms of the timed median
+(``answers.region_ms``) and a link to its trace (relative to the run folder: the HTML stays
+self-contained, traces are linked, not embedded); then its top operators by self time (and GPU
+kernels). The HTML adds one stacked bar per point and table (``plots.breakdown_figures``).
 """
 from __future__ import annotations
 
 import html
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.analyse.answers import (
+    MEMORY_TIE,
+    Layout,
+    answer_lines,
+    answers,
+    baselines,
+    fmt_bytes,
+    fmt_ms,
+    fmt_num,
+    layout,
+    point_flags,
+    region_ms,
+    region_shares,
+    row_labels,
+    sort_key,
+    table_groups,
+    value,
+)
 from harness.analyse.results import BadInput, RunFolder, memory_metric, read_run_folder
 
 __all__ = ["build_tables", "render_markdown", "render_html", "write_reports"]
 
-COLUMN_AXIS = "seq_len"
-POINT_LABEL = "point"  # the row key of last resort: the record's label
 STATUS_TEXT = {"oom": "OOM", "timeout": "timeout", "not_supported": "not supported",
-               "error": "error", "crashed": "crashed", "interrupted": "interrupted"}
+               "error": "error", "crashed": "crashed", "interrupted": "interrupted",
+               "contended": "contended"}
 ENV_HIGHLIGHTS = ("hostname", "python", "torch", "cuda", "cudnn", "nccl", "driver", "gpu",
                   "gpu_name", "gpu_count", "cpu", "cpu_count", "deepspeed", "git_commit", "git")
 
@@ -44,6 +77,7 @@ class Cell:
     status: str
     lines: list[str] = field(default_factory=list)
     point_id: str = ""
+    flags: tuple[str, ...] = ()  # badges: contended, noisy, drift, single_round
 
 
 @dataclass
@@ -59,68 +93,6 @@ class Table:
     row_axis: str = "strategy"  # what the rows are: the strategy axes, else the params named
 
 
-def _value(rec: dict, key: str):
-    if key == POINT_LABEL:
-        return rec.get("label", rec.get("point_id"))
-    return (rec.get("params") or {}).get(key)
-
-
-def _json(rec: dict, key: str) -> str:
-    return json.dumps(_value(rec, key), sort_keys=True, default=str)
-
-
-def _param_keys(records: list[dict]) -> list[str]:
-    """Every param name, in order of first appearance (the runner's: axis, then its params)."""
-    return list(dict.fromkeys(k for r in records for k in (r.get("params") or {})))
-
-
-def _strategy_keys(records: list[dict], keys: list[str]) -> list[str]:
-    """Those of ``keys`` that are strategy axes (``X`` with ``X.name`` among the params) or
-    their params (``X.window``)."""
-    params = set(_param_keys(records))
-    return [k for k in keys if f"{k.split('.')[0]}.name" in params]
-
-
-def _fixed_by_head(records: list[dict], key: str) -> bool:
-    """``X.p`` whose value is the same wherever ``X``'s is (a strategy's label carries its
-    params): grouping by ``X`` already tells its points apart."""
-    head = key.split(".")[0]
-    if head == key:
-        return False
-    seen: dict[str, str] = {}
-    return all(seen.setdefault(_json(r, head), _json(r, key)) == _json(r, key) for r in records)
-
-
-def _varying(records: list[dict]) -> list[str]:
-    keys = sorted(k for k in _param_keys(records) if len({_json(r, k) for r in records}) > 1)
-    return [k for k in keys if not _fixed_by_head(records, k)]
-
-
-def _apart(records: list[dict], keys: list[str]) -> bool:
-    """Whether ``keys`` give every point its own combination of values."""
-    return len({tuple(_json(r, k) for k in keys) for r in records}) == len(records)
-
-
-def _sort_key(v):
-    return (0, v, "") if isinstance(v, (int, float)) and not isinstance(v, bool) else (1, 0, str(v))
-
-
-def _fmt_bytes(n) -> str:
-    if n is None:
-        return "—"
-    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if abs(n) >= size:
-            return f"{n / size:.2f} {unit}"
-    return f"{n:.0f} B"
-
-
-def _fmt_num(x) -> str:
-    for suffix, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(x) >= size:
-            return f"{x / size:.3g}{suffix}"
-    return f"{x:.3g}"
-
-
 def _memory(rec: dict, metric: str):
     return (rec.get("metrics") or {}).get(metric)
 
@@ -128,20 +100,18 @@ def _memory(rec: dict, metric: str):
 def _cell(rec: dict | None, base: dict | None, mem_metric: str) -> Cell:
     if rec is None:
         return Cell("absent", ["—"])
-    status = rec.get("status", "error")
+    status, flags = rec.get("status", "error"), point_flags(rec)
     if status != "ok":
-        return Cell(status, [STATUS_TEXT.get(status, status)], rec.get("point_id", ""))
+        return Cell(status, [STATUS_TEXT.get(status, status)], rec.get("point_id", ""), flags)
     m = rec.get("metrics") or {}
     lines = []
     p50 = m.get("latency_ms_p50")
     if p50 is not None:
-        lo, hi = m.get("latency_ms_p50_ci_low"), m.get("latency_ms_p50_ci_high")
-        ci = f" [{lo:.3g}, {hi:.3g}]" if lo is not None and hi is not None else ""
-        lines.append(f"{p50:.3g} ms{ci}")
+        lines.append(fmt_ms(p50, m.get("latency_ms_p50_ci_low"), m.get("latency_ms_p50_ci_high")))
     if m.get("tokens_per_s") is not None:
-        lines.append(f"{_fmt_num(m['tokens_per_s'])} tok/s")
+        lines.append(f"{fmt_num(m['tokens_per_s'])} tok/s")
     if _memory(rec, mem_metric) is not None:
-        lines.append(_fmt_bytes(_memory(rec, mem_metric)))
+        lines.append(fmt_bytes(_memory(rec, mem_metric)))
     if m.get("mfu") is not None:
         lines.append(f"MFU {m['mfu']:.1%}")
     lines += _axis_lines(m)
@@ -151,7 +121,7 @@ def _cell(rec: dict | None, base: dict | None, mem_metric: str) -> Cell:
             lines.append(f"speed-up ×{bm['latency_ms_p50'] / p50:.2f}")
         if _memory(base, mem_metric) and _memory(rec, mem_metric) is not None:
             lines.append(f"mem ×{_memory(rec, mem_metric) / _memory(base, mem_metric):.2f}")
-    return Cell("ok", lines or ["ok"], rec.get("point_id", ""))
+    return Cell("ok", lines or ["ok"], rec.get("point_id", ""), flags)
 
 
 def _axis_lines(m: dict) -> list[str]:
@@ -160,9 +130,9 @@ def _axis_lines(m: dict) -> list[str]:
     if m.get("padding_efficiency") is not None and m["padding_efficiency"] < 1:
         lines.append(f"{m['padding_efficiency']:.1%} real tokens")
         if m.get("real_tokens_per_s") is not None:
-            lines.append(f"{_fmt_num(m['real_tokens_per_s'])} real tok/s")
+            lines.append(f"{fmt_num(m['real_tokens_per_s'])} real tok/s")
     if m.get("model_state_bytes_max") is not None:
-        lines.append(f"model states {_fmt_bytes(m['model_state_bytes_max'])}/rank")
+        lines.append(f"model states {fmt_bytes(m['model_state_bytes_max'])}/rank")
     if m.get("loss_parity_rel_diff") is not None:
         flag = "" if m.get("loss_parity_ok", True) else " (beyond tolerance)"
         lines.append(f"loss vs fp32 {m['loss_parity_rel_diff']:.1e}{flag}")
@@ -175,74 +145,30 @@ def _axis_lines(m: dict) -> list[str]:
     return lines
 
 
-def _pick_baseline(row_labels: list[str], row_parts: dict[str, tuple], wanted: str | None):
-    if not row_labels:
-        return None
-    for label in row_labels:
-        if wanted is not None and (label == wanted or wanted in row_parts[label]):
-            return label
-    if wanted is not None:
-        raise BadInput(f"baseline strategy {wanted!r} not found; rows are: {', '.join(row_labels)}")
-    for label in row_labels:
-        if "dense" in row_parts[label]:
-            return label
-    return row_labels[0]
-
-
 def build_tables(records: list[dict], baseline: str | None = None) -> list[Table]:
     """Group records into one table per question (see the module docstring)."""
-    varying = _varying(records)
-    col = COLUMN_AXIS if COLUMN_AXIS in varying else None
-    strategy_rows = _strategy_keys(records, [k for k in _param_keys(records) if k in varying])
-    row_keys = strategy_rows or [k for k in varying if k != col]
-    table_keys = [k for k in varying if k != col and k not in row_keys]
-    if not _apart(records, varying):
-        row_keys = row_keys + [POINT_LABEL]
-    row_axis = "strategy" if row_keys == strategy_rows else " · ".join(row_keys)
-    groups: dict[tuple, list[dict]] = {}
-    for r in records:
-        tkey = tuple(json.dumps(_value(r, k), sort_keys=True) for k in table_keys)
-        groups.setdefault(tkey, []).append(r)
-    tables, found_baseline = [], baseline is None
-    for tkey in sorted(groups, key=lambda t: [_sort_key(json.loads(v)) for v in t]):
-        recs = groups[tkey]
-        title = (", ".join(f"{k} = {json.loads(v)}" for k, v in zip(table_keys, tkey))
-                 or " × ".join(row_keys + ([col] if col else [])) or "all points")
-        try:
-            tables.append(_table(title, recs, row_keys, col, baseline, row_axis))
-            found_baseline = True
-        except BadInput:
-            tables.append(_table(title, recs, row_keys, col, None, row_axis))
-    if not found_baseline:
-        _table("", records, row_keys, col, baseline, row_axis)  # raises the clear error
+    lay = layout(records)
+    groups = table_groups(records, lay)
+    tables = []
+    for (tkey, recs), base_label in zip(groups, baselines(groups, lay, baseline)):
+        title = (", ".join(f"{k} = {v}" for k, v in zip(lay.tables, tkey))
+                 or " × ".join(lay.rows + ((lay.column,) if lay.column else ())) or "all points")
+        tables.append(_table(title, recs, lay, base_label))
     return tables
 
 
-def _table(title, recs, row_keys, col, baseline, row_axis) -> Table:
+def _table(title: str, recs: list[dict], lay: Layout, base_label: str | None) -> Table:
     mem_metric = memory_metric(recs)
-    row_parts: dict[str, tuple] = {}
-    for r in recs:
-        parts = tuple(str(_value(r, k)) for k in row_keys)
-        row_parts.setdefault(" · ".join(parts) or str(r.get("suite", "run")), parts)
-    order = {}
-    for r in recs:  # keep suite order: first appearance by record index
-        label = next(lbl for lbl, p in row_parts.items()
-                     if p == tuple(str(_value(r, k)) for k in row_keys))
-        order.setdefault(label, r.get("index", 0))
-    row_labels = sorted(row_parts, key=lambda lbl: (order[lbl], lbl))
-    columns = sorted({_value(r, col) for r in recs}, key=_sort_key) if col else [None]
-    cells: dict[tuple, dict] = {}
-    for r in recs:
-        label = " · ".join(str(_value(r, k)) for k in row_keys) or str(r.get("suite", "run"))
-        cells[(label, _value(r, col) if col else None)] = r
-    base_label = _pick_baseline(row_labels, row_parts, baseline)
+    col = lay.column
+    columns = sorted({value(r, col) for r in recs}, key=sort_key) if col else [None]
+    cells = {(lay.row_label(r), value(r, col) if col else None): r for r in recs}
     rows = [(lbl, [_cell(cells.get((lbl, c)), cells.get((base_label, c)), mem_metric)
-                   for c in columns]) for lbl in row_labels]
+                   for c in columns]) for lbl in row_labels(recs, lay)]
     failures = [(r.get("label", r.get("point_id", "")), STATUS_TEXT.get(r["status"], r["status"]),
-                 (r.get("error") or "").strip().splitlines()[-1:][0] if r.get("error") else "")
+                 next(iter((r.get("error") or "").strip().splitlines()[-1:]), ""))
                 for r in sorted(recs, key=lambda r: r.get("index", 0)) if r.get("status") != "ok"]
     return Table(title, col, [str(c) for c in columns] if col else ["result"], rows, base_label,
-                 mem_metric, failures, recs, row_axis or "strategy")
+                 mem_metric, failures, recs, lay.row_axis or "strategy")
 
 
 def status_counts(records: list[dict]) -> dict[str, int]:
@@ -272,7 +198,132 @@ def summary(run: RunFolder) -> dict:
             "started": str(run.run.get("started_at", run.run.get("started", ""))),
             "finished": str(run.run.get("finished_at", run.run.get("finished", ""))),
             "points": len(run.records), "counts": status_counts(run.records),
-            "env": env_highlights(run.env)}
+            "flags": flag_counts(run.records), "env": env_highlights(run.env)}
+
+
+def flag_counts(records: list[dict]) -> dict[str, int]:
+    """Points per badge, in ``answers.FLAGS`` order: ``{"contended": 3, "noisy": 5}``."""
+    out: dict[str, int] = {}
+    for r in records:
+        for f in point_flags(r):
+            out[f] = out.get(f, 0) + 1
+    return out
+
+
+def answers_intro(records: list[dict]) -> str:
+    return ("Per workload and shape: the fastest strategy (lowest latency p50) and the leanest "
+            f"(lowest peak memory, {memory_metric(records)}), against the baseline; a tie when "
+            f"the 95% CIs overlap (memory: within {MEMORY_TIE:.0%}). ⚠ marks a flagged point "
+            "(contended, noisy, drift, single_round).")
+
+
+PROFILE_FILE = "breakdown.json"  # in RUN_DIR/profiles/<point id>/, written by `tbench profile`
+
+
+@dataclass
+class Profiled:
+    """One profiled point, as the report shows it."""
+
+    label: str
+    p50: float | None  # timed median (ms)
+    step_ms: float | None  # profiled step (ms)
+    regions: list[tuple[str, float, float]]  # (region, ms of the timed median, share)
+    top_ops: list[dict]  # {name, self_ms, share, calls} per step
+    kernels: list[dict]  # {name, ms, share, calls} per step (GPU)
+    trace: str | None  # relative to the run folder
+    snapshot: str | None  # CUDA memory snapshot, relative to the run folder
+
+
+def saved_profiles(run_dir) -> dict[str, dict]:
+    """Point id -> the ``profile_*`` metrics ``tbench profile`` saved for it."""
+    out = {}
+    for path in sorted(Path(run_dir).glob(f"profiles/*/{PROFILE_FILE}")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and isinstance(data.get("point_id"), str):
+            out[data["point_id"]] = {k: v for k, v in data.items() if k.startswith("profile_")}
+    return out
+
+
+def with_profiles(run: RunFolder) -> list[dict]:
+    """The run's records, a saved profile added to an ok record that has none of its own."""
+    saved, out = saved_profiles(run.path), []
+    for rec in run.records:
+        extra = saved.get(rec.get("point_id")) if rec.get("status") == "ok" else None
+        if extra and not region_ms(rec):
+            rec = dict(rec, metrics={**(rec.get("metrics") or {}), **extra})
+        out.append(rec)
+    return out
+
+
+def profiled(records: list[dict]) -> list[Profiled]:
+    out = []
+    for rec in sorted(records, key=lambda r: r.get("index", 0)):
+        ms, shares, m = region_ms(rec), region_shares(rec), rec.get("metrics") or {}
+        if not ms:
+            continue
+        regions = sorted(((r, t, shares[r]) for r, t in ms.items() if t > 0), key=lambda x: -x[1])
+        out.append(Profiled(str(rec.get("label", rec.get("point_id"))), m.get("latency_ms_p50"),
+                            m.get("profile_step_ms"), regions, list(m.get("profile_top_ops") or []),
+                            list(m.get("profile_kernels") or []), link(m.get("profile_trace")),
+                            link(m.get("profile_memory_snapshot"))))
+    return out
+
+
+def link(path) -> str | None:
+    """A file of the run folder as a relative link; None for anything else (no scheme, no
+    absolute path: a record cannot make the report link elsewhere)."""
+    text = str(path) if path else ""
+    if not re.fullmatch(r"[\w.+-]+(/[\w.+-]+)*", text) or ".." in text.split("/"):
+        return None
+    return text
+
+
+def profile_intro(points: list[Profiled], records: list[dict]) -> str:
+    basis = sorted({str((r.get("metrics") or {}).get("profile_time_basis")) for r in records
+                    if region_ms(r)})
+    return (f"{len(points)} profiled point(s): a few steps under torch.profiler after the timed "
+            f"samples (time basis: {', '.join(basis)}; cpu = CPU time of the step, device = GPU "
+            "kernel time). Regions are shares of the profiled step times the timed median, in "
+            "ms; the profiled step beside the timed median shows the profiler's overhead. Open a "
+            "trace in https://ui.perfetto.dev or chrome://tracing.")
+
+
+def regions_text(p: Profiled, limit: int = 5) -> str:
+    shown = [f"{r} {fmt_ms(t)} ({share:.0%})" for r, t, share in p.regions[:limit]]
+    rest = sum(t for _, t, _ in p.regions[limit:])
+    return ", ".join(shown + ([f"rest {fmt_ms(rest)}"] if rest > 0 else []))
+
+
+def step_text(p: Profiled) -> str:
+    if p.step_ms is None:
+        return "—"
+    return fmt_ms(p.step_ms) + (f" (×{p.step_ms / p.p50:.2f})" if p.p50 else "")
+
+
+def _profile_markdown(records: list[dict]) -> list[str]:
+    points = profiled(records)
+    if not points:
+        return []
+    out = ["", "## Where the time goes", "", _md(profile_intro(points, records)), "",
+           "| point | timed p50 | profiled step | regions | trace |", "|---|---:|---:|---|---|"]
+    for p in points:
+        files = f"[trace]({p.trace})" if p.trace else "—"
+        files += f", [memory]({p.snapshot})" if p.snapshot else ""
+        out.append(f"| {_md(p.label)} | {fmt_ms(p.p50) if p.p50 is not None else '—'} | "
+                   f"{step_text(p)} | {_md(regions_text(p))} | {files} |")
+    for p in points:
+        out += ["", f"### Top operators: {_md(p.label)}", "",
+                "| operator | self ms/step | share | calls/step |", "|---|---:|---:|---:|"]
+        out += [f"| {_md(o['name'])} | {o['self_ms']:.3g} | {o['share']:.1%} | {o['calls']:g} |"
+                for o in p.top_ops]
+        if p.kernels:
+            out += ["", "| GPU kernel | ms/step | share | calls/step |", "|---|---:|---:|---:|"]
+            out += [f"| {_md(k['name'])} | {k['ms']:.3g} | {k['share']:.1%} | {k['calls']:g} |"
+                    for k in p.kernels]
+    return out
 
 
 def _md(text) -> str:
@@ -282,14 +333,19 @@ def _md(text) -> str:
 
 def render_markdown(run: RunFolder, baseline: str | None = None) -> str:
     s, tables = summary(run), build_tables(run.records, baseline)
+    found = answer_lines(answers(run.records, baseline), limit=None)
     out = [f"# tbench report: {_md(s['suite'])}", "",
            f"- device: {_md(s['device'])}", f"- points: {s['points']} ("
            + ", ".join(f"{_md(k)}: {v}" for k, v in s["counts"].items()) + ")"]
+    if s["flags"]:
+        out.append("- flagged: " + ", ".join(f"{v} {_md(k)}" for k, v in s["flags"].items()))
     if s["started"]:
         out.append(f"- started: {_md(s['started'])}, finished: {_md(s['finished'])}")
     if s["fingerprint"]:
         out.append(f"- environment fingerprint: `{_md(s['fingerprint'])}`")
-    out += [f"- {_md(k)}: {_md(v)}" for k, v in s["env"]]
+    out += ["", "## Answers", "", answers_intro(run.records), ""]
+    out += [f"- {_md(line)}" for line in found] or ["No group holds two ok points to compare."]
+    out += ["", "## Environment", ""] + [f"- {_md(k)}: {_md(v)}" for k, v in s["env"]]
     for t in tables:
         out += ["", f"## {_md(t.title)}", ""]
         if t.baseline:
@@ -304,11 +360,14 @@ def render_markdown(run: RunFolder, baseline: str | None = None) -> str:
         out.append("|---|" + "---:|" * len(t.columns))
         for label, cells in t.rows:
             out.append(f"| {_md(label)} | "
-                       + " | ".join("<br>".join(_md(x) for x in c.lines) for c in cells) + " |")
+                       + " | ".join("<br>".join([_md(x) for x in c.lines]
+                                                + [f"⚠ {_md(f)}" for f in c.flags])
+                                    for c in cells) + " |")
         if t.failures:
             out += ["", "Failures:", ""]
             out += [f"- {_md(lbl)}: {_md(st)}" + (f" — {_md(why)}" if why else "")
                     for lbl, st, why in t.failures]
+    out += _profile_markdown(with_profiles(run))
     return "\n".join(out) + "\n"
 
 
@@ -327,9 +386,15 @@ def render_html(run: RunFolder, baseline: str | None = None) -> str:
     env = jinja2.Environment(loader=jinja2.PackageLoader("harness.analyse", "templates"),
                              autoescape=True, keep_trailing_newline=True)
     data = {"run": run.run, "records": run.records, "summary": summary(run)}
+    records = with_profiles(run)
+    points = profiled(records)
     return env.get_template("report.html.j2").render(
         s=summary(run), tables=tables, figures=plots.figures(run.records, tables),
-        data_json=embedded_json(data))
+        profiled=points, profile_intro=profile_intro(points, records) if points else "",
+        profile_figures=plots.breakdown_figures(records, tables),
+        regions_text=regions_text, step_text=step_text, fmt_ms=fmt_ms,
+        answers=answer_lines(answers(run.records, baseline), limit=None),
+        answers_intro=answers_intro(run.records), data_json=embedded_json(data))
 
 
 def write_reports(run_dir, formats=("md", "html"), baseline: str | None = None) -> list[Path]:

@@ -21,7 +21,8 @@ Output:
     suite.resolved.json; non-finite floats read as None): the one loader that report, compare,
     gate and export use. A folder (or a ``results.jsonl`` path) that is missing, holds no
     results file or an unreadable one raises ``BadInput`` (a user error, CLI exit code 2);
-  * ``load_run(run_dir)`` -> pandas DataFrame, one row per point: provenance columns
+  * ``load_run(run_dir)`` -> pandas DataFrame, one row per point (``BadInput`` as above, except
+    that a started run with no record yet gives no rows): provenance columns
     (``PROVENANCE``), then every swept/key parameter (dotted names, e.g. ``attention``,
     ``attention.window``, ``seq_len``), then every metric of ``METRICS`` (units in the names;
     missing = NaN/None, never 0), then ``samples_ms`` (list of ms), ``warnings`` and ``ranks``;
@@ -49,7 +50,8 @@ ENV_FILE = "env.json"
 RESOLVED_FILE = "suite.resolved.json"
 CORRUPT_FILE = RESULTS_FILE + ".corrupt"
 
-STATUSES = ("ok", "oom", "error", "crashed", "timeout", "not_supported", "interrupted")
+STATUSES = ("ok", "oom", "error", "crashed", "timeout", "not_supported", "interrupted",
+            "contended")
 
 PROVENANCE = (
     "point_id", "label", "suite", "index", "status", "error", "stderr_tail",
@@ -262,9 +264,11 @@ def read_run_folder(run_dir: str | os.PathLike) -> RunFolder:
     if path.is_file() and path.name == RESULTS_FILE:
         path = path.parent
     if not path.is_dir():
-        raise BadInput(f"{run_dir}: not a run folder (no such directory)")
+        raise BadInput(f"{run_dir}: not a run folder (no such directory); give the folder "
+                       f"`tbench run` wrote (runs/<suite>-<time>) or its {RESULTS_FILE}")
     if not (path / RESULTS_FILE).is_file():
-        raise BadInput(f"{run_dir}: not a run folder (no {RESULTS_FILE})")
+        raise BadInput(f"{run_dir}: not a run folder (it has no {RESULTS_FILE}); give the folder "
+                       f"`tbench run` wrote (runs/<suite>-<time>) or its {RESULTS_FILE}")
     try:
         records = latest_records(read_records(path))
     except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
@@ -317,9 +321,11 @@ def frame(records: list[dict[str, Any]], run: dict[str, Any]) -> "pd.DataFrame":
 
 
 def load_run(run_dir: str | os.PathLike) -> "pd.DataFrame":
-    """One row per point of ``run_dir`` (the latest record of each); no rows before the first
-    result is written."""
-    if not (Path(run_dir) / RESULTS_FILE).exists():
-        return frame([], {})
+    """One row per point of ``run_dir`` (the latest record of each). A run that has started
+    (``run.json`` written) but recorded no point yet gives no rows; a folder that does not exist
+    or is not a run folder raises ``BadInput`` (as ``read_run_folder``)."""
+    path = Path(run_dir)
+    if path.is_dir() and (path / RUN_FILE).is_file() and not (path / RESULTS_FILE).exists():
+        return frame([], read_run_info(path))
     run = read_run_folder(run_dir)
     return frame(run.records, run.run)

@@ -14,6 +14,9 @@ Conventions (pinned by tests/test_stats.py with hand-computed values):
     ``B ~ Binomial(n, 1/2)``; its coverage is at least 95%. Fewer than 6 samples give no
     interval (None), since even ``[min, max]`` covers the median with less than 95%.
 
+``summarize_rounds(rounds_ms)``: the same metrics for a point measured in several worker
+processes, with the headline and its CI from the round medians (see its docstring).
+
 Never imports torch: runs on a CPU-only CI box.
 """
 from __future__ import annotations
@@ -118,6 +121,47 @@ def summarize(samples_ms: Sequence[float]) -> dict[str, float | int | None]:
         "latency_ms_p50_ci_high": high,
         "n_samples": len(samples_ms),
     }
+
+
+ROUND_METRICS = ("n_rounds", "latency_ms_round_p50s", "latency_ms_between_round_cv")
+
+
+def t_quantile(q: float, df: int) -> float:
+    from scipy.stats import t
+
+    return float(t.ppf(q, df))
+
+
+def summarize_rounds(rounds_ms: Sequence[Sequence[float]], confidence: float = 0.95) -> dict:
+    """The latency metrics of a point measured in several worker processes (rounds).
+
+    Model: a round's median is one draw of "the step's typical time in a fresh process" (its
+    within-round noise included); rounds differ by between-process and between-minute drift.
+    With R >= 2 rounds of samples:
+      * ``latency_ms_p50`` is the MEAN of the R round medians;
+      * its CI is Student's t interval over the round medians,
+        ``mean ± t(1 - (1 - confidence)/2, R - 1) · s / sqrt(R)`` (``s``: their sample standard
+        deviation), so drift between processes widens it and nothing pretends that samples
+        of one process are independent draws of the next one's;
+      * the spread metrics (mean, std, IQR, p10, p90, p99, n_samples) are of the pooled samples;
+      * ``latency_ms_between_round_cv`` = s / mean of the round medians.
+    With one round it is ``summarize`` (the median and its distribution-free CI), plus
+    ``n_rounds`` = 1 and no between-round figure.
+    """
+    rounds = [list(r) for r in rounds_ms if r]
+    pooled = [x for r in rounds for x in r]
+    out = summarize(pooled)
+    medians = [median(r) for r in rounds]
+    out.update(n_rounds=len(rounds), latency_ms_round_p50s=medians,
+               latency_ms_between_round_cv=None)
+    if len(rounds) < 2:
+        return out
+    m, s = mean(medians), stdev(medians)
+    half = t_quantile(1 - (1 - confidence) / 2, len(medians) - 1) * s / math.sqrt(len(medians))
+    out.update(latency_ms_p50=m, latency_ms_p50_ci_low=max(m - half, 0.0),
+               latency_ms_p50_ci_high=m + half,
+               latency_ms_between_round_cv=s / m if m > 0 else None)
+    return out
 
 
 def noise_warning(samples_ms: Sequence[float], threshold: float = 0.10) -> str | None:

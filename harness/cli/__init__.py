@@ -1,10 +1,11 @@
-"""The ``tbench`` command line (typer + rich): ``run``, ``list``, ``env`` (``harness.cli.run``) and
-``report``, ``compare``, ``gate``, ``export`` (``harness.cli.analyse``), all registered on
+"""The ``tbench`` command line (typer + rich): ``run``, ``list``, ``env`` (``harness.cli.run``),
+``report``, ``compare``, ``gate``, ``export`` (``harness.cli.analyse``) and ``profile``
+(``harness.cli.profile``), all registered on
 ``harness.cli.app.app``; bad input of any command is handled by ``harness.cli.errors``.
 """
 from __future__ import annotations
 
-from harness.cli import analyse, run  # noqa: F401  (register their commands)
+from harness.cli import analyse, profile, run  # noqa: F401  (register their commands)
 from harness.cli.app import app
 
 

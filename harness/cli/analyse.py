@@ -12,8 +12,13 @@ from typing import List, Optional
 
 import typer
 
-from harness.cli.app import app
+from harness.cli.app import app, default
 from harness.cli.errors import fail, user_errors
+
+# harness.analyse.compare.DEFAULT_METRICS, spelled out so --help need not import scipy
+# (tests/test_cli.py checks they agree).
+METRICS_DEFAULT = default("latency_ms_p50, flops_per_step, model_state_bytes_max, "
+                          "padding_efficiency, mem_peak_allocated_bytes")
 
 
 def parse_threshold(text: str) -> float:
@@ -43,7 +48,8 @@ def _emit(cmp, json_out: Optional[Path]) -> None:
 @app.command()
 def report(run_dir: Path = typer.Argument(..., help="run folder"),
            format: str = typer.Option("md,html", "--format", help="md, html or md,html"),
-           baseline: Optional[str] = typer.Option(None, help="baseline strategy label")):
+           baseline: Optional[str] = typer.Option(
+               None, help="baseline strategy label" + default("the dense row, else the first row"))):
     """Write report.md / report.html into a run folder."""
     from harness.analyse.report import write_reports
 
@@ -58,9 +64,10 @@ def report(run_dir: Path = typer.Argument(..., help="run folder"),
 def compare(base_run: Path = typer.Argument(..., help="baseline run folder or results.jsonl"),
             current_run: Path = typer.Argument(..., help="current run folder or results.jsonl"),
             threshold: str = typer.Option("5%", help="timing change that matters"),
-            metric: Optional[List[str]] = typer.Option(None, "--metric", help="repeatable"),
-            json_out: Optional[Path] = typer.Option(None, "--json", help="write the JSON verdict"),
-            force: bool = typer.Option(False, help="compare across environments"),
+            metric: Optional[List[str]] = typer.Option(None, "--metric", help="repeatable" + METRICS_DEFAULT),
+            json_out: Optional[Path] = typer.Option(None, "--json", help="write the JSON verdict"
+                                                    + default("none")),
+            force: bool = typer.Option(False, help="compare across environments (fingerprints differ)"),
             deterministic_only: bool = typer.Option(False, help="timing informational only")):
     """Compare two runs point by point: exit 1 on a regression, 2 on bad input."""
     from harness.analyse import compare as cmp_mod
@@ -76,30 +83,42 @@ def compare(base_run: Path = typer.Argument(..., help="baseline run folder or re
 
 @app.command()
 def gate(suite: Path = typer.Argument(..., help="suite YAML"),
-         baseline: Optional[Path] = typer.Option(None, help="baseline run folder or results.jsonl"),
-         out: Optional[Path] = typer.Option(None, help="run folder to write (default: a new one under runs/)"),
-         set_: Optional[List[str]] = typer.Option(None, "--set", help="override key=value"),
+         baseline: Optional[Path] = typer.Option(None, help="baseline run folder or results.jsonl; "
+                                                            "give this or --ab" + default("none")),
+         out: Optional[Path] = typer.Option(None, help="run folder to write"
+                                            + default("runs/gate-<time>, runs/ab-<time> with --ab")),
+         set_: Optional[List[str]] = typer.Option(None, "--set", help="override key=value; repeatable"
+                                                  + default("none")),
          ab: Optional[List[str]] = typer.Option(
              None, "--ab", help="A/B mode: give twice, BASE then CANDIDATE, each a "
-                                "';'-separated list of key=value overrides"),
-         rounds: int = typer.Option(3, min=1, help="A/B rounds (ABBA order)"),
-         threshold: str = typer.Option("5%"),
-         metric: Optional[List[str]] = typer.Option(None, "--metric"),
-         json_out: Optional[Path] = typer.Option(None, "--json"),
-         force: bool = typer.Option(False),
+                                "';'-separated list of key=value overrides" + default("none")),
+         rev: Optional[str] = typer.Option(
+             None, "--rev", help="git revision to compare the working tree with: the suite runs "
+                                 "on both (a temporary worktree), interleaved round by round"
+                                 + default("none")),
+         rounds: int = typer.Option(3, min=2, help="rounds per side for --ab and --rev "
+                                                   "(alternating order)" + default("3")),
+         threshold: str = typer.Option("5%", help="timing change that matters"),
+         metric: Optional[List[str]] = typer.Option(None, "--metric", help="repeatable" + METRICS_DEFAULT),
+         json_out: Optional[Path] = typer.Option(None, "--json", help="write the JSON verdict"
+                                                 + default("none")),
+         force: bool = typer.Option(False, help="compare across environments (fingerprints differ)"),
          deterministic_only: bool = typer.Option(False, help="timing informational only (CPU CI)")):
-    """Run a suite and compare it with a baseline (or run an interleaved A/B)."""
+    """Run a suite and compare it with a baseline run, an A/B of two configs, or a git revision."""
     from harness.analyse import compare as cmp_mod
     from harness.run import gate as gate_mod
 
     t = parse_threshold(threshold)
     metrics = tuple(metric or cmp_mod.DEFAULT_METRICS)
-    if (baseline is None) == (not ab):
-        raise fail("give exactly one of --baseline FILE_OR_RUN or --ab BASE --ab CANDIDATE")
+    if sum((baseline is not None, bool(ab), rev is not None)) != 1:
+        raise fail("give exactly one of --baseline FILE_OR_RUN, --ab BASE --ab CANDIDATE, --rev REV")
     if ab and len(ab) != 2:
         raise fail(f"--ab: got {len(ab)} value(s), allowed: exactly two (BASE then CANDIDATE)")
     with user_errors():
-        if ab:
+        if rev is not None:
+            cmp = gate_mod.rev_gate(suite, rev, out, list(set_ or []), rounds=rounds, threshold=t,
+                                    metrics=metrics, timing_informational=deterministic_only)
+        elif ab:
             cmp = gate_mod.ab_gate(suite, gate_mod.parse_spec(ab[0]), gate_mod.parse_spec(ab[1]),
                                    out, list(set_ or []), rounds=rounds, threshold=t,
                                    metrics=metrics, timing_informational=deterministic_only)
@@ -114,7 +133,8 @@ def gate(suite: Path = typer.Argument(..., help="suite YAML"),
 def export(run_dir: Path = typer.Argument(..., help="run folder"),
            format: str = typer.Option(..., "--format",
                                       help="pytest-benchmark | github-action-benchmark | csv | parquet"),
-           out: Optional[Path] = typer.Option(None, help="output file (folder for github-action-benchmark)")):
+           out: Optional[Path] = typer.Option(None, help="output file (folder for github-action-benchmark)"
+                                              + default("RUN_DIR/export/"))):
     """Export a run to other tools' formats."""
     from harness.analyse.export import export as do_export
 

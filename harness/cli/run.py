@@ -1,15 +1,21 @@
 """The ``run``, ``list`` and ``env`` commands of the ``tbench`` CLI.
 
     tbench run SUITE [--out DIR] [--device auto|cpu|cuda] [--set PATH=VALUE]... [--resume]
-                     [--on-corrupt refuse|skip] [--dry-run]
+                     [--on-corrupt refuse|skip] [--dry-run] [--profile]
     tbench list        strategies per axis (documented parameters), model presets, metrics
     tbench env         the environment a run records (harness.run.env.collect_env)
 
-``run`` validates and expands the whole sweep before anything runs, writes
+``run`` validates and expands the whole sweep, and refuses ``cuda`` (from ``--device`` or the
+suite's ``device``) when torch sees no CUDA device, before anything runs; then it writes
 ``RUN_DIR/suite.resolved.json`` (source, device, overrides, the resolved suite and every point),
 runs the points (harness.run.runner), writes the reports, and prints the results path last on stdout.
 ``--on-corrupt`` decides what ``--resume`` does with a corrupt line of results.jsonl: ``refuse``
-(an error naming the file and the line) or ``skip`` (set aside with a warning; its point reruns).
+(an error naming the file and the line) or ``skip`` (set aside with a warning; its point is recorded again from rounds.jsonl, else reruns).
+``--dry-run`` lists the points, even for a ``cuda`` run on a machine without CUDA (a warning says
+so: the listing is for planning), and the duration the previous runs under ``runs/`` measured for
+the same points (``estimate_duration``: reads only their results.jsonl files, never torch).
+``--profile`` is ``--set measure.profile=true``: each point's last round adds a profiled pass
+after its timed samples (``harness.measure.profiling``; a profiled point has its own id).
 Exit codes: 0 every point ok or not supported, 2 bad usage or input or an I/O failure of the run
 folder (disk full, read-only, permission denied: one ``error:`` line, never a traceback; what was
 measured stays on disk), 3 some points failed (oom / error / crashed / timeout), 130 interrupted by
@@ -26,11 +32,15 @@ from typing import List, Optional
 import typer
 from rich.table import Table
 
-from harness.cli.app import app, console
+from harness.analyse.results import RESULTS_FILE
+from harness.cli.app import app, console, default
 from harness.cli.errors import user_errors
 from harness.suite.errors import SuiteError
 
-FAILED = ("oom", "error", "crashed", "timeout", "interrupted")
+FAILED = ("oom", "error", "crashed", "timeout", "interrupted", "contended")
+FLAG_TEXT = {"contended": "measured while other work used the machine",
+             "noisy": "a round with IQR/median >= 10%",
+             "drift": "round medians differ by more than 5%"}
 
 
 class Device(str, Enum):
@@ -62,7 +72,20 @@ def _summary_table(summary) -> Table:
         table.add_row(status, str(n))
     if summary.skipped:
         table.add_row("already done (resume)", str(summary.skipped))
+    for flag, n in sorted(summary.flags.items()):
+        table.add_row(f"⚠ {flag}: {FLAG_TEXT.get(flag, flag)}", str(n))
     return table
+
+
+def _answers(run_dir: Path) -> list[str]:
+    """The run's answers (fastest / leanest strategy per group of comparable points)."""
+    from harness.analyse.answers import answer_lines, answers
+    from harness.analyse.results import BadInput, read_run_folder
+
+    try:
+        return answer_lines(answers(read_run_folder(run_dir).records))
+    except BadInput:
+        return []
 
 
 def _failures(run_dir: Path) -> list[str]:
@@ -78,6 +101,73 @@ def _failures(run_dir: Path) -> list[str]:
             last = ((rec.get("error") or "").strip().splitlines() or ["(no error text)"])[-1]
             lines.append(f"{rec.get('label')}: {rec['status']}: {last}")
     return lines
+
+
+def _cuda_missing(dev: str, explicit: bool, suite: Path) -> str | None:
+    """The error line when the points are to run on CUDA and torch sees no CUDA device."""
+    if dev != "cuda":
+        return None
+    import torch
+
+    if torch.cuda.is_available():
+        return None
+    where = "--device cuda" if explicit else f"{suite}: device: cuda"
+    return (f"{where}: no CUDA device is visible (torch.cuda.is_available() is False); "
+            "use --device cpu or auto")
+
+
+def previous_durations(root: Path, point_ids) -> dict[str, tuple[float, Path]]:
+    """point id -> (``duration_s``, run folder) of its latest final record among the runs under
+    ``root`` (``root/*/results.jsonl``, read in modification order, so a later run wins).
+    Unreadable files and lines are skipped; ``interrupted`` records (partial) do not count."""
+    wanted, found = set(point_ids), {}
+    try:
+        files = sorted(root.glob(f"*/{RESULTS_FILE}"), key=lambda f: f.stat().st_mtime)
+    except OSError:
+        return {}
+    for path in files:
+        try:
+            lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            try:
+                rec = json.loads(line)
+            except (ValueError, RecursionError):
+                continue
+            if not isinstance(rec, dict) or not isinstance(rec.get("point_id"), str):
+                continue
+            took = rec.get("duration_s")
+            if (rec["point_id"] in wanted and rec.get("status") != "interrupted"
+                    and isinstance(took, (int, float)) and took >= 0):
+                found[rec["point_id"]] = (float(took), path.parent)
+    return found
+
+
+def human_duration(seconds: float) -> str:
+    """``42 s``, ``3 min 20 s``, ``1 h 05 min``."""
+    s = round(seconds)
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
+def estimate_duration(root: Path, point_ids: list[str]) -> str:
+    """One line: the sum of the points' previous durations (an unmeasured point counted at the
+    mean of the measured ones), where they come from, how many are unknown."""
+    found = previous_durations(root, point_ids)
+    if not found:
+        return f"estimated duration: unknown (no previous run of these points under {root})"
+    known = [found[p][0] for p in point_ids if p in found]
+    unknown = len(point_ids) - len(known)
+    total = sum(known) + unknown * sum(known) / len(known)
+    folders = sorted({str(folder) for _took, folder in found.values()})
+    where = folders[-1] if len(folders) == 1 else f"{len(folders)} runs under {root}"
+    tail = f"; {unknown} unknown, counted at the mean" if unknown else ""
+    return (f"estimated duration: ~{human_duration(total)} (from {len(known)} of {len(point_ids)} "
+            f"points measured in {where}{tail})")
 
 
 class SweepProgress:
@@ -110,6 +200,9 @@ class SweepProgress:
             self.bar.stop()
 
     def update(self, event) -> None:
+        self.total = event.total  # rounds: one event per round of every point
+        if self.bar is not None:
+            self.bar.update(self.task, total=event.total)
         if event.kind == "start":
             if self.bar is not None:
                 self.bar.update(self.task, description=event.label)
@@ -125,31 +218,52 @@ class SweepProgress:
 @app.command()
 def run(
     suite: Path = typer.Argument(..., help="suite YAML file, e.g. suites/attention.yaml"),
-    out: Optional[Path] = typer.Option(None, "--out", help="run folder [default: runs/<suite>-<time>]"),
-    device: Optional[Device] = typer.Option(None, "--device", help="[default: the suite's device, auto]"),
+    out: Optional[Path] = typer.Option(None, "--out", help="run folder" + default("runs/<suite>-<time>")),
+    device: Optional[Device] = typer.Option(
+        None, "--device", help="where the points run: auto (cuda if available, else cpu), cpu or cuda"
+                               + default("the suite's device, auto")),
     set_: List[str] = typer.Option([], "--set", metavar="PATH=VALUE",
                                    help="override a field (workload.seq_len=256) or a sweep axis "
-                                        "(workload.seq_len=[128,256]); repeatable"),
+                                        "(workload.seq_len=[128,256]); repeatable" + default("none")),
     variant: List[str] = typer.Option([], "--variant", metavar="NAME",
                                       help="apply the suite's variants.NAME after the device profile "
-                                           "(e.g. quick: sized for a short run); repeatable"),
-    resume: bool = typer.Option(False, "--resume", help="finish the run in --out, skipping finished points"),
+                                           "(e.g. quick: sized for a short run); repeatable"
+                                           + default("none")),
+    resume: bool = typer.Option(False, "--resume", help="finish the run in --out, skipping finished "
+                                                        "points" + default("off")),
     on_corrupt: OnCorrupt = typer.Option(OnCorrupt.refuse, "--on-corrupt",
                                          help="--resume with a corrupt line in results.jsonl: "
-                                              "refuse, or skip it (set aside, its point reruns)"),
-    dry_run: bool = typer.Option(False, "--dry-run", help="list the points; run nothing"),
+                                              "refuse, or skip it (set aside; its point is recorded again from its rounds, else reruns)"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="list the points and their duration in "
+                                                          "previous runs; run nothing" + default("off")),
+    profile: bool = typer.Option(False, "--profile", help="after each point's timed samples, profile "
+                                                          "a few steps: time and memory per region "
+                                                          "and operator, and a trace (same as --set "
+                                                          "measure.profile=true)" + default("off")),
 ) -> None:
-    """Run every point of a suite, each in a fresh worker process."""
+    """Run every point of a suite, each in a fresh worker process.
+
+    cuda with no visible CUDA device: exit 2 before anything runs.
+    --dry-run lists the points anyway (with a warning) and their duration in previous runs."""
     from harness.run import rundir, runner
     from harness.suite.sweep import load_points
 
+    if profile:
+        set_ = [*set_, "measure.profile=true"]
     with user_errors():
         resolved, points = load_points(suite, device.value if device else None, set_, variant)
         dev = points[0].device
+        no_cuda = _cuda_missing(dev, device is not None, suite)
         if dry_run:
             console().print(_points_table(points, f"{resolved.name} on {dev}: {len(points)} "
                                                    "point(s) (dry run: nothing runs)"))
+            typer.echo(estimate_duration(rundir.default_run_dir(resolved.name).parent,
+                                         [p.id for p in points]))
+            if no_cuda:
+                typer.echo(f"warning: {no_cuda}: a real run would stop here", err=True)
             return
+        if no_cuda:
+            raise SuiteError([no_cuda])
         if resume and out is None:
             raise SuiteError(["--resume needs --out RUN_DIR (the folder of the run to finish)"])
         run_dir = out or rundir.default_run_dir(resolved.name)
@@ -164,6 +278,18 @@ def run(
     warning = rundir.write_reports(run_dir)
     if warning:
         typer.echo(warning, err=True)
+    else:
+        typer.echo(f"reports: {summary.run_dir / 'report.md'}, {summary.run_dir / 'report.html'}",
+                   err=True)
+    lines = _answers(run_dir)
+    if lines:
+        typer.echo("answers:", err=True)
+        for line in lines:
+            typer.echo(f"  {line}", err=True)
+    if summary.flags:
+        typer.echo("warning: " + ", ".join(f"{n} point(s) {flag}" for flag, n in
+                                           sorted(summary.flags.items()))
+                   + " -- see the ⚠ rows of the summary and the reports' badges", err=True)
     if summary.interrupted:
         again = " ".join([f"--device {dev}"] + [f"--variant {v}" for v in variant]
                          + [f"--set '{item}'" for item in set_])

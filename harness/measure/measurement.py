@@ -13,11 +13,18 @@ workload is built (so model weights and optimizer state count in the peaks, whic
 the pre-point baseline"); the first call is timed alone (``compile_s`` when ``ops.compile`` is
 on) and records which SDPA kernels the step runs (``sdpa_backends``, ``harness.measure.kernels``);
 then ``harness.measure.timing`` warms up, over at least one full cycle of the point's batches,
-and samples. Power, energy, utilisation, clocks, temperature and throttling come from a second
+and samples. torch's intra-op threads are set first (``measure.threads``, recorded as
+``threads``); the host's CPU use over the sampling window is the record's ``contention``
+evidence (``harness.measure.contention``). Power, energy, utilisation, clocks, temperature and throttling come from a second
 NVML window opened when sampling starts and closed after the last sample, so they describe the
 measured steps, not model build, compilation or warm-up (``energy_j``, with ``energy_j_per_step``
 and ``energy_j_per_token``; ``energy_j_point`` covers the whole point). Memory peaks come from the
 whole-point sampler. On several ranks, rank 0 decides when warm-up and sampling stop.
+With ``measure.profile`` on, the point's last round then runs the profiled pass
+(``harness.measure.profiling``: a few more steps under torch.profiler, after the last timed
+sample, so no sample is ever taken with a profiler or a named range attached); its ``profile_*``
+metrics give the breakdown, ``profile_overhead_ratio`` the profiled step time over this round's
+timed median. A profiled pass that fails leaves a warning, never the point failed.
 Throughputs divide per-step counts by the MEAN step time (total work over total time);
 ``per_token_latency_ms`` uses the median.
 """
@@ -30,7 +37,8 @@ from typing import Any
 import torch
 
 from harness.analyse import stats
-from harness.measure import peaks, steps, timing, workload
+from harness.measure import peaks, profiling, steps, timing, workload
+from harness.measure.contention import HostWindow
 from harness.measure.faults import with_fault
 from harness.measure.kernels import record_backends
 from harness.measure.memory import MemoryTracker
@@ -60,13 +68,30 @@ def gpu_index(device: str) -> int | None:
 
 
 def sample_window(step, device: str, spec, gpu: int | None, *, warmup_iters: int = 0,
-                  agree=None) -> tuple[timing.Timing, dict]:
+                  agree=None) -> tuple[timing.Timing, dict, dict]:
     """Warm up and sample ``step``; the NVML telemetry of the sampling only (``gpu`` = the NVML
-    device index, None for no telemetry)."""
+    device index, None for no telemetry) and the host's CPU evidence over the same window
+    (``harness.measure.contention``)."""
     window = TelemetrySampler(gpu) if gpu is not None else None
+    host = HostWindow()
+
+    def before_sampling():
+        host.start()
+        if window:
+            window.start()
+
     t = timing.measure(step, device, spec, warmup_iters=warmup_iters, agree=agree,
-                       before_sampling=window.start if window else None)
-    return t, (window.stop() if window else empty_result("CPU point"))
+                       before_sampling=before_sampling)
+    gpu_window = window.stop() if window else empty_result("CPU point")
+    return t, gpu_window, host.stop(spec.contention_cores)
+
+
+def intra_op_threads(point) -> int:
+    """``measure.threads``, else the CPUs this process may use shared among the point's ranks;
+    set on torch before anything runs, so every point states (and records) its threads."""
+    n = point.measure.threads or max(1, len(os.sched_getaffinity(0)) // workload.nproc_of(point))
+    torch.set_num_threads(n)
+    return n
 
 
 def energy_metrics(window: dict, whole: dict, n_steps: int, tokens_per_step: float) -> dict:
@@ -93,6 +118,7 @@ def _first_call(step, device: str, record: bool) -> tuple[float, list[str] | Non
 
 def measure_point(point, fault: str | None = None) -> dict[str, Any]:
     device = device_of(point)
+    threads = intra_op_threads(point)
     reasons = workload.unsupported_reasons(point)
     if reasons:
         return {"status": "not_supported", "error": "; ".join(reasons), "samples_ms": [],
@@ -107,17 +133,21 @@ def measure_point(point, fault: str | None = None) -> dict[str, Any]:
         return {"status": "not_supported", "error": str(exc), "samples_ms": [], "metrics": {},
                 "warnings": []}
     compiled = getattr(point.strategies.ops, "compile", False)
+    step = with_fault(wl.step, fault)
     try:
-        step = with_fault(wl.step, fault)
-        first_s, backends = _first_call(step, device, record=not compiled)
-        t, window = sample_window(step, device, point.measure, gpu,
-                                  warmup_iters=wl.batches_per_cycle,
-                                  agree=timing.agreement(device))
+        try:
+            first_s, backends = _first_call(step, device, record=not compiled)
+            t, window, host = sample_window(step, device, point.measure, gpu,
+                                            warmup_iters=wl.batches_per_cycle,
+                                            agree=timing.agreement(device))
+        finally:
+            whole = sampler.stop() if sampler else empty_result("CPU point")
+        memory, finished = mem.stop(), wl.finish()  # what was timed, before any profiled step
+        profile, profile_warnings = profiled(point, step, device, t.samples_ms)
     finally:
-        whole = sampler.stop() if sampler else empty_result("CPU point")
         wl.close()
-    metrics = {**stats.summarize(t.samples_ms), **mem.stop()}
-    metrics.update(throughput(wl, t.samples_ms, point))
+    metrics = {**stats.summarize(t.samples_ms), **memory}
+    metrics.update(throughput(wl, t.samples_ms, point, finished))
     metrics.update(flops_metrics(wl, t.samples_ms, device, point))
     metrics.update({k: whole.get(k) for k in POINT_METRICS})
     metrics.update({k: window.get(k) for k in WINDOW_METRICS})
@@ -127,21 +157,40 @@ def measure_point(point, fault: str | None = None) -> dict[str, Any]:
     metrics["compile_s"] = first_s if compiled else None
     metrics["sdpa_backends"] = backends
     metrics["warmup_steps"] = t.warmup_iters
-    metrics.update(wl.finish())
-    warnings = list(window.get("warnings") or []) + list(whole.get("warnings") or [])
+    metrics["threads"] = threads
+    metrics.update(finished)
+    metrics.update(profile)
+    warnings = (list(window.get("warnings") or []) + list(whole.get("warnings") or [])
+                + profile_warnings)
     metrics.update(parity(point, device, warnings))
     noisy = stats.noise_warning(t.samples_ms)
     warnings += [noisy] if noisy else []
     record = {"status": "ok", "error": None, "samples_ms": t.samples_ms, "metrics": metrics,
-              "warnings": warnings}
+              "warnings": warnings, "contention": host}
     if "rank_metrics" in wl.extra:
         record["rank_metrics"] = wl.extra["rank_metrics"]
     return record
 
 
-def throughput(wl, samples_ms: list[float], point) -> dict[str, float | None]:
+def profiled(point, step, device: str, samples_ms: list[float]) -> tuple[dict, list[str]]:
+    """The profiled pass when this worker is the one to profile (``profiling.wanted``): its
+    metrics, with the profiled step time over the timed median, and warnings."""
+    if not profiling.wanted(point):
+        return {}, []
+    try:
+        metrics, warnings = profiling.profile_pass(step, device)
+    except Exception as exc:  # noqa: BLE001 -- the timed samples stand without a breakdown
+        return {}, [f"profiled pass failed: {type(exc).__name__}: {exc}"]
+    median = stats.median(samples_ms) if samples_ms else None
+    metrics["profile_overhead_ratio"] = metrics["profile_step_ms"] / median if median else None
+    return metrics, warnings
+
+
+def throughput(wl, samples_ms: list[float], point, finished: dict) -> dict[str, float | None]:
+    """Per-second rates from the mean step time; ``finished`` is ``wl.finish()`` taken right
+    after the timed samples (generate: the tokens those steps really produced)."""
     mean_s = stats.mean(samples_ms) / 1e3
-    new = wl.finish().get("generated_tokens_per_step") if point.workload.kind == "generate" else None
+    new = finished.get("generated_tokens_per_step") if point.workload.kind == "generate" else None
     processed = new if new is not None else wl.processed_tokens
     real = new if new is not None else wl.real_tokens
     out = {

@@ -17,7 +17,8 @@ A new run writes ``suite.resolved.json`` (when ``doc`` is given), ``env.json`` a
 points_total, git commit and dirtiness) before the first point runs. ``close_run`` records the
 end: ``state`` and, for ``interrupted`` / ``failed``, ``reason`` (the signal, the I/O error).
 ``done_ids`` are the points whose latest record is final (not ``interrupted``); a point that
-was running when tbench died left no record and runs again. Refusals are ``RunDirError``
+was running when tbench died left no record and runs again, from the rounds it finished
+(``rounds.jsonl``, ``read_rounds``). Refusals are ``RunDirError``
 (exit 2); I/O failures are ``OSError`` naming the file (exit 2 too).
 """
 from __future__ import annotations
@@ -70,6 +71,22 @@ def finished_ids(run_dir: Path, on_corrupt: str = "refuse") -> set[str]:
             if r.get("status") != "interrupted"}
 
 
+ROUNDS_FILE = "rounds.jsonl"  # one line per finished round, until its point's record exists
+
+
+def read_rounds(run_dir: Path) -> dict[str, list[dict]]:
+    """The finished rounds of each point in ``rounds.jsonl`` (unreadable lines skipped: a lost
+    round is only measured again)."""
+    path = Path(run_dir) / ROUNDS_FILE
+    if not path.exists():
+        return {}
+    out: dict[str, list[dict]] = {}
+    for _n, _raw, rec in results._scan(path):
+        if rec is not None:
+            out.setdefault(rec["point_id"], []).append(rec)
+    return out
+
+
 def _read_object(path: Path) -> dict:
     try:
         return results.read_json(path)
@@ -113,7 +130,8 @@ def open_run(run_dir: Path, points, *, resume: bool = False, doc: dict | None = 
         run.update(state="running", resumed_at=run.get("resumed_at", []) + [now_iso()])
         write_json_atomic(run_dir / RUN_FILE, run)
         return run, done
-    if (run_dir / RESULTS_FILE).is_file() and (run_dir / RESULTS_FILE).stat().st_size > 0:
+    if any((run_dir / f).is_file() and (run_dir / f).stat().st_size > 0
+           for f in (RESULTS_FILE, ROUNDS_FILE)):
         raise RunDirError(f"{run_dir} already holds results; choose another --out folder "
                           "(tbench run --resume finishes an interrupted run)")
     run_dir.mkdir(parents=True, exist_ok=True)

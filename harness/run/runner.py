@@ -9,7 +9,15 @@ Output: ``results.jsonl`` in the folder (one DESIGN.md record per finished point
 fsync'ed at once); returns ``RunSummary`` (counts by status, total, results_path, run_dir,
 skipped, interrupted_by). ``progress(ProgressEvent)`` hears "start" / "finish" / "skip" per point.
 
-Isolation: each point runs in a worker process of its own (``harness.run.launcher``: timeouts,
+Rounds: a point is measured in ``measure.rounds`` fresh worker processes, interleaved across
+the sweep (round 1 of every point, then round 2, ...); each finished round is appended to
+``rounds.jsonl`` at once, and the point's record -- latency from the round medians
+(``harness.analyse.stats.summarize_rounds``), every round's samples and contention evidence,
+``flags`` (contended / noisy / drift) -- to results.jsonl after its last round. A round measured
+while other work used the CPU (``measure.contention_cores``) or the GPU is handled by
+``measure.on_contention`` (flag | retry | fail). ``RunSummary.flags`` counts flagged points.
+
+Isolation: each round runs in a worker process of its own (``harness.run.launcher``: timeouts,
 crashes, torchrun for distributed points, no worker outliving the sweep).
 
 Stopping: in the main thread, ``run_sweep`` turns SIGINT (Ctrl-C) and SIGTERM into
@@ -19,8 +27,9 @@ which signal (the CLI exits 128 + it). Further signals are ignored until the swe
 so the cleanup is not cut short (kill -9 still works: the workers die with the runner).
 An exception (an ``OSError`` such as a full disk) closes run.json ``failed`` where it can and
 propagates; every record already appended stays. ``resume=True`` skips points whose latest
-record is not ``interrupted``; a point that was running when tbench died has none and reruns.
-Per point, the worker's files (point.json, result.json, worker.log) stay in RUN_DIR/workers/<id>/.
+record is not ``interrupted``; a point that was running when tbench died has none and goes on
+from the rounds it finished. Per point, the worker's files (point.json, result.json,
+worker.log) stay in RUN_DIR/workers/<id>/ (``round<N>/`` under it when there are several).
 """
 from __future__ import annotations
 
@@ -33,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from harness.analyse import results
+from harness.analyse import results, stats
 from harness.measure import workload
 from harness.run import extensions, rundir
 from harness.run.launcher import launch
@@ -60,6 +69,7 @@ class RunSummary:
     results_path: Path
     total: int
     counts: dict[str, int] = field(default_factory=dict)
+    flags: dict[str, int] = field(default_factory=dict)  # contended / noisy / drift points
     skipped: int = 0
     interrupted_by: signal.Signals | None = None  # SIGINT (Ctrl-C) or SIGTERM
 
@@ -149,19 +159,122 @@ def contention_warnings(point) -> list[str]:
     return [w for w in found if w]
 
 
-def run_point(point, run_dir: Path, grace_s: float) -> dict[str, Any]:
-    """The full result record of one point (raises only on an interrupt or an I/O error of the
-    run folder, with no worker left running)."""
-    record = base_record(point, now_iso())
-    t0 = time.perf_counter()
-    warnings = contention_warnings(point)
+def contention_reasons(point, rec: dict, gpu_warnings: list[str]) -> list[str]:
+    """Why a round was measured on a disturbed machine: on CPU, the host evidence of the
+    sampling window (``harness.measure.contention``); on GPU, other users of the device."""
+    if point.device == "cuda":
+        return list(gpu_warnings)
+    return list((rec.get("contention") or {}).get("reasons") or [])
+
+
+def run_round(point, run_dir: Path, grace_s: float, round_no: int) -> dict[str, Any]:
+    """One round of one point: a fresh worker (group); the worker's part of the record with the
+    round's ``contention`` verdict (raises only on an interrupt or an I/O error of the run
+    folder, with no worker left running)."""
+    started, t0 = now_iso(), time.perf_counter()
+    gpu_warnings = contention_warnings(point)
     reasons = workload.unsupported_reasons(point)  # cheap: no worker start for a known no
     if reasons:
-        record.update(status="not_supported", error="; ".join(reasons))
+        rec = {"status": "not_supported", "error": "; ".join(reasons)}
     else:
-        record.update(launch(point, run_dir / "workers" / point.id, grace_s))
-    record["warnings"] = warnings + list(record.get("warnings") or [])
-    record["duration_s"] = time.perf_counter() - t0
+        work = run_dir / "workers" / point.id
+        rec = launch(point, work / f"round{round_no}" if point.measure.rounds > 1 else work, grace_s)
+    rec["warnings"] = gpu_warnings + list(rec.get("warnings") or [])
+    why = contention_reasons(point, rec, gpu_warnings) if rec.get("status") == "ok" else []
+    rec["contention"] = dict(rec.get("contention") or {}, contended=bool(why), reasons=why)
+    rec.update(round=round_no, started_at=started, duration_s=time.perf_counter() - t0)
+    return rec
+
+
+def measured_round(point, run_dir: Path, grace_s: float, round_no: int) -> dict[str, Any]:
+    """``run_round`` under ``measure.on_contention``: ``flag`` keeps a contended round (marked);
+    ``retry`` waits up to ``contention_wait_s`` for a quiet CPU and measures it again (three
+    tries in all), then keeps it marked; ``fail`` makes it status ``contended``."""
+    spec = point.measure
+    tries = 3 if spec.on_contention == "retry" else 1
+    for attempt in range(1, tries + 1):
+        rec = run_round(point, run_dir, grace_s, round_no)
+        rec["attempts"] = attempt
+        if not rec["contention"]["contended"] or attempt == tries:
+            break
+        wait_for_quiet(spec.contention_cores, spec.contention_wait_s)
+    if rec["contention"]["contended"] and spec.on_contention == "fail":
+        rec.update(status="contended", error="measured on a disturbed machine: "
+                   + "; ".join(rec["contention"]["reasons"]))
+    return rec
+
+
+def wait_for_quiet(limit_cores: float, max_wait_s: float) -> float:
+    """Wait (1 s probes) until other work uses less than ``limit_cores``; the seconds waited."""
+    from harness.measure.contention import others_busy
+
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < max_wait_s and others_busy(1.0) >= limit_cores:
+        pass
+    return time.perf_counter() - t0
+
+
+ROUND_KEYS = ("round", "status", "error", "started_at", "duration_s", "attempts", "samples_ms",
+              "contention", "warnings")
+DRIFT_CV = 0.05  # round medians spread more than this (CV): flagged "drift"
+
+
+def merge_metrics(per_round: list[dict]) -> dict[str, Any]:
+    """One metrics dict from the rounds': a peak or maximum is the largest round's, a minimum
+    the smallest, a flag true if any round's, another number the median over rounds (identical
+    rounds -- FLOPs, parameter bytes -- keep their value); anything else is the first round's."""
+    out: dict[str, Any] = {}
+    for key in dict.fromkeys(k for m in per_round for k in m):
+        values = [m[key] for m in per_round if m.get(key) is not None]
+        if not values:
+            out[key] = None
+        elif all(isinstance(v, bool) for v in values):
+            out[key] = any(values)
+        elif not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            out[key] = values[0]
+        elif "peak" in key or key.endswith("_max") or key.startswith("mem_"):
+            out[key] = max(values)
+        elif key.endswith("_min"):
+            out[key] = min(values)
+        else:
+            out[key] = stats.median(values)
+    return out
+
+
+def point_record(point, rounds: list[dict]) -> dict[str, Any]:
+    """The point's record (DESIGN.md) from its rounds: the last round's status (a failed round
+    ends a point); on success, the pooled samples, latency from ``stats.summarize_rounds``,
+    ``merge_metrics`` for the rest, ``rounds`` (each round's samples, contention evidence and
+    warnings) and ``flags``: ``contended`` (a round measured on a disturbed machine), ``noisy``
+    (a round with IQR/median >= 10%), ``drift`` (round medians spread > 5%)."""
+    last = rounds[-1]
+    record = base_record(point, rounds[0]["started_at"])
+    record.update({k: last.get(k) for k in ("status", "error", "stderr_tail") if k in last})
+    record["duration_s"] = sum(r["duration_s"] for r in rounds)
+    record["rounds"] = [{k: r.get(k) for k in ROUND_KEYS} for r in rounds]
+    if "ranks" in last:
+        record["ranks"] = last["ranks"]
+    many = len(rounds) > 1
+    record["warnings"] = list(dict.fromkeys(
+        (f"round {r['round']}: {w}" if many else w) for r in rounds for w in r.get("warnings") or []))
+    flags = set()
+    if any(r["contention"].get("contended") for r in rounds):
+        flags.add("contended")
+    if any(stats.noise_warning(r.get("samples_ms") or []) for r in rounds):
+        flags.add("noisy")
+    if last.get("status") == "ok":
+        samples = [r.get("samples_ms") or [] for r in rounds]
+        record["samples_ms"] = [x for r in samples for x in r]
+        record["metrics"] = merge_metrics([r.get("metrics") or {} for r in rounds])
+        record["metrics"].update(stats.summarize_rounds(samples))
+        cv = record["metrics"]["latency_ms_between_round_cv"]
+        if cv is not None and cv > DRIFT_CV:
+            flags.add("drift")
+            record["warnings"].append(f"round medians differ: between-round CV {cv:.1%} "
+                                      f"(> {DRIFT_CV:.0%}); the CI is wide accordingly")
+    for r in record["rounds"]:
+        r["latency_ms_p50"] = stats.median(r["samples_ms"]) if r.get("samples_ms") else None
+    record["flags"] = sorted(flags)
     return record
 
 
@@ -205,26 +318,61 @@ def run_sweep(points, out_dir, *, resume: bool = False,
 def run_points(points, run_dir: Path, done: set[str], *,
                progress: Callable[[ProgressEvent], None] | None = None,
                kill_grace_s: float = 5.0) -> RunSummary:
-    """Run, in order, every point whose id is not in ``done``; each record appended at once.
-    An interrupt stops the sweep (``RunSummary.interrupted_by``); an OSError propagates."""
+    """Run every round of every point whose id is not in ``done``, interleaved: round 1 of
+    every point, then round 2, ... (slow drift of the machine spreads over all points alike).
+    Each round is appended to ``rounds.jsonl`` as it ends; a point's record goes to
+    results.jsonl once its last round is done or a round failed (a failure ends the point).
+    Rounds already in ``rounds.jsonl`` (a resumed run) are not measured again. An interrupt
+    stops the sweep (``RunSummary.interrupted_by``); an OSError propagates."""
     summary = RunSummary(run_dir, run_dir / results.RESULTS_FILE, len(points))
     notify = progress or (lambda event: None)
-    running = None  # the point being measured, until its record exists
+    rounds_path = run_dir / rundir.ROUNDS_FILE
+    finished = rundir.read_rounds(run_dir)
+    todo = [p for p in points if p.id not in done]
+    total = sum(p.measure.rounds for p in todo) + len(points) - len(todo)
+    pos = 0
+    for point in points:
+        if point.id in done:
+            summary.skipped += 1
+            notify(ProgressEvent("skip", pos, total, point.id, point.label, status="done"))
+            pos += 1
+    have = {p.id: [r for r in finished.get(p.id, []) if r.get("status") == "ok"] for p in todo}
+    pos += sum(len(v) for v in have.values())
+    open_ = {p.id for p in todo}
+    running = None  # the point being measured, until its round exists
+
+    def finish(point) -> None:
+        record = point_record(point, have[point.id])
+        results.append_record(summary.results_path, record)
+        open_.discard(point.id)
+        summary.counts[record["status"]] = summary.counts.get(record["status"], 0) + 1
+        for flag in record["flags"]:
+            summary.flags[flag] = summary.flags.get(flag, 0) + 1
+
+    for point in todo:  # every round measured before tbench stopped, the record not written
+        if len(have[point.id]) >= point.measure.rounds:
+            finish(point)
     try:
-        for pos, point in enumerate(points):
-            event = dict(position=pos, total=len(points), point_id=point.id, label=point.label)
-            if point.id in done:
-                summary.skipped += 1
-                notify(ProgressEvent("skip", status="done", **event))
-                continue
-            notify(ProgressEvent("start", **event))
-            running = point
-            record = run_point(point, run_dir, kill_grace_s)
-            running = None  # interrupted from here on, it has its record or simply reruns
-            results.append_record(summary.results_path, record)
-            summary.counts[record["status"]] = summary.counts.get(record["status"], 0) + 1
-            notify(ProgressEvent("finish", status=record["status"],
-                                 duration_s=record["duration_s"], **event))
+        for round_no in range(1, max((p.measure.rounds for p in todo), default=0) + 1):
+            for point in todo:
+                if point.id not in open_ or round_no <= len(have[point.id]):
+                    continue
+                if round_no > point.measure.rounds:
+                    continue
+                label = (point.label if point.measure.rounds == 1
+                         else f"{point.label} [round {round_no}/{point.measure.rounds}]")
+                event = dict(position=pos, total=total, point_id=point.id, label=label)
+                notify(ProgressEvent("start", **event))
+                running = point
+                rec = measured_round(point, run_dir, kill_grace_s, round_no)
+                results.append_record(rounds_path, {"point_id": point.id, **rec})
+                running = None  # interrupted from here on, the round is kept
+                have[point.id].append(rec)
+                pos += 1
+                if rec["status"] != "ok" or round_no == point.measure.rounds:
+                    finish(point)
+                notify(ProgressEvent("finish", status=rec["status"],
+                                     duration_s=rec["duration_s"], **event))
     except KeyboardInterrupt as exc:
         summary.interrupted_by, error = interruption(exc)
         if running is not None:  # keep a trace of the point that was stopped

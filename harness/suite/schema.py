@@ -27,6 +27,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -202,7 +203,24 @@ class MeasureSpec(_Strict):
     min_time_s: float = Field(0.5, ge=0)
     max_samples: int = Field(200, ge=10)
     steps_per_sample: int = Field(1, ge=1)  # steps timed as one sample (per-step time reported)
-    timeout_s: float = Field(600, gt=0)
+    timeout_s: float = Field(600, gt=0)  # per round (one worker process)
+    # each round is a fresh worker process; rounds of a sweep's points are interleaved
+    rounds: int = Field(3, ge=1, le=100)
+    threads: int | None = Field(None, ge=1)  # torch intra-op threads per rank; None: CPUs / ranks
+    # a round is contended when other processes used this many CPU cores during its sampling
+    contention_cores: float = Field(0.5, gt=0)
+    on_contention: Literal["flag", "retry", "fail"] = "flag"
+    contention_wait_s: float = Field(60.0, ge=0)  # retry: wait this long at most for a quiet CPU
+    # the last round adds a profiled pass after its timed samples (harness.measure.profiling);
+    # serialised only when on, so turning it on changes a point's id and leaving it off does not
+    profile: bool = False
+
+    @model_serializer(mode="wrap")
+    def _profile_when_on(self, handler):
+        data = handler(self)
+        if not self.profile:
+            data.pop("profile", None)
+        return data
 
     @model_validator(mode="after")
     def _cap_above_floor(self):

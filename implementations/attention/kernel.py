@@ -8,6 +8,10 @@
   (see ``AttentionStrategy.groups``), so no ``S x S`` score matrix is ever built. Groups are
   taken (:func:`take`) as reshapes, strided views (eager) or ``index_select`` gathers (under
   ``torch.compile``), all decided from Python ints only, so it traces with no graph break.
+
+Profiler ranges (``implementations.regions``, inside the layer's ``attention`` range; off unless
+profiling): ``mask`` (building and applying masks), ``scores``, ``softmax``, ``value`` (eager) or
+``sdpa`` (the fused kernel), and ``gather`` (a sparse pattern's groups taken and put back).
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from implementations.attention.grid import Grid
+from implementations.regions import region
 
 OPS = ("eager", "fused")  # the two ways to compute attention: textbook tensor ops, or SDPA
 
@@ -54,26 +59,42 @@ def inner_attention(q, k, v, mask, is_causal: bool, ops: str, guarded: bool = Fa
     """
     empty = None
     if mask is not None and not guarded:
-        empty = ~mask.any(-1, keepdim=True)  # (.., Lq, 1)
-        first = torch.arange(mask.shape[-1], device=mask.device) == 0
-        mask = mask | (empty & first)
+        with region("attention", "mask"):
+            empty = ~mask.any(-1, keepdim=True)  # (.., Lq, 1)
+            first = torch.arange(mask.shape[-1], device=mask.device) == 0
+            mask = mask | (empty & first)
     if ops == "fused":
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
+        with region("attention", "sdpa"):
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
     else:
-        scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)  # (N, M, Lq, Lk)
-        if is_causal:
-            mask = torch.ones(scores.shape[-2:], dtype=torch.bool, device=q.device).tril()
-        if mask is not None and mask.dtype == torch.bool:
-            scores.masked_fill_(~mask, float("-inf"))  # in place: matmul's backward needs q, k only
-        elif mask is not None:
-            scores += mask
-        out = scores.softmax(-1) @ v
+        with region("attention", "scores"):
+            scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)  # (N, M, Lq, Lk)
+        with region("attention", "mask"):
+            if is_causal:
+                mask = torch.ones(scores.shape[-2:], dtype=torch.bool, device=q.device).tril()
+            if mask is not None and mask.dtype == torch.bool:
+                scores.masked_fill_(~mask, float("-inf"))  # in place: matmul's backward needs q, k only
+            elif mask is not None:
+                scores += mask
+        with region("attention", "softmax"):
+            probs = scores.softmax(-1)
+        with region("attention", "value"):
+            out = probs @ v
+        del probs  # freed here, as the unnamed temporary of ``scores.softmax(-1) @ v`` was
     return out if empty is None else out.masked_fill(empty, 0.0)
 
 
 def masked_attention(strategy, q, k, v, causal, key_padding_mask, segment_ids, q_offset, ops):
     """Attention with one ``(S_q, S_k)`` mask: O(S_q * S_k). For dense, the mask is left out
     (or becomes ``is_causal``) whenever that is exact, so SDPA can pick its fastest kernel."""
+    with region("attention", "mask"):
+        mask, is_causal = _full_mask(strategy, q, k, causal, key_padding_mask, segment_ids,
+                                     q_offset)
+    return inner_attention(q, k, v, mask, is_causal, ops)
+
+
+def _full_mask(strategy, q, k, causal, key_padding_mask, segment_ids, q_offset):
+    """The ``(mask, is_causal)`` of :func:`masked_attention`."""
     S_q, S_k = q.shape[-2], k.shape[-2]
     mask, is_causal = None, False
     if not strategy.everything_allowed or (causal and 0 < q_offset < S_k - 1):
@@ -86,7 +107,7 @@ def masked_attention(strategy, q, k, v, causal, key_padding_mask, segment_ids, q
         if is_causal:
             mask, is_causal = strategy.dense_mask(S_q, S_k, True, 0, device=q.device), False
         mask = extra if mask is None else mask & extra
-    return inner_attention(q, k, v, mask, is_causal, ops)
+    return mask, is_causal
 
 
 def _batch_mask(key_padding_mask, segment_ids, q_offset, S_q):
@@ -228,9 +249,22 @@ cached_plan = functools.lru_cache(maxsize=64)(make_plan)
 def grouped_attention(plan: Plan, q, k, v, key_padding_mask, segment_ids, ops) -> torch.Tensor:
     """Self-attention of a sparse pattern, group by group. q, k, v ``(B, H, S, D)`` -> same."""
     B, H, S, D = q.shape
+    with region("attention", "gather"):
+        qg = take(q, plan.q)  # (B*H, G, Lq, D)
+        kg, vg = take(k, plan.k), take(v, plan.k)  # (B*H, G, Lk, D)
+    with region("attention", "mask"):
+        mask = _group_mask(plan, key_padding_mask, segment_ids, B, H, q.device)
+    if mask is None:
+        out = inner_attention(qg, kg, vg, plan.bias, plan.is_causal, ops, guarded=True)
+    else:
+        out = inner_attention(qg, kg, vg, mask, False, ops)  # (B*H, G, Lq, D)
+    with region("attention", "gather"):
+        return untake(out, plan.q, plan.order, B, S)
+
+
+def _group_mask(plan: Plan, key_padding_mask, segment_ids, B: int, H: int, device):
+    """``(B * H, G, Lq, Lk)`` bool of a plan with padding and segments; None without both."""
     G, Lq, Lk = plan.q.count, plan.q.length, plan.k.length
-    qg = take(q, plan.q)  # (B*H, G, Lq, D)
-    kg, vg = take(k, plan.k), take(v, plan.k)  # (B*H, G, Lk, D)
     extra = None  # (B, G, Lq | 1, Lk) bool from padding and segments
     if key_padding_mask is not None:  # padding positions read as False
         extra = take(key_padding_mask[:, None, :, None], plan.k).transpose(-2, -1)  # (B,G,1,Lk)
@@ -239,12 +273,9 @@ def grouped_attention(plan: Plan, q, k, v, key_padding_mask, segment_ids, ops) -
         same = take(seg, plan.q) == take(seg, plan.k).transpose(-2, -1)  # (B, G, Lq, Lk)
         extra = same if extra is None else extra & same
     if extra is None:
-        out = inner_attention(qg, kg, vg, plan.bias, plan.is_causal, ops, guarded=True)
-    else:
-        pattern = plan.pattern
-        if pattern is None and plan.is_causal:
-            pattern = torch.ones(Lq, Lk, dtype=torch.bool, device=q.device).tril()
-        mask = extra if pattern is None else extra & pattern  # (B, G, Lq, Lk)
-        mask = mask[:, None].expand(B, H, G, Lq, Lk).reshape(B * H, G, Lq, Lk)
-        out = inner_attention(qg, kg, vg, mask, False, ops)  # (B*H, G, Lq, D)
-    return untake(out, plan.q, plan.order, B, S)
+        return None
+    pattern = plan.pattern
+    if pattern is None and plan.is_causal:
+        pattern = torch.ones(Lq, Lk, dtype=torch.bool, device=device).tril()
+    mask = extra if pattern is None else extra & pattern  # (B, G, Lq, Lk)
+    return mask[:, None].expand(B, H, G, Lq, Lk).reshape(B * H, G, Lq, Lk)

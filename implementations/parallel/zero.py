@@ -23,6 +23,7 @@ from typing import Literal
 from pydantic import Field
 
 from implementations.parallel.base import ParallelStrategy
+from implementations.regions import region
 from implementations.registry import Context, register
 
 _PRECISION_SECTIONS = {"fp32": None, "tf32": None, "amp_bf16": "bf16", "amp_fp16": "fp16"}
@@ -212,11 +213,15 @@ def _exit_rank() -> None:
 
 def train_step(engine, batch, enc_dec: bool = False) -> float:
     """One optimizer step on a padding-axis ``Batch``; returns the loss on this rank's batch.
-    No autocast or GradScaler: the engine's bf16 / fp16 config does precision."""
+    No autocast or GradScaler: the engine's bf16 / fp16 config does precision. Profiler ranges
+    ``backward`` and ``optimizer`` hold the engine's gradient reduction and parameter gathers;
+    their collectives count as ``communication`` in the breakdown (by operator name)."""
     from implementations.model import forward_batch
 
     logits = forward_batch(engine, batch, enc_dec)  # (B, S, V)
     loss = engine.module.loss(logits.float(), batch.targets)
-    engine.backward(loss)
-    engine.step()
+    with region("backward"):
+        engine.backward(loss)
+    with region("optimizer"):
+        engine.step()
     return loss.item()

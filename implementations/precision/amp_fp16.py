@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
+from implementations.regions import region
 from implementations.registry import Context, register
 
 from .base import PrecisionStrategy, autocast_probe, device_type
@@ -50,9 +51,11 @@ class AmpFP16Precision(PrecisionStrategy):
     def backward_step(self, loss, optimizer, scaler=None) -> bool:
         if scaler is None:
             raise ValueError("scaler: got None; allowed: the GradScaler from make_scaler(device)")
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)  # skipped inside when the unscaled gradients hold inf/nan
-        before = scaler.get_scale()
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
+        with region("backward"):
+            scaler.scale(loss).backward()
+        with region("optimizer"):
+            scaler.step(optimizer)  # skipped inside when the unscaled gradients hold inf/nan
+            before = scaler.get_scale()
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
         return scaler.get_scale() < before

@@ -8,6 +8,7 @@ from typing import ClassVar
 
 import torch
 
+from implementations.regions import region
 from implementations.registry import Strategy
 
 
@@ -37,10 +38,13 @@ class PrecisionStrategy(Strategy):
         return None
 
     def backward_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler=None) -> bool:
-        """Backward, optimizer step, zero the gradients. Returns True if the step was skipped."""
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        """Backward, optimizer step, zero the gradients (profiler ranges ``backward`` and
+        ``optimizer``). Returns True if the step was skipped."""
+        with region("backward"):
+            loss.backward()
+        with region("optimizer"):
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
         return False
 
 

@@ -1,0 +1,180 @@
+"""Rounds: a point measured in several fresh worker processes, interleaved across the sweep,
+its headline and CI from the round medians, and a gate that judges on them.
+
+Hand-computed cases pin the statistics; the sweep order and resume are checked with a stand-in
+for one round (no worker start), the real worker path by tests/test_contention.py.
+"""
+import json
+import math
+
+import pytest
+
+from harness.analyse import results, stats
+from harness.analyse.compare import compare_pair, rounds_verdict
+from harness.run import rundir, runner
+from harness.suite.loader import parse_suite
+from harness.suite.sweep import expand
+
+T975_DF2 = 4.302652729911275  # Student t, 97.5% quantile, 2 degrees of freedom (tables: 4.303)
+
+
+def test_three_rounds_hand_computed():
+    rounds = [[9.0, 10.0, 11.0], [10.0, 11.0, 12.0], [11.0, 12.0, 13.0]]
+    m = stats.summarize_rounds(rounds)
+    # round medians 10, 11, 12: mean 11, sample sd 1, half width t * 1 / sqrt(3)
+    assert m["latency_ms_round_p50s"] == [10.0, 11.0, 12.0] and m["n_rounds"] == 3
+    assert m["latency_ms_p50"] == pytest.approx(11.0)
+    half = T975_DF2 / math.sqrt(3)  # 2.48414...
+    assert m["latency_ms_p50_ci_low"] == pytest.approx(11.0 - half)
+    assert m["latency_ms_p50_ci_high"] == pytest.approx(11.0 + half)
+    assert m["latency_ms_between_round_cv"] == pytest.approx(1 / 11)
+    assert m["n_samples"] == 9 and m["latency_ms_mean"] == pytest.approx(11.0)  # pooled
+
+
+def test_two_identical_rounds_have_a_zero_width_interval():
+    m = stats.summarize_rounds([[5.0, 5.0, 6.0], [4.0, 5.0, 5.0]])
+    assert m["latency_ms_p50"] == 5.0
+    assert (m["latency_ms_p50_ci_low"], m["latency_ms_p50_ci_high"]) == (5.0, 5.0)
+
+
+def test_one_round_is_the_plain_summary():
+    samples = [float(x) for x in range(1, 12)]
+    m = stats.summarize_rounds([samples])
+    assert m["n_rounds"] == 1 and m["latency_ms_between_round_cv"] is None
+    plain = stats.summarize(samples)
+    assert {k: m[k] for k in plain} == plain  # median 6, distribution-free CI [2, 10]
+    assert (m["latency_ms_p50"], m["latency_ms_p50_ci_low"], m["latency_ms_p50_ci_high"]) == (6, 2, 10)
+
+
+def test_merge_metrics_rules():
+    merged = runner.merge_metrics([
+        {"mem_peak_rss_bytes": 10, "tokens_per_s": 100.0, "sm_clock_mhz_min": 900, "throttled": False,
+         "flops_per_step": 7, "sdpa_backends": ["math"], "mfu": None},
+        {"mem_peak_rss_bytes": 30, "tokens_per_s": 300.0, "sm_clock_mhz_min": 800, "throttled": True,
+         "flops_per_step": 7, "sdpa_backends": ["flash"], "mfu": None},
+        {"mem_peak_rss_bytes": 20, "tokens_per_s": 200.0, "sm_clock_mhz_min": 850, "throttled": False,
+         "flops_per_step": 7, "sdpa_backends": ["math"], "mfu": None}])
+    assert merged == {"mem_peak_rss_bytes": 30, "tokens_per_s": 200.0, "sm_clock_mhz_min": 800,
+                      "throttled": True, "flops_per_step": 7, "sdpa_backends": ["math"], "mfu": None}
+
+
+def _points(n_points=2, rounds=3, **measure):
+    data = {"name": "rounds-test", "model": {"preset": "tiny"},
+            "workload": {"kind": "forward", "batch_size": 1},
+            "measure": {"rounds": rounds, **measure},
+            "sweep": {"grid": {"workload.seq_len": [8 * (i + 1) for i in range(n_points)]}}}
+    return expand(parse_suite(data, "test"), "cpu")
+
+
+def _round(samples, contended=False, status="ok"):
+    return {"status": status, "error": None if status == "ok" else "boom",
+            "samples_ms": samples if status == "ok" else [],
+            "metrics": {"tokens_per_s": 1000.0 / samples[0]} if status == "ok" else {},
+            "warnings": [], "started_at": "t", "duration_s": 0.5,
+            "contention": {"contended": contended,
+                           "reasons": ["other processes used 1.00 CPU cores"] if contended else []}}
+
+
+class FakeRounds:
+    """Stands in for one measured round: records the order, returns scripted rounds."""
+
+    def __init__(self, script=None):
+        self.order, self.script = [], script or {}
+
+    def __call__(self, point, run_dir, grace_s, round_no):
+        self.order.append((point.index, round_no))
+        rec = self.script.get((point.index, round_no)) or _round([10.0 + round_no] * 10)
+        return dict(rec, round=round_no)
+
+
+def test_rounds_are_interleaved_and_merged(tmp_path, monkeypatch):
+    pts = _points()
+    fake = FakeRounds({(1, 2): _round([20.0] * 10, contended=True)})
+    monkeypatch.setattr(runner, "measured_round", fake)
+    events = []
+    summary = runner.run_sweep(pts, tmp_path, progress=events.append)
+    assert fake.order == [(0, 1), (1, 1), (0, 2), (1, 2), (0, 3), (1, 3)]  # round by round
+    assert [e.total for e in events if e.kind == "finish"] == [6] * 6
+    recs = {r["index"]: r for r in results.read_records(tmp_path)}
+    first, second = recs[0], recs[1]
+    assert first["metrics"]["latency_ms_round_p50s"] == [11.0, 12.0, 13.0]
+    assert first["metrics"]["latency_ms_p50"] == pytest.approx(12.0)
+    assert len(first["samples_ms"]) == 30 and len(first["rounds"]) == 3
+    assert first["flags"] == ["drift"]  # CV 1/12 > 5%
+    assert "contended" in second["flags"] and second["rounds"][1]["contention"]["contended"]
+    assert summary.counts == {"ok": 2} and summary.flags == {"drift": 2, "contended": 1}
+    assert len((tmp_path / rundir.ROUNDS_FILE).read_text().splitlines()) == 6
+
+
+def test_a_failed_round_ends_its_point_and_the_others_go_on(tmp_path, monkeypatch):
+    pts = _points()
+    fake = FakeRounds({(0, 2): _round([], status="oom")})
+    monkeypatch.setattr(runner, "measured_round", fake)
+    runner.run_sweep(pts, tmp_path)
+    assert fake.order == [(0, 1), (1, 1), (0, 2), (1, 2), (1, 3)]
+    recs = {r["index"]: r for r in results.read_records(tmp_path)}
+    assert recs[0]["status"] == "oom" and [r["status"] for r in recs[0]["rounds"]] == ["ok", "oom"]
+    assert recs[1]["status"] == "ok" and recs[1]["metrics"]["n_rounds"] == 3
+
+
+def test_resume_measures_only_the_rounds_not_done(tmp_path, monkeypatch):
+    pts = _points()
+    fake = FakeRounds()
+    monkeypatch.setattr(runner, "measured_round", fake)
+    runner.run_sweep(pts, tmp_path)
+    # as if tbench died after point 0's second round and point 1's first
+    lines = (tmp_path / rundir.ROUNDS_FILE).read_text().splitlines()
+    (tmp_path / rundir.ROUNDS_FILE).write_text("\n".join(lines[:3]) + "\n{\"point_id\": \"torn")
+    (tmp_path / results.RESULTS_FILE).write_text("")
+    fake.order.clear()
+    runner.run_sweep(pts, tmp_path, resume=True)
+    assert fake.order == [(1, 2), (0, 3), (1, 3)]
+    recs = results.read_records(tmp_path)
+    assert sorted(r["metrics"]["n_rounds"] for r in recs) == [3, 3]
+
+
+def test_a_new_run_refuses_a_folder_holding_rounds(tmp_path):
+    (tmp_path / rundir.ROUNDS_FILE).write_text(json.dumps({"point_id": "x"}) + "\n")
+    with pytest.raises(rundir.RunDirError, match="already holds results"):
+        rundir.open_run(tmp_path, _points(1))
+
+
+def test_on_contention_retry_then_flag_and_fail(tmp_path, monkeypatch):
+    pt = _points(1, on_contention="retry", contention_wait_s=0.0)[0]
+    calls = []
+
+    def contended_round(point, run_dir, grace_s, round_no):
+        calls.append(round_no)
+        return dict(_round([10.0] * 10, contended=True), round=round_no)
+
+    monkeypatch.setattr(runner, "run_round", contended_round)
+    rec = runner.measured_round(pt, tmp_path, 1.0, 1)
+    assert calls == [1, 1, 1] and rec["attempts"] == 3 and rec["status"] == "ok"
+    assert rec["contention"]["contended"]  # still flagged after the retries
+    calls.clear()
+    fail = _points(1, on_contention="fail")[0]
+    rec = runner.measured_round(fail, tmp_path, 1.0, 1)
+    assert calls == [1] and rec["status"] == "contended" and "1.00 CPU cores" in rec["error"]
+
+
+def test_round_level_gate_hand_cases():
+    base = [10.0, 10.1, 9.9]
+    assert rounds_verdict(base, [12.0, 12.1, 11.9], 0.05).verdict == "regression"
+    assert rounds_verdict(base, [8.0, 8.1, 7.9], 0.05).verdict == "improvement"
+    assert rounds_verdict(base, [10.05, 9.95, 10.0], 0.05).verdict == "ok"
+    # 20% slower on average, but the rounds spread so much that drift could explain it
+    wide = rounds_verdict(base, [8.0, 12.0, 16.0], 0.05)
+    assert wide.ratio == pytest.approx(1.2, rel=1e-3) and wide.verdict == "inconclusive"
+
+
+def test_compare_uses_rounds_when_both_sides_have_them():
+    def rec(medians, samples):
+        return {"point_id": "p", "status": "ok", "samples_ms": samples,
+                "metrics": {"latency_ms_round_p50s": medians}}
+    # samples of one process each say "20% slower, p tiny"; the rounds say drift
+    base = rec([10.0, 12.0, 8.0], [10.0] * 20)
+    cur = rec([12.0, 9.0, 15.0], [12.0] * 20)
+    (timing,) = compare_pair(base, cur, ["latency_ms_p50"], 0.05).metrics
+    assert timing.verdict == "inconclusive" and timing.note == "3 vs 3 rounds"
+    single = compare_pair({**base, "metrics": {}}, {**cur, "metrics": {}}, ["latency_ms_p50"], 0.05)
+    assert single.metrics[0].verdict == "regression" and "one round" in single.metrics[0].note
