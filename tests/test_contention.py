@@ -43,7 +43,7 @@ def test_a_point_beside_a_cpu_burner_is_marked_contended(tmp_path):
             b.kill()
             b.wait()
     evidence = rec["rounds"][0]["contention"]
-    assert rec["flags"] == ["contended"] or "contended" in rec["flags"]
+    assert "contended" in rec["flags"]
     assert evidence["contended"] and evidence["others_cpu_cores"] >= 0.5
     assert "other processes used" in evidence["reasons"][0]
     assert evidence["window_s"] >= 1.5 and evidence["loadavg_after"] is not None

@@ -10,7 +10,8 @@ suite's ``device``) when torch sees no CUDA device, before anything runs; then i
 ``RUN_DIR/suite.resolved.json`` (source, device, overrides, the resolved suite and every point),
 runs the points (harness.run.runner), writes the reports, and prints the results path last on stdout.
 ``--on-corrupt`` decides what ``--resume`` does with a corrupt line of results.jsonl: ``refuse``
-(an error naming the file and the line) or ``skip`` (set aside with a warning; its point is recorded again from rounds.jsonl, else reruns).
+(an error naming the file and the line) or ``skip`` (set aside with a warning; its point is
+recorded again from rounds.jsonl, else reruns).
 ``--dry-run`` lists the points, even for a ``cuda`` run on a machine without CUDA (a warning says
 so: the listing is for planning), and the duration the previous runs under ``runs/`` measured for
 the same points (``estimate_duration``: reads only their results.jsonl files, never torch).
@@ -233,7 +234,8 @@ def run(
                                                         "points" + default("off")),
     on_corrupt: OnCorrupt = typer.Option(OnCorrupt.refuse, "--on-corrupt",
                                          help="--resume with a corrupt line in results.jsonl: "
-                                              "refuse, or skip it (set aside; its point is recorded again from its rounds, else reruns)"),
+                                              "refuse, or skip it (set aside; its point is recorded "
+                                              "again from its rounds, else reruns)"),
     dry_run: bool = typer.Option(False, "--dry-run", help="list the points and their duration in "
                                                           "previous runs; run nothing" + default("off")),
     profile: bool = typer.Option(False, "--profile", help="after each point's timed samples, profile "

@@ -15,7 +15,8 @@ on) and records which SDPA kernels the step runs (``sdpa_backends``, ``harness.m
 then ``harness.measure.timing`` warms up, over at least one full cycle of the point's batches,
 and samples. torch's intra-op threads are set first (``measure.threads``, recorded as
 ``threads``); the host's CPU use over the sampling window is the record's ``contention``
-evidence (``harness.measure.contention``). Power, energy, utilisation, clocks, temperature and throttling come from a second
+evidence (``harness.measure.contention``). Power, energy, utilisation, clocks, temperature and
+throttling come from a second
 NVML window opened when sampling starts and closed after the last sample, so they describe the
 measured steps, not model build, compilation or warm-up (``energy_j``, with ``energy_j_per_step``
 and ``energy_j_per_token``; ``energy_j_point`` covers the whole point). Memory peaks come from the

@@ -133,19 +133,19 @@ def _tbench_run(tree: Path, suite: str, out_dir: Path, sets: list[str]) -> list[
     import subprocess
 
     env = dict(os.environ, PYTHONPATH=str(tree) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    for extra in (["measure.rounds=1"], []):
+    for extra in (["measure.rounds=1"], []):  # the second only for a revision without rounds
         cmd = [sys.executable, "-m", "harness.cli", "run", suite, "--out", str(out_dir)]
         cmd += [a for item in list(sets) + extra for a in ("--set", item)]
         proc = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True)
         if proc.returncode in (0, 3):  # 3: some points failed -- recorded, compared as data
             return read_run_folder(out_dir).records
         if proc.returncode == 2 and extra and "rounds" in proc.stderr:
-            continue
+            continue  # an older revision: its workers are one round each anyway
         if proc.returncode in (130, 143):
             raise KeyboardInterrupt
         last = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
         raise BadInput(f"tbench run in {tree}: {last}")
-    raise AssertionError("unreachable")
+    raise BadInput(f"tbench run in {tree}: refused measure.rounds and ran nothing")
 
 
 def rev_gate(suite_path, rev: str, out, overrides: list[str], *, rounds=3, threshold=0.05,

@@ -355,9 +355,8 @@ def run_points(points, run_dir: Path, done: set[str], *,
     try:
         for round_no in range(1, max((p.measure.rounds for p in todo), default=0) + 1):
             for point in todo:
-                if point.id not in open_ or round_no <= len(have[point.id]):
-                    continue
-                if round_no > point.measure.rounds:
+                if (point.id not in open_ or round_no <= len(have[point.id])
+                        or round_no > point.measure.rounds):
                     continue
                 label = (point.label if point.measure.rounds == 1
                          else f"{point.label} [round {round_no}/{point.measure.rounds}]")
