@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install tbench and what it needs on a fresh machine (no virtualenv needed).
 #   bash install.sh          # torch (reused if present), deepspeed, tbench
-#   bash install.sh --test   # the same, plus the test extras and Debian's chromium
+#   bash install.sh --test   # the same, plus the test extras, Debian's chromium and a Slurm
+#                            # (slurmctld slurmd munge slurmdbd mariadb-server) for tests/test_slurm.py
 # TBENCH_TORCH_VERSION overrides the torch pin used when no torch is installed.
 # TBENCH_SKIP_OPS=1 skips building DeepSpeed's C++ ops (otherwise built once, into this environment).
 set -euo pipefail
@@ -32,6 +33,14 @@ if [ "${1:-}" = "--test" ]; then
         if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
         $SUDO apt-get update -qq >/dev/null && $SUDO apt-get install -y -qq chromium >/dev/null \
             || echo "install.sh: chromium not installed; the browser test will be skipped"
+    fi
+    if ! command -v slurmctld >/dev/null 2>&1 || ! command -v mariadbd >/dev/null 2>&1; then
+        # tests/test_slurm.py starts a real single-node cluster (the package scripts start nothing)
+        echo "install.sh: installing Debian's Slurm, munge and MariaDB for the Slurm tests"
+        if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+        $SUDO apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install \
+            -y -qq slurmctld slurmd slurm-client munge slurmdbd mariadb-server >/dev/null \
+            || echo "install.sh: Slurm not installed; the Slurm tests will be skipped"
     fi
 fi
 "$PY" -m pip install -q -e ".$extras"

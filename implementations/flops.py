@@ -70,3 +70,45 @@ def forward_flops(cfg, batch: int, seq_len: int, tgt_len: int | None = None) -> 
 def train_step_flops(cfg, batch: int, seq_len: int, tgt_len: int | None = None) -> int:
     """FLOPs of one training step: forward + backward = 3 x forward."""
     return 3 * forward_flops(cfg, batch, seq_len, tgt_len)
+
+
+def hardware_train_flops(cfg, batch: int, seq_len: int, memory, tgt_len: int | None = None) -> int:
+    """FLOPs one training step executes under activation-checkpointing policy ``memory``
+    (``implementations.memory``): the model FLOPs of :func:`train_step_flops` plus the forward
+    FLOPs the backward recomputes (``memory.recompute_flops``). MFU divides the model FLOPs,
+    hardware FLOPs utilisation (HFU) these."""
+    return (train_step_flops(cfg, batch, seq_len, tgt_len)
+            + memory.recompute_flops(cfg, flops_breakdown(cfg, batch, seq_len, tgt_len)))
+
+
+
+def prefill_flops(cfg, batch: int, seq_len: int) -> int:
+    """FLOPs of a prefill (``implementations.generate.prefill``): the prompt's forward pass with
+    the LM head on its last position only. Decoder-only: the ``seq_len`` prompt; encoder-decoder:
+    the ``seq_len`` source encoded, its cross-attention K/V projected, and the start token."""
+    if cfg.is_encoder_decoder:
+        return forward_flops(cfg, batch, seq_len, tgt_len=1)
+    parts = flops_breakdown(cfg, batch, seq_len)
+    parts["lm_head"] = 2 * batch * cfg.d_model * cfg.vocab_size  # one position per row
+    return sum(parts.values())
+
+
+def decode_step_flops(cfg, batch: int, context_len: int, src_len: int | None = None) -> int:
+    """FLOPs of one cached decode step: one token per row at position ``context_len``.
+
+    Every Linear on one token, the LM head on it, and attention over the keys that query may
+    attend: ``allowed_pairs(c + 1) - allowed_pairs(c)`` (causal), the pattern's own count, so a
+    sparse pattern is charged its allowed keys only. Encoder-decoder: plus cross-attention (q, o
+    on the token, scores over ``src_len`` memory keys; the memory's K/V were projected once)."""
+    for name, value, low in (("batch", batch, 1), ("context_len", context_len, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name} must be an integer >= {low}; got {value!r}")
+    B, C, F, H, D, V = batch, cfg.d_model, cfg.d_ff, cfg.n_heads, cfg.head_dim, cfg.vocab_size
+    pairs = cfg.attention.allowed_pairs
+    keys = pairs(context_len + 1, True) - pairs(context_len, True) if context_len else 1
+    layer = 4 * 2 * B * C * C + 2 * 2 * B * C * F + 4 * B * H * D * keys
+    if cfg.is_encoder_decoder:
+        if src_len is None:
+            raise ValueError("an encoder-decoder decode step needs src_len (memory keys)")
+        layer += 2 * 2 * B * C * C + 4 * B * H * D * src_len
+    return cfg.n_decoder_layers * layer + 2 * B * C * V

@@ -26,6 +26,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from implementations.attention.kernel import inner_attention
+from implementations.kv_cache import KVCache
 from implementations.regions import region
 
 
@@ -105,30 +107,6 @@ class Rotary(nn.Module):
         return x * cos + torch.cat([-x2, x1], dim=-1) * sin
 
 
-class KVCache:
-    """Preallocated K/V of one self-attention layer for decoding: ``(B, H, max_len, D)`` each.
-
-    ``length`` keys are filled; :meth:`append` writes new ones and returns views of all so far.
-    """
-
-    def __init__(self, max_len: int):
-        self.k = self.v = None
-        self.length, self.max_len = 0, max_len
-
-    def append(self, k: torch.Tensor, v: torch.Tensor):
-        B, H, S, D = k.shape
-        if self.k is None:
-            self.k = k.new_empty(B, H, self.max_len, D)  # (B, H, L, D)
-            self.v = v.new_empty(B, H, self.max_len, D)
-        end = self.length + S
-        if end > self.max_len:
-            raise ValueError(f"KV cache holds {self.max_len} positions; asked for {end}")
-        self.k[:, :, self.length:end] = k
-        self.v[:, :, self.length:end] = v
-        self.length = end
-        return self.k[:, :, :end], self.v[:, :, :end]  # (B, H, end, D)
-
-
 class MultiHeadAttention(nn.Module):
     """``W_o · concat_h attend(x W_q^h, m W_k^h, m W_v^h)`` with ``m = x`` (self) or memory (cross).
 
@@ -157,21 +135,29 @@ class MultiHeadAttention(nn.Module):
         """x ``(B, S, C)`` -> ``(B, S, C)``.
 
         Self-attention: ``memory`` is None; ``position_ids (B, S)`` feed RoPE; with ``cache`` the
-        new K/V are appended and the queries sit at ``q_offset = cache.length`` (the mask then
-        covers all cached keys). Cross-attention: K/V come from ``memory (B, S_m, C)``, or from
-        ``memory_kv`` (precomputed by :meth:`project_memory`, for decoding).
+        new K/V are appended and the queries sit at ``q_offset = cache.length``. A one-token step
+        then gets exactly the keys its pattern allows from the cache (``implementations.kv_cache``)
+        and attends to them without a mask; otherwise the mask covers all cached keys.
+        Cross-attention: K/V come from ``memory (B, S_m, C)``, or from ``memory_kv``
+        (precomputed by :meth:`project_memory`, for decoding).
         """
         with region("attention", self.region_name):
             B, S, C = x.shape
             q, k, v, offset = self.project(x, memory, position_ids, cache, memory_kv)
-            y = self.strategy.attend(q, k, v, causal=self.causal, key_padding_mask=key_padding_mask,
-                                     segment_ids=segment_ids, q_offset=offset, ops=self.ops)
+            if offset is None:  # the cache chose the allowed keys: (B, H, 1, D) over (B, H, n, D)
+                if key_padding_mask is not None or segment_ids is not None:
+                    raise ValueError("a cached decode step takes no key_padding_mask or segment_ids")
+                y = inner_attention(q, k, v, None, False, self.ops)
+            else:
+                y = self.strategy.attend(q, k, v, causal=self.causal, key_padding_mask=key_padding_mask,
+                                         segment_ids=segment_ids, q_offset=offset, ops=self.ops)
             with region("attention", "out_proj"):
                 y = y.transpose(1, 2).reshape(B, S, C)  # (B, S, H*D)
                 return self.W_o(y)
 
     def project(self, x, memory, position_ids, cache, memory_kv):
-        """q ``(B, H, S, D)``, k and v ``(B, H, S_k, D)`` and the absolute position of query 0."""
+        """q ``(B, H, S, D)``, k and v ``(B, H, S_k, D)`` and the absolute position of query 0
+        (None: k and v are exactly the keys the one query may attend, chosen by the cache)."""
         with region("attention", "proj"):
             q = self.heads(self.W_q(x))  # (B, H, S, D)
             offset = 0
@@ -184,8 +170,8 @@ class MultiHeadAttention(nn.Module):
                 with region("attention", "rotary"):
                     q, k = self.rotary(q, position_ids), self.rotary(k, position_ids)
             if cache is not None:
-                offset = cache.length
-                k, v = cache.append(k, v)  # (B, H, offset + S, D)
+                k, v, offset, exact = cache.append(k, v)  # (B, H, S_k, D): what the policy reads
+                offset = None if exact else offset
         return q, k, v, offset
 
     def project_memory(self, memory: torch.Tensor):

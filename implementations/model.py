@@ -155,8 +155,9 @@ class Transformer(nn.Module):
             return self.lm_head(h)
 
     def new_cache(self, max_len: int) -> list[KVCache]:
-        """One empty self-attention K/V cache per decoder layer, for ``max_len`` positions."""
-        return [KVCache(max_len) for _ in self.decoder]
+        """One empty self-attention K/V cache per decoder layer, for ``max_len`` positions,
+        keeping only what the attention pattern's decode step reads (its ``cache_policy``)."""
+        return [KVCache(max_len, self.cfg.attention.cache_policy()) for _ in self.decoder]
 
     @staticmethod
     def loss(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:

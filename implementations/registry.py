@@ -27,7 +27,7 @@ from typing import Any
 import pydantic
 from pydantic import ConfigDict, ValidationError
 
-AXES = ("attention", "padding", "precision", "parallel", "ops")
+AXES = ("attention", "padding", "precision", "parallel", "ops", "memory", "compression")
 STRICT = ConfigDict(strict=True, extra="forbid", arbitrary_types_allowed=True)
 
 _REGISTRY: dict[str, dict[str, type]] = {axis: {} for axis in AXES}

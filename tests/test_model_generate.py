@@ -1,4 +1,6 @@
-"""Greedy decoding: the KV-cached decode reproduces the full-recompute decode token for token."""
+"""Greedy decoding: the KV-cached decode reproduces the full-recompute decode token for token,
+for every registered attention pattern, while each pattern's cache keeps and reads only the keys
+its decode step may attend (``implementations.kv_cache``)."""
 from __future__ import annotations
 
 import dataclasses
@@ -8,6 +10,7 @@ import torch
 
 from implementations import registry
 from implementations.generate import generate
+from implementations.kv_cache import CachePolicy, KVCache
 from implementations.model import ModelConfig, build_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -31,29 +34,17 @@ def tokens(B, S, seed):
     return torch.randint(3, 256, (B, S), generator=torch.Generator().manual_seed(seed))
 
 
-class Spy:
-    """Wraps a strategy and records ``(S_q, S_k, q_offset)`` of every ``attend`` call."""
-
-    def __init__(self, strategy):
-        self.strategy, self.calls = strategy, []
-
-    def __getattr__(self, name):
-        return getattr(self.strategy, name)
-
-    def attend(self, q, k, v, **kw):
-        self.calls.append((q.shape[2], k.shape[2], kw["q_offset"]))
-        return self.strategy.attend(q, k, v, **kw)
+# Parameters small enough that a 6-token prompt + 20 new tokens wrap every ring several times.
+SMALL = {"local": [{"window": 2}, {"window": 3}], "block": [{"block_size": 4}],
+         "atrous": [{"dilation": 2}, {"dilation": 3, "window": 5}]}
+POSITIONS_NORMS = [("rope", "pre"), ("sinusoidal", "pre")]
+CASES = [({"name": name, **params}, positions, norm)  # every registered pattern
+         for name in registry.names("attention") for params in SMALL.get(name, [{}])
+         for positions, norm in POSITIONS_NORMS] + [({"name": "local", "window": 3}, "sinusoidal", "post")]
+IDS = [f"{registry.create('attention', s).label}-{p}-{n}" for s, p, n in CASES]
 
 
-CASES = [  # (strategy, positions, norm)
-    ({"name": "dense"}, "sinusoidal", "pre"),
-    ({"name": "local", "window": 2}, "rope", "pre"),
-    ({"name": "local", "window": 3}, "sinusoidal", "post"),
-    ({"name": "block", "block_size": 4}, "rope", "pre"),
-]
-
-
-@pytest.mark.parametrize("strategy, positions, norm", CASES, ids=lambda c: str(c))
+@pytest.mark.parametrize("strategy, positions, norm", CASES, ids=IDS)
 def test_cached_decode_equals_uncached_encoder_decoder(strategy, positions, norm):
     model = make(strategy, positions=positions, norm=norm)
     src = tokens(3, 9, seed=1)
@@ -65,7 +56,7 @@ def test_cached_decode_equals_uncached_encoder_decoder(strategy, positions, norm
     assert len(set(cached.flatten().tolist())) >= 6  # a non-trivial sequence, not one repeated id
 
 
-@pytest.mark.parametrize("strategy, positions, norm", CASES, ids=lambda c: str(c))
+@pytest.mark.parametrize("strategy, positions, norm", CASES, ids=IDS)
 def test_cached_decode_equals_uncached_decoder_only(strategy, positions, norm):
     model = make(strategy, n_encoder_layers=0, positions=positions, norm=norm)
     prompt = tokens(2, 6, seed=2)
@@ -76,20 +67,50 @@ def test_cached_decode_equals_uncached_decoder_only(strategy, positions, norm):
     assert len(set(cached.flatten().tolist())) >= 6
 
 
+def test_every_pattern_declares_a_cache_policy_that_reads_exactly_its_allowed_keys():
+    """The keys a policy reads at position i are the allowed keys of query i (causal): the count
+    equals the causal mask row's, and the slots read hold exactly those positions; also with
+    windows and blocks longer than the sequence (a ring that never wraps)."""
+    longer = {"local": [{"window": 100}], "block": [{"block_size": 64}],
+              "atrous": [{"dilation": 3, "window": 50}]}
+    for name in registry.names("attention"):
+        for params in SMALL.get(name, [{}]) + longer.get(name, []):
+            strategy = registry.create("attention", {"name": name, **params})
+            policy = strategy.cache_policy()
+            assert isinstance(policy, CachePolicy), strategy.label
+            L = 40
+            mask = strategy.dense_mask(L, L, causal=True)  # (L, L)
+            for i in range(L):
+                slots = policy.slots(L)
+                held = {p % slots: p for p in range(max(0, i + 1 - slots), i + 1)}  # slot -> position
+                read = sorted(held[s] for s in policy.read_range(i, L))
+                assert read == mask[i].nonzero().flatten().tolist(), (strategy.label, i)
 @pytest.mark.parametrize("n_encoder_layers, prompt_len", [(2, 5), (0, 4)])
-def test_cached_steps_attend_one_query_at_its_position(n_encoder_layers, prompt_len):
-    model = make({"name": "local", "window": 2}, n_encoder_layers=n_encoder_layers, positions="rope",
-                 eos_id=0)  # eos = pad id, which these weights never pick: all 6 steps run
-    spy = Spy(model.cfg.attention)
-    block = model.decoder[0]
-    block.self_attn.strategy = spy
+def test_cached_steps_attend_one_query_to_the_window_only(n_encoder_layers, prompt_len, monkeypatch):
+    """local(w=2): the prompt (or start token) attends to itself under the pattern's mask; each
+    next step gets exactly min(position + 1, w + 1) keys from a 3-slot ring."""
+    model = make({"name": "local", "window": 2}, n_encoder_layers=n_encoder_layers,
+                 positions="rope", eos_id=0)  # eos = pad id, which these weights never pick
+    calls, append = [], KVCache.append
+
+    def spy(cache, k, v):
+        out = append(cache, k, v)
+        if cache is caches[0]:
+            calls.append((k.shape[2], out[0].shape[2], out[2], out[3], tuple(cache.k.shape)))
+        return out
+
+    caches = []
+    new_cache = type(model).new_cache
+    monkeypatch.setattr(type(model), "new_cache", lambda m, n: caches.extend(new_cache(m, n)) or caches)
+    monkeypatch.setattr(KVCache, "append", spy)
     out = generate(model, tokens(1, prompt_len, seed=3), 6, use_cache=True)
     assert out.shape == (1, 6)
     start = 1 if n_encoder_layers else prompt_len  # decoder-only prefills the whole prompt
-    assert spy.calls[0] == (start, start, 0)
-    assert spy.calls[1:] == [(1, start + t + 1, start + t) for t in range(5)]
+    ring = (1, 4, 3, 16)  # (B, H, w + 1, D)
+    assert calls[0] == (start, start, 0, False, ring)
+    assert calls[1:] == [(1, min(start + t + 1, 3), start + t, True, ring) for t in range(5)]
     if n_encoder_layers:  # cross-attention stays dense over the 5 memory keys, K/V computed once
-        assert block.cross_attn.strategy.label == "dense"
+        assert model.decoder[0].cross_attn.strategy.label == "dense"
 
 
 def test_rows_stop_at_eos_and_are_padded():

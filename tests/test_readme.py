@@ -30,11 +30,14 @@ README = (ROOT / "README.md").read_text()
 
 
 def code_lines() -> list[str]:
-    """Lines of the indented code blocks, comments cut."""
-    out = []
+    """Lines of the indented code blocks, comments cut, ``\\``-continued lines joined."""
+    out, pending = [], ""
     for line in README.splitlines():
         if line.startswith("    ") and line.strip():
-            out.append(re.sub(r"\s+#\s.*$", "", line.strip()))
+            line = pending + re.sub(r"\s+#\s.*$", "", line.strip())
+            pending = line[:-1] if line.endswith("\\") else ""
+            if not pending:
+                out.append(line)
     return out
 
 
@@ -59,7 +62,7 @@ COMMANDS = tbench_commands()
 
 def test_the_readme_shows_every_command():
     assert {argv[0] for argv in COMMANDS} == {"run", "list", "env", "report", "compare", "gate",
-                                              "export", "profile"}
+                                              "export", "profile", "frontier"}
 
 
 @pytest.mark.parametrize("argv", COMMANDS, ids=[" ".join(a)[:60] for a in COMMANDS])

@@ -94,18 +94,21 @@ def test_cpu_memory_above_baseline_shows_what_the_point_allocated():
     assert measurement.measure_point(small)["metrics"]["mem_peak_rss_above_baseline_bytes"] < table / 4
 
 
-def test_interrupt_then_resume_loses_and_repeats_nothing(tmp_path):
+def test_interrupt_then_resume_loses_and_repeats_nothing(tmp_path, monkeypatch):
     pts = points([8, 9, 10])
+    # the second point runs until stopped: a warm worker ends a tiny point well within a second
+    monkeypatch.setenv("TBENCH_FAULT", f"{pts[1].id}=hang")
 
     def ctrl_c_during_second_point(event):
-        if event.kind == "start" and event.position == 1:  # Ctrl-C while its worker starts
+        if event.kind == "start" and event.position == 1:  # Ctrl-C while its worker runs
             threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT)).start()
 
-    first = runner.run_sweep(pts, tmp_path, progress=ctrl_c_during_second_point)
+    first = runner.run_sweep(pts, tmp_path, progress=ctrl_c_during_second_point, kill_grace_s=1.0)
     assert first.interrupted and first.counts == {"ok": 1, "interrupted": 1}
     assert [r["status"] for r in results.read_records(tmp_path)] == ["ok", "interrupted"]
     assert not live_workers(tmp_path)
     assert json.loads((tmp_path / "run.json").read_text())["state"] == "interrupted"
+    monkeypatch.delenv("TBENCH_FAULT")
 
     with pytest.raises(rundir.RunDirError, match="--resume"):
         runner.run_sweep(pts, tmp_path)

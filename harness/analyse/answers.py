@@ -377,6 +377,9 @@ def _answer(group, lay, base_label, shared, extra) -> Answer | None:
         return None
     base = ok.get(base_label)
     metric = memory_metric(group)
+    kv = [(r.get("metrics") or {}).get("kv_cache_bytes") for r in ok.values()]
+    if None not in kv and len(set(kv)) > 1:  # decode across patterns: the cache is what grows
+        metric = "kv_cache_bytes"
     fastest, leanest = _fastest(ok, base), _leanest(ok, base, metric)
     if fastest is None and leanest is None:
         return None
@@ -413,7 +416,8 @@ def _text(a: Answer, p: Pick, what: str, fmt, speed: bool) -> str:
 
 def answer_line(a: Answer) -> str:
     parts = ([_text(a, a.fastest, "fastest", fmt_ms, True)] if a.fastest else []) + (
-        [_text(a, a.leanest, "leanest", fmt_bytes, False)] if a.leanest else [])
+        [_text(a, a.leanest, "leanest KV cache" if a.memory_metric == "kv_cache_bytes" else "leanest",
+               fmt_bytes, False)] if a.leanest else [])
     return f"{a.group}: " + "; ".join(parts)
 
 

@@ -61,6 +61,7 @@ from harness.analyse.answers import (
     table_groups,
     value,
 )
+from harness.analyse.memory_tolerance import MEM_MODEL_TOLERANCE
 from harness.analyse.results import BadInput, RunFolder, memory_metric, read_run_folder
 
 __all__ = ["build_tables", "render_markdown", "render_html", "write_reports"]
@@ -112,6 +113,7 @@ def _cell(rec: dict | None, base: dict | None, mem_metric: str) -> Cell:
         lines.append(f"{fmt_num(m['tokens_per_s'])} tok/s")
     if _memory(rec, mem_metric) is not None:
         lines.append(fmt_bytes(_memory(rec, mem_metric)))
+        lines += _predicted_lines(m, _memory(rec, mem_metric), mem_metric)
     if m.get("mfu") is not None:
         lines.append(f"MFU {m['mfu']:.1%}")
     lines += _axis_lines(m)
@@ -122,6 +124,22 @@ def _cell(rec: dict | None, base: dict | None, mem_metric: str) -> Cell:
         if _memory(base, mem_metric) and _memory(rec, mem_metric) is not None:
             lines.append(f"mem ×{_memory(rec, mem_metric) / _memory(base, mem_metric):.2f}")
     return Cell("ok", lines or ["ok"], rec.get("point_id", ""), flags)
+
+
+PREDICTED_FOR = ("mem_peak_allocated_bytes", "mem_peak_rss_above_baseline_bytes")
+
+
+def _predicted_lines(m: dict, measured, mem_metric: str) -> list[str]:
+    """The memory model's prediction beside the measured peak, and ``⚠ model +N%`` when they
+    disagree by more than ``MEM_MODEL_TOLERANCE`` (a finding about the model or the strategy)."""
+    predicted = m.get("mem_predicted_bytes")
+    if not predicted or mem_metric not in PREDICTED_FOR:
+        return []
+    off = measured / predicted - 1
+    lines = [f"pred {fmt_bytes(predicted)}"]
+    if abs(off) > MEM_MODEL_TOLERANCE:
+        lines.append(f"⚠ mem model {off:+.0%}")
+    return lines
 
 
 def _axis_lines(m: dict) -> list[str]:
@@ -140,8 +158,32 @@ def _axis_lines(m: dict) -> list[str]:
         lines.append(f"{m['amp_skipped_steps']} skipped steps")
     if m.get("compile_s") is not None:
         lines.append(f"compile {m['compile_s']:.1f} s")
+    lines += _serving_lines(m)
     if m.get("throttled"):
         lines.append("throttled")
+    return lines
+
+
+def _serving_lines(m: dict) -> list[str]:
+    """What the inference workloads and the compression axis measure, where a point has it."""
+    lines = []
+    if m.get("ttft_ms_p50") is not None:
+        lines.append(f"TTFT {fmt_ms(m['ttft_ms_p50'])}")
+    if m.get("itl_ms_p50") is not None:
+        lines.append(f"ITL p50 {fmt_ms(m['itl_ms_p50'])}, p99 {fmt_ms(m['itl_ms_p99'])}")
+    if m.get("kv_cache_bytes") is not None:
+        same = "" if m.get("kv_cache_analytic_bytes") == m["kv_cache_bytes"] else \
+            f" (analytic {fmt_bytes(m.get('kv_cache_analytic_bytes') or 0)})"
+        lines.append(f"KV cache {fmt_bytes(m['kv_cache_bytes'])}{same}")
+    if m.get("mem_bw_gbs") is not None:
+        util = m.get("mem_bw_util")
+        lines.append(f"mem BW {m['mem_bw_gbs']:.3g} GB/s" + (f" ({util:.1%} of peak)" if util is not None
+                                                            else " (peak n/a)"))
+    if m.get("compression_logits_rel_diff") is not None:
+        lines.append(f"logits Δ {m['compression_logits_rel_diff']:.1e}, loss Δ "
+                     f"{m.get('compression_loss_rel_diff') or 0:.1e}")
+    if m.get("weight_uncompressed_bytes") is not None:
+        lines.append(f"weights {fmt_bytes(m['weight_bytes'])} of {fmt_bytes(m['weight_uncompressed_bytes'])}")
     return lines
 
 
@@ -380,7 +422,7 @@ def embedded_json(obj) -> str:
 def render_html(run: RunFolder, baseline: str | None = None) -> str:
     import jinja2
 
-    from harness.analyse import plots
+    from harness.analyse import plots, plots_serving
 
     tables = build_tables(run.records, baseline)
     env = jinja2.Environment(loader=jinja2.PackageLoader("harness.analyse", "templates"),
@@ -389,7 +431,8 @@ def render_html(run: RunFolder, baseline: str | None = None) -> str:
     records = with_profiles(run)
     points = profiled(records)
     return env.get_template("report.html.j2").render(
-        s=summary(run), tables=tables, figures=plots.figures(run.records, tables),
+        s=summary(run), tables=tables,
+        figures=plots.figures(run.records, tables) + plots_serving.figures(run.records),
         profiled=points, profile_intro=profile_intro(points, records) if points else "",
         profile_figures=plots.breakdown_figures(records, tables),
         regions_text=regions_text, step_text=step_text, fmt_ms=fmt_ms,

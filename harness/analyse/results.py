@@ -76,6 +76,17 @@ METRICS = (
     "per_token_latency_ms", "loss_parity_final", "loss_parity_amp_skipped_steps",
     "energy_j_per_step", "energy_j_per_token", "energy_j_point", "sdpa_backends", "warmup_steps",
     "latency_ms_p50_rank_max", "energy_j_all_ranks", "throttled_any_rank",
+    # inference workloads (prefill / decode / generate) and their KV caches
+    "ttft_ms_p50", "itl_ms_p50", "itl_ms_p90", "itl_ms_p99", "prefill_tokens_per_s",
+    "decode_tokens_per_s", "generated_tokens_per_step", "kv_cache_bytes",
+    "kv_cache_analytic_bytes", "kv_cache_slots", "kv_read_step_bytes", "decode_step_read_bytes",
+    "mem_bw_gbs", "mem_bw_util", "peak_bandwidth_gbs",
+    # compression: weights and quality cost against the uncompressed model
+    "weight_bytes", "weight_uncompressed_bytes", "compression_logits_rel_diff",
+    "compression_loss_rel_diff",
+    # activation checkpointing (hardware FLOPs) and the memory model
+    "hardware_flops_per_step", "hfu", "mem_predicted_bytes", "mem_predicted_states_bytes",
+    "mem_predicted_activations_bytes",
 )
 
 LIST_COLUMNS = ("samples_ms", "warnings", "ranks")

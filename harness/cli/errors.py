@@ -3,7 +3,8 @@ traceback. One place knows what counts as bad input:
 
   * ``SuiteError`` (a suite, a sweep, an override), ``RunDirError`` (a run folder that cannot be
     used as asked, e.g. ``--resume`` on a results file with a corrupt line: the file and the line
-    number), ``BadInput`` (a run folder or results file that cannot be read);
+    number), ``BadInput`` (a run folder or results file that cannot be read), ``ServerError``
+    (the fork server did not start or refused to fork), ``SubmitError`` (sbatch refused a job);
   * ``OSError`` of any kind (a missing file, a read-only folder, a full disk, permission denied):
     one line naming the file and the reason; whatever was already measured stays on disk;
   * a pydantic ``ValidationError`` that escaped a loader (a corrupt point file).
@@ -43,14 +44,16 @@ def user_errors():
     from pydantic import ValidationError
 
     from harness.analyse.results import BadInput
+    from harness.run.forkserver import ServerError
     from harness.run.rundir import RunDirError
+    from harness.run.slurm import SubmitError
     from harness.suite.errors import SuiteError
 
     try:
         yield
     except SuiteError as exc:
         raise fail(*exc.lines) from None
-    except (BadInput, RunDirError) as exc:
+    except (BadInput, RunDirError, ServerError, SubmitError) as exc:
         raise fail(str(exc)) from None
     except OSError as exc:
         raise fail(os_error_line(exc)) from None

@@ -50,6 +50,11 @@ class Device(str, Enum):
     cuda = "cuda"
 
 
+class Launcher(str, Enum):
+    local = "local"
+    slurm = "slurm"
+
+
 class OnCorrupt(str, Enum):
     refuse = "refuse"
     skip = "skip"
@@ -242,38 +247,89 @@ def run(
                                                           "a few steps: time and memory per region "
                                                           "and operator, and a trace (same as --set "
                                                           "measure.profile=true)" + default("off")),
+    devices: Optional[str] = typer.Option(
+        None, "--devices", metavar="all|0,1,3|cpu:N",
+        help="run points at once, one per GPU (CUDA_VISIBLE_DEVICES per worker; a multi-rank "
+             "point takes nproc GPUs): all, or GPU indices; GPUs must be of one model. On CPU, "
+             "points run one at a time unless cpu:N is given (concurrent points disturb each "
+             "other's timing and are flagged contended)" + default("one point at a time")),
+    fresh_workers: bool = typer.Option(
+        False, "--fresh-workers", help="start every single-process worker as a new Python "
+                                       "process instead of forking it from the run's warm fork "
+                                       "server (slower start; to compare)" + default("off")),
+    launcher: Optional[Launcher] = typer.Option(
+        None, "--launcher", help="where points run: local, or slurm (a job per point and round, "
+                                 "through submitit)" + default("the suite's launcher.name, local")),
+    partition: Optional[str] = typer.Option(None, "--partition", help="slurm: the partition"
+                                            + default("the suite's launcher, else the cluster's")),
+    account: Optional[str] = typer.Option(None, "--account", help="slurm: the account to charge"
+                                          + default("the suite's launcher, else none")),
+    time_min: Optional[int] = typer.Option(None, "--time-min", min=1,
+                                           help="slurm: a job's time limit in minutes"
+                                           + default("from measure.timeout_s")),
+    gpus_per_point: Optional[int] = typer.Option(None, "--gpus-per-point", min=0,
+                                                 help="slurm: GPUs per job"
+                                                 + default("the point's ranks on cuda, 0 on cpu")),
+    sbatch_arg: List[str] = typer.Option([], "--sbatch-arg", metavar="--OPTION[=VALUE]",
+                                         help="slurm: an extra sbatch option, e.g. --qos=high; "
+                                              "repeatable" + default("the suite's launcher")),
 ) -> None:
     """Run every point of a suite, each in a fresh worker process.
 
     cuda with no visible CUDA device: exit 2 before anything runs.
     --dry-run lists the points anyway (with a warning) and their duration in previous runs."""
+    # first of all: the fork server imports torch while this process imports the rest
+    early_name, early_dir, server = ((None, None, None) if dry_run or fresh_workers
+                                     else early_server(suite, out, launcher))
     from harness.run import rundir, runner
     from harness.suite.sweep import load_points
 
     if profile:
         set_ = [*set_, "measure.profile=true"]
-    with user_errors():
-        resolved, points = load_points(suite, device.value if device else None, set_, variant)
-        dev = points[0].device
-        no_cuda = _cuda_missing(dev, device is not None, suite)
-        if dry_run:
-            console().print(_points_table(points, f"{resolved.name} on {dev}: {len(points)} "
-                                                   "point(s) (dry run: nothing runs)"))
-            typer.echo(estimate_duration(rundir.default_run_dir(resolved.name).parent,
-                                         [p.id for p in points]))
+    try:
+        with user_errors():
+            resolved, points = load_points(suite, device.value if device else None, set_, variant)
+            dev = points[0].device
+            no_cuda = _cuda_missing(dev, device is not None, suite)
+            if dry_run:
+                console().print(_points_table(points, f"{resolved.name} on {dev}: {len(points)} "
+                                                       "point(s) (dry run: nothing runs)"))
+                typer.echo(estimate_duration(rundir.default_run_dir(resolved.name).parent,
+                                             [p.id for p in points]))
+                if no_cuda:
+                    typer.echo(f"warning: {no_cuda}: a real run would stop here", err=True)
+                return
             if no_cuda:
-                typer.echo(f"warning: {no_cuda}: a real run would stop here", err=True)
-            return
-        if no_cuda:
-            raise SuiteError([no_cuda])
-        if resume and out is None:
-            raise SuiteError(["--resume needs --out RUN_DIR (the folder of the run to finish)"])
-        run_dir = out or rundir.default_run_dir(resolved.name)
-        with SweepProgress(len(points)) as bar:
-            summary = runner.run_suite(run_dir, suite, set_, resolved, points, resume=resume,
-                                       progress=bar.update, on_corrupt=on_corrupt.value,
-                                       say=lambda line: typer.echo(line, err=True))
+                raise SuiteError([no_cuda])
+            if resume and out is None:
+                raise SuiteError(["--resume needs --out RUN_DIR (the folder of the run to finish)"])
+            if out is None and early_name != resolved.name:  # --set name=... renamed the run
+                early_dir = None  # its folder follows the resolved name, as does the server's
+                if server is not None:
+                    server.close()
+                    server = None
+            run_dir = out or early_dir or rundir.default_run_dir(resolved.name)
+            spec = launcher_spec(resolved.launcher, launcher, partition, account, time_min,
+                                 gpus_per_point, sbatch_arg)
+            slurm_options = any(v is not None for v in (partition, account, time_min, gpus_per_point))
+            where = placement(spec, devices, dev, points, fresh_workers,
+                              slurm_options or bool(sbatch_arg))
+            if "warm" in where:
+                where["server"] = server
+            with SweepProgress(len(points)) as bar:
+                summary = runner.run_suite(run_dir, suite, set_, resolved, points, resume=resume,
+                                           progress=bar.update, on_corrupt=on_corrupt.value,
+                                           say=lambda line: typer.echo(line, err=True), **where)
+    finally:
+        if server is not None:
+            server.close()
     typer.echo(f"run folder: {summary.run_dir}", err=True)
+    if spec.name == "slurm":
+        from harness.run.slurm import write_nodes
+
+        mixed = write_nodes(summary.run_dir)
+        if mixed:
+            typer.echo(mixed, err=True)
     console().print(_summary_table(summary))
     for line in _failures(run_dir):
         typer.echo(f"failed: {line}", err=True)
@@ -293,15 +349,111 @@ def run(
                                            sorted(summary.flags.items()))
                    + " -- see the ⚠ rows of the summary and the reports' badges", err=True)
     if summary.interrupted:
-        again = " ".join([f"--device {dev}"] + [f"--variant {v}" for v in variant]
-                         + [f"--set '{item}'" for item in set_])
-        typer.echo(f"interrupted ({summary.interrupted_by.name}); finish with: tbench run {suite} "
-                   f"--out {run_dir} {again} --resume", err=True)
+        again = resume_command(suite, run_dir, dev, variant, set_, devices, fresh_workers, spec.name,
+                               partition=partition, account=account, time_min=time_min,
+                               gpus_per_point=gpus_per_point, sbatch_arg=sbatch_arg)
+        typer.echo(f"interrupted ({summary.interrupted_by.name}); finish with: {again}", err=True)
     typer.echo(str(summary.results_path))
     if summary.interrupted:
         raise typer.Exit(128 + summary.interrupted_by)  # the shell's code for death by it
     if summary.failed:
         raise typer.Exit(3)
+
+
+def resume_command(suite, run_dir, dev, variant, sets, devices, fresh, launcher, **slurm) -> str:
+    """``tbench run ... --resume`` with every option the run was given, quoted for the shell
+    (``--profile`` is in ``sets`` as measure.profile=true)."""
+    import shlex
+
+    args = ["tbench", "run", str(suite), "--out", str(run_dir), "--device", dev]
+    args += [a for v in variant for a in ("--variant", v)] + [a for s in sets for a in ("--set", s)]
+    args += (["--devices", devices] if devices else []) + (["--fresh-workers"] if fresh else [])
+    if launcher == "slurm":
+        args += ["--launcher", "slurm"]
+        for key, value in slurm.items():
+            for one in (value if isinstance(value, list) else [] if value is None else [value]):
+                flag = "--" + key.replace("_", "-")
+                args += [f"{flag}={one}"] if key == "sbatch_arg" else [flag, str(one)]
+    return shlex.join([*args, "--resume"])
+
+
+def early_server(suite: Path, out: Optional[Path], launcher):
+    """(the suite's raw name, run folder, fork server started now): the server imports torch
+    while this process loads the suite (two cores at work, not one after the other). (None,
+    None, None) where the run may not use one (Slurm) or the suite cannot even be read here
+    (loading will say why). ``run`` keeps the folder only if the resolved name is the raw one.
+
+    The server gets this process's environment, not ``launcher.worker_env`` (which imports
+    torch): its environment matters only to what ``PRELOAD`` reads at import time, and the two
+    differ in PYTHONPATH (the server puts the same project root first), TORCH_EXTENSIONS_DIR
+    (read by torch.utils.cpp_extension when an op is built: in the worker, from its own
+    environment, which is ``worker_env``) and DS_ACCELERATOR (read when deepspeed is imported:
+    not preloaded, so the worker imports it under its own environment)."""
+    import yaml
+
+    from harness.run import forkserver, rundir
+
+    try:
+        raw = yaml.safe_load(suite.read_text()) if out is None or launcher is None else {}
+    except (OSError, ValueError, yaml.YAMLError):
+        return None, None, None
+    raw = raw if isinstance(raw, dict) else {}
+    section = raw.get("launcher") if isinstance(raw.get("launcher"), dict) else {}
+    where = launcher.value if launcher else section.get("name", "local")
+    name = raw.get("name") if isinstance(raw.get("name"), str) else None
+    if where != "local" or (out is None and not name):
+        return None, None, None
+    run_dir = (out or rundir.default_run_dir(name)).resolve()
+    return name, run_dir, forkserver.ForkServer(run_dir).spawn()
+
+
+def launcher_spec(spec, name, partition, account, time_min, gpus, sbatch_args):
+    """The suite's ``launcher:`` section with the CLI's options laid over it."""
+    changes = {k: v for k, v in dict(name=name.value if name else None, partition=partition,
+                                     account=account, time_min=time_min,
+                                     gpus_per_point=gpus).items() if v is not None}
+    if sbatch_args:
+        changes["sbatch_args"] = list(sbatch_args)
+    if not changes:
+        return spec
+    from harness.suite.schema import LauncherSpec
+
+    data = spec.model_dump()
+    data.update(changes)
+    try:
+        return LauncherSpec.model_validate(data)
+    except Exception as exc:  # a pydantic ValidationError: one line per field
+        option = {"sbatch_args": "sbatch-arg", "time_min": "time-min", "name": "launcher",
+                  "gpus_per_point": "gpus-per-point"}
+        lines = [f"--{option.get(str(e['loc'][0]), str(e['loc'][0]))}: "
+                 + e["msg"].removeprefix("Value error, ")
+                 for e in getattr(exc, "errors", lambda: [])()] or [str(exc)]
+        raise SuiteError(lines) from None
+
+
+def placement(spec, devices, dev: str, points, fresh: bool, slurm_options: bool) -> dict:
+    """``run_sweep``'s ``slots`` / ``warm`` / ``backend`` from the options."""
+    if spec.name == "slurm":
+        if devices:
+            raise SuiteError(["--devices: not with --launcher slurm (Slurm places each job; "
+                              "use --gpus-per-point)"])
+        import shutil
+
+        if shutil.which("sbatch") is None:
+            raise SuiteError(["--launcher slurm: sbatch not found on PATH (run tbench where "
+                              "Slurm's client commands work)"])
+        from harness.run.slurm import Backend
+
+        return {"backend": Backend(spec)}
+    if slurm_options:
+        raise SuiteError(["--partition, --account, --time-min, --gpus-per-point and --sbatch-arg "
+                          "need --launcher slurm (or launcher.name: slurm in the suite)"])
+    where: dict = {"warm": not fresh}
+    if devices:
+        from harness.run.devices import slots
+
+        where["slots"] = slots(devices, dev, points)
+    return where
 
 
 @app.command("list")

@@ -27,7 +27,11 @@ sample, so no sample is ever taken with a profiler or a named range attached); i
 metrics give the breakdown, ``profile_overhead_ratio`` the profiled step time over this round's
 timed median. A profiled pass that fails leaves a warning, never the point failed.
 Throughputs divide per-step counts by the MEAN step time (total work over total time);
-``per_token_latency_ms`` uses the median.
+``per_token_latency_ms`` uses the median. A training point's activation-checkpointing policy
+(``strategies.memory``) is applied to the built model before its first call; ``flops_per_step``
+and ``mfu`` stay model FLOPs, ``hardware_flops_per_step`` and ``hfu`` add what it recomputes.
+The memory model's prediction (``harness.measure.memory_model``: ``mem_predicted_bytes`` and its
+parts) is recorded beside the measured peaks.
 """
 from __future__ import annotations
 
@@ -38,7 +42,7 @@ from typing import Any
 import torch
 
 from harness.analyse import stats
-from harness.measure import peaks, profiling, steps, timing, workload
+from harness.measure import memory_model, peaks, profiling, steps, steps_inference, timing, workload
 from harness.measure.contention import HostWindow
 from harness.measure.faults import with_fault
 from harness.measure.kernels import record_backends
@@ -133,6 +137,8 @@ def measure_point(point, fault: str | None = None) -> dict[str, Any]:
     except workload.NotSupported as exc:
         return {"status": "not_supported", "error": str(exc), "samples_ms": [], "metrics": {},
                 "warnings": []}
+    if point.workload.kind == "train":  # activation checkpointing (implementations.memory)
+        point.strategies.memory.apply(wl.model)
     compiled = getattr(point.strategies.ops, "compile", False)
     step = with_fault(wl.step, fault)
     try:
@@ -143,13 +149,16 @@ def measure_point(point, fault: str | None = None) -> dict[str, Any]:
                                             agree=timing.agreement(device))
         finally:
             whole = sampler.stop() if sampler else empty_result("CPU point")
+        wl.timed_steps = len(t.samples_ms) * point.measure.steps_per_sample
         memory, finished = mem.stop(), wl.finish()  # what was timed, before any profiled step
         profile, profile_warnings = profiled(point, step, device, t.samples_ms)
     finally:
         wl.close()
     metrics = {**stats.summarize(t.samples_ms), **memory}
+    metrics.update(memory_model.predicted_metrics(point))  # beside the measured peak
     metrics.update(throughput(wl, t.samples_ms, point, finished))
     metrics.update(flops_metrics(wl, t.samples_ms, device, point))
+    metrics.update(steps_inference.rate_metrics(wl, t.samples_ms, device_name(device), point))
     metrics.update({k: whole.get(k) for k in POINT_METRICS})
     metrics.update({k: window.get(k) for k in WINDOW_METRICS})
     n_steps = len(t.samples_ms) * point.measure.steps_per_sample
@@ -203,16 +212,35 @@ def throughput(wl, samples_ms: list[float], point, finished: dict) -> dict[str, 
     }
     if point.workload.kind == "generate":
         out["per_token_latency_ms"] = stats.median(samples_ms) / point.workload.new_tokens
+    elif point.workload.kind == "decode":  # one step is one token per row
+        out["per_token_latency_ms"] = stats.median(samples_ms)
     return out
 
 
 def flops_metrics(wl, samples_ms: list[float], device: str, point) -> dict[str, float | None]:
     peak = peaks.peak_tflops(device_name(device), point.strategies.precision.math_format)
     if wl.flops is None:
-        return {"flops_per_step": None, "tflops_per_s": None, "mfu": None, "peak_tflops": peak}
+        return {"flops_per_step": None, "tflops_per_s": None, "mfu": None, "peak_tflops": peak,
+                "hardware_flops_per_step": None, "hfu": None}
     achieved = wl.flops / (stats.mean(samples_ms) / 1e3)
+    hardware = wl.flops * hardware_ratio(point)  # + what checkpointing recomputes
     return {"flops_per_step": wl.flops, "tflops_per_s": achieved / 1e12,
-            "mfu": peaks.mfu(achieved, peak), "peak_tflops": peak}
+            "mfu": peaks.mfu(achieved, peak), "peak_tflops": peak,
+            "hardware_flops_per_step": hardware,
+            "hfu": peaks.mfu(hardware / (stats.mean(samples_ms) / 1e3), peak)}
+
+
+def hardware_ratio(point) -> float:
+    """Hardware over model FLOPs of a step at the point's nominal shape (``batch_size`` x
+    ``seq_len``; padding strategies vary the shape a little, the ratio barely): 1 unless a
+    training step recomputes checkpointed activations."""
+    if point.workload.kind != "train" or point.strategies.memory.name == "none":
+        return 1.0
+    from implementations.flops import hardware_train_flops, train_step_flops
+
+    cfg, w = workload.model_config(point), point.workload
+    model = train_step_flops(cfg, w.batch_size, w.seq_len)
+    return hardware_train_flops(cfg, w.batch_size, w.seq_len, point.strategies.memory) / model
 
 
 PARITY_NAMES = {"loss_final": "loss_parity_final", "amp_skipped_steps": "loss_parity_amp_skipped_steps"}

@@ -11,6 +11,9 @@ Contract
         tensor peak, as the matmuls dominate). Unknown device, CPU, unknown format -> None, never
         a guess.
     mfu(achieved_flops_per_s, peak_tflops) -> float | None     achieved / (peak * 1e12), a fraction
+    PEAK_BANDWIDTH_GBS[model] -> float   device-memory bandwidth, GB/s (1e9 bytes/s), datasheet
+    peak_bandwidth_gbs(device_name) -> float | None    None for CPU and unknown devices, and for
+        A100 (its 40 GB and 80 GB, SXM and PCIe variants differ: 1555-2039 GB/s), never a guess
 
 fp32 means plain FP32 (CUDA cores, TF32 off); tf32 means FP32 matmuls on TF32 tensor cores.
 Sources: NVIDIA datasheets (H100, H200, A100, A10, L4, L40, L40S, V100, T4) and the Ada
@@ -34,6 +37,12 @@ PEAK_TFLOPS: dict[str, dict[str, float]] = {
     "V100 SXM2": {"fp16": 125.0, "fp32": 15.7},
     "V100 PCIe": {"fp16": 112.0, "fp32": 14.0},
     "T4": {"fp16": 65.0, "fp32": 8.1},
+}
+
+PEAK_BANDWIDTH_GBS: dict[str, float] = {  # HBM / GDDR datasheet bandwidth, GB/s
+    "H100 SXM": 3350.0, "H100 PCIe": 2000.0, "H200": 4800.0, "A10": 600.0, "L4": 300.0,
+    "L40": 864.0, "L40S": 864.0, "RTX 4090": 1008.0, "V100 SXM2": 900.0, "V100 PCIe": 900.0,
+    "T4": 320.0,
 }
 
 # (model, substrings that must all appear, substrings that must not) on the upper-cased name.
@@ -93,3 +102,8 @@ def mfu(achieved_flops_per_s: float | None, peak: float | None) -> float | None:
     if not (math.isfinite(achieved_flops_per_s) and math.isfinite(peak)) or peak <= 0 or achieved_flops_per_s < 0:
         return None
     return achieved_flops_per_s / (peak * 1e12)
+
+
+def peak_bandwidth_gbs(device_name: str | None) -> float | None:
+    """Datasheet memory bandwidth of this device in GB/s, or None (CPU, unknown: no guess)."""
+    return PEAK_BANDWIDTH_GBS.get(gpu_model(device_name))

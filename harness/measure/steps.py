@@ -4,17 +4,20 @@ Input: a resolved ``Point`` and the torch device string it runs on ("cpu", "cuda
 Output: ``build(point, device) -> Workload`` (``harness.measure.workload``) whose ``step()`` is one
 unit of measured work: ``train`` = forward + loss + backward + optimizer step (a DeepSpeed
 engine step for parallel points, ``harness.measure.steps_parallel``); ``forward`` = inference
-forward under ``no_grad``; ``generate`` = greedy decode of ``workload.new_tokens`` tokens with
-the KV cache. Batches cycle through ``workload.num_batches``.
+forward under ``no_grad``; ``prefill``, ``decode`` and ``generate`` (greedy decode of
+``workload.new_tokens`` tokens with the KV cache) are built by ``harness.measure.steps_inference``.
+Batches cycle through ``workload.num_batches``. Before an inference step is built, the
+compression strategy rewrites the model (its quality cost and weight bytes go to ``wl.extra``,
+and from there into the record).
 """
 from __future__ import annotations
 
 import torch
 
+from harness.measure.steps_inference import compress, decode_workload, generate_workload, prefill_workload
 from harness.measure.steps_parallel import train_parallel
 from harness.measure.workload import (
     LR,
-    NotSupported,
     Workload,
     cycle,
     make_batches,
@@ -23,7 +26,6 @@ from harness.measure.workload import (
     nproc_of,
 )
 from implementations.flops import forward_flops, train_step_flops
-from implementations.generate import generate
 from implementations.model import build_model, forward_batch
 
 
@@ -33,12 +35,18 @@ def build(point, device: str) -> Workload:
     batches, n_seq = make_batches(point, cfg, device)
     point.strategies.precision.setup(device)
     model = build_model(cfg).to(device)
-    builders = {"train": _train, "forward": _forward, "generate": _generate}
-    wl = builders[point.workload.kind](point, cfg, model, batches, device)
+    kind = point.workload.kind
+    compressed = {} if kind == "train" else compress(point, cfg, model, batches, device)
+    builders = {"train": _train, "forward": _forward, "generate": generate_workload,
+                "prefill": prefill_workload, "decode": decode_workload}
+    if kind != "train":
+        model.eval()
+    wl = builders[kind](point, cfg, model, batches, device)
+    wl.extra.update(compressed)
     wl.model = model
     wl.close = point.strategies.precision.teardown
-    wl.batches_per_cycle = len(batches)
-    if point.workload.kind != "generate":
+    wl.batches_per_cycle = 1 if kind == "decode" else len(batches)
+    if kind not in ("generate", "decode"):
         wl.sequences = n_seq / len(batches)
         wl.real_tokens = sum(b.real_tokens for b in batches) / len(batches)
         wl.processed_tokens = sum(b.processed_tokens for b in batches) / len(batches)
@@ -82,27 +90,3 @@ def _forward(point, cfg, model, batches, device) -> Workload:
             forward_batch(run, next_batch(), cfg.is_encoder_decoder)
 
     return Workload(step, 0, 0, 0, mean_flops(forward_flops, cfg, batches))
-
-
-def _generate(point, cfg, model, batches, device) -> Workload:
-    s, w = point.strategies, point.workload
-    if not cfg.is_encoder_decoder and any(
-            b.key_padding_mask is not None or b.segment_ids is not None for b in batches):
-        raise NotSupported("decoder-only generate needs unpadded prompts (use fixed lengths)")
-    model.eval()
-    next_batch = cycle(batches)
-
-    produced: list[int] = []  # rows may stop early at eos: count what was really generated
-
-    def step():
-        batch = next_batch()
-        with s.precision.autocast(device):
-            out = generate(model, batch.tokens, w.new_tokens, use_cache=True,
-                           src_key_padding_mask=batch.key_padding_mask if cfg.is_encoder_decoder else None)
-        produced.append(int(out.shape[0] * out.shape[1]))
-
-    def finish() -> dict:
-        return {"generated_tokens_per_step": sum(produced) / len(produced) if produced else None}
-
-    new = float(w.batch_size * w.new_tokens)
-    return Workload(step, float(w.batch_size), new, new, None, finish=finish)

@@ -26,6 +26,10 @@ from implementations.parallel.zero import init_distributed, train_step
 
 def train_parallel(point, cfg, model, batches, device: str):
     s = point.strategies
+    if s.parallel.name == "fsdp":  # PyTorch FSDP2 rather than a DeepSpeed engine
+        from harness.measure.steps_fsdp import train_fsdp
+
+        return train_fsdp(point, cfg, model, batches, device)
     rank = int(os.environ.get("RANK", "0"))
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 or s.parallel.name == "zero":
         init_distributed(s.parallel.resolved_backend(point.device), s.parallel.timeout_s)

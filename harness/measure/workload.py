@@ -2,14 +2,18 @@
 
 A ``Workload`` has
   * ``step()``: one unit of measured work: ``train`` = forward + loss + backward + optimizer step;
-    ``forward`` = inference forward under ``no_grad``; ``generate`` = greedy decode of
-    ``workload.new_tokens`` tokens with the KV cache (batches cycle through ``num_batches``);
+    ``forward`` = inference forward under ``no_grad``; ``prefill`` = the prompt's pass filling
+    the KV cache and the first token; ``decode`` = one cached token at ``context_len``;
+    ``generate`` = greedy decode of ``workload.new_tokens`` tokens with the KV cache (batches
+    cycle through ``num_batches``; see ``harness.measure.steps_inference``);
   * per-step counts (means over the cycled batches): ``sequences``, ``real_tokens``,
-    ``processed_tokens`` (tokens; generate: new tokens produced), ``flops`` (model FLOPs of
-    ``implementations.flops`` on the processed shape; None for generate, which has no analytic
-    count with a KV cache);
-  * ``finish() -> dict`` of training metrics (``loss_final``, ``amp_skipped_steps``) and
-    ``close()`` (undo the precision's process-wide flags).
+    ``processed_tokens`` (tokens; generate: new tokens produced; decode: one per row),
+    ``flops`` (model FLOPs of ``implementations.flops`` on the processed shape; None for
+    generate, whose steps stop at eos);
+  * ``finish() -> dict`` of training or generation metrics (``loss_final``,
+    ``amp_skipped_steps``; ``ttft_ms_p50``, ``itl_ms_p*``) and ``close()`` (undo the precision's
+    process-wide flags); ``extra``: more metrics for the record (KV-cache bytes, compression
+    quality, weight bytes); ``timed_steps``: how many of the last steps were timed.
 ``unsupported_reasons(point)`` gathers every strategy's ``not_supported_reasons(ctx)``;
 ``NotSupported`` is raised for combinations only the data reveals (packed rows on an
 encoder-decoder; padded prompts for a decoder-only generate).
@@ -46,6 +50,7 @@ class Workload:
     model: Any = None
     extra: dict = field(default_factory=dict)
     batches_per_cycle: int = 1  # distinct batches the steps go through in turn: warm-up covers them all
+    timed_steps: int = 0  # set after sampling: the last this many steps were the timed ones
 
 
 def nproc_of(point) -> int:
@@ -82,7 +87,8 @@ def model_config(point) -> ModelConfig:
     overrides["ops"] = point.strategies.ops.model_ops
     cfg = ModelConfig.from_preset(point.model.preset, **overrides)
     w = point.workload
-    needed = w.seq_len + (w.new_tokens if w.kind == "generate" else 0)
+    needed = max(w.seq_len + {"generate": w.new_tokens, "prefill": 1}.get(w.kind, 0),
+                 (w.context_len or 0) + 1)
     if cfg.max_seq_len < needed and "max_seq_len" not in point.model.overrides:
         cfg = ModelConfig.from_preset(point.model.preset, **overrides, max_seq_len=needed)
     return cfg

@@ -11,6 +11,14 @@ the runner (``harness.measure.lifeline.guard``, told the runner's pid in ``TBENC
 torchrun is given PR_SET_PDEATHSIG here), and whatever ends ``launch`` -- a result, a timeout, an
 exception such as an interrupt -- ends with the worker's group killed. The worker's files
 (point.json, result.json, worker.log) stay in ``work_dir``.
+
+    launch(point, work_dir, grace_s, *, server=None, devices=None, on_start=None)
+
+``server`` (a ``harness.run.forkserver.ForkServer``): a single-process point is forked from it
+(warm: torch already imported) instead of started fresh; the same command, the same files, the
+same group kill; a distributed point still starts torchrun. ``devices``: the CUDA devices the
+worker may see (``CUDA_VISIBLE_DEVICES``; None leaves the environment's). ``on_start(proc)`` and
+``on_start(None)`` bracket the worker's life, so a scheduler can kill it from another thread.
 """
 from __future__ import annotations
 
@@ -21,7 +29,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from harness.analyse.results import write_json_atomic
 from harness.measure import workload
@@ -82,7 +90,23 @@ def worker_env(point) -> dict[str, str]:
     return env
 
 
-def launch(point, work_dir: Path, grace_s: float) -> dict[str, Any]:
+def start_worker(point, work_dir: Path, env: dict[str, str], server=None):
+    """The worker (group) of ``point``: forked from ``server`` or a fresh process (torchrun for
+    a distributed point); a ``Popen`` or a ``ForkedWorker``."""
+    point_file, result_file, log_file = (work_dir / n for n in ("point.json", "result.json", "worker.log"))
+    if server is not None and not launched(point):
+        return server.start([str(point_file), str(result_file)], env=env, cwd=work_dir, log=log_file)
+    # torchrun is not our code: it gets PDEATHSIG from here. It starts each rank in a session
+    # of its own, out of reach of kill_group; a rank dies with torchrun by its own PDEATHSIG.
+    hook = pdeathsig_hook() if launched(point) else None
+    with open(log_file, "wb") as log:
+        return subprocess.Popen(worker_command(point, point_file, result_file), stdout=log,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                cwd=work_dir, start_new_session=True, preexec_fn=hook)
+
+
+def launch(point, work_dir: Path, grace_s: float, *, server=None, devices=None,
+           on_start: Callable[[Any], None] | None = None) -> dict[str, Any]:
     """Run one worker (group) to completion or timeout; the worker's record or a failure.
     However this returns or raises, no process of the worker's group is left."""
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -92,24 +116,28 @@ def launch(point, work_dir: Path, grace_s: float) -> dict[str, Any]:
         stale.unlink()
     env = worker_env(point)
     env[RUNNER_PID_ENV] = str(os.getpid())
-    # torchrun is not our code: it gets PDEATHSIG from here. It starts each rank in a session
-    # of its own, out of reach of kill_group; a rank dies with torchrun by its own PDEATHSIG.
-    hook = pdeathsig_hook() if launched(point) else None
-    with open(log_file, "wb") as log:
-        proc = subprocess.Popen(worker_command(point, point_file, result_file), stdout=log,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                cwd=work_dir, start_new_session=True, preexec_fn=hook)
-        try:
-            rc = proc.wait(timeout=point.measure.timeout_s)
-        except subprocess.TimeoutExpired:
-            rc = None
-        finally:  # also on Ctrl-C / SIGTERM: no worker may outlive the sweep
-            kill_group(proc, grace_s)
+    if devices is not None:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(d) for d in devices)
+        env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # the indices are NVML's (harness.run.devices)
+    proc = start_worker(point, work_dir, env, server)
+    if on_start is not None:
+        on_start(proc)
+    try:
+        rc = proc.wait(timeout=point.measure.timeout_s)
+    except subprocess.TimeoutExpired:
+        rc = None
+    finally:  # also on Ctrl-C / SIGTERM: no worker may outlive the sweep
+        kill_group(proc, grace_s)
+        if on_start is not None:
+            on_start(None)
     if rc is None:
         return {"status": "timeout", "stderr_tail": tail(log_file),
                 "error": f"point exceeded its timeout of {point.measure.timeout_s:g} s; "
                          "worker process group killed"}
-    return collect(point, result_file, rc, tail(log_file))
+    record = collect(point, result_file, rc, tail(log_file))
+    if getattr(proc, "lost", False) and record.get("status") == "crashed":
+        record["error"] += " (its fork server died; the next point starts a new one)"
+    return record
 
 
 def collect(point, result_file: Path, rc: int, stderr_tail: str | None) -> dict[str, Any]:

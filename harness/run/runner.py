@@ -18,7 +18,12 @@ while other work used the CPU (``measure.contention_cores``) or the GPU is handl
 ``measure.on_contention`` (flag | retry | fail). ``RunSummary.flags`` counts flagged points.
 
 Isolation: each round runs in a worker process of its own (``harness.run.launcher``: timeouts,
-crashes, torchrun for distributed points, no worker outliving the sweep).
+crashes, torchrun for distributed points, no worker outliving the sweep); a single-process
+worker is forked from the run's warm fork server (``harness.run.forkserver``; ``warm=False``:
+a fresh interpreter). Where rounds run is a ``harness.run.schedule`` backend: one at a time
+(default), several at once on device slots (``slots``, ``tbench run --devices``), or Slurm jobs
+(``backend``, ``harness.run.slurm``); whichever ends first, rounds are committed -- and records
+written -- in the run order, so results.jsonl reads the same and ``--resume`` is exact.
 
 Stopping: in the main thread, ``run_sweep`` turns SIGINT (Ctrl-C) and SIGTERM into
 ``Interrupted``; the current worker group is killed, that point recorded ``interrupted`` (the
@@ -44,8 +49,7 @@ from typing import Any, Callable
 
 from harness.analyse import results, stats
 from harness.measure import workload
-from harness.run import extensions, rundir
-from harness.run.launcher import launch
+from harness.run import extensions, forkserver, launcher, rundir, schedule
 from harness.run.rundir import now_iso
 from implementations import registry
 
@@ -155,7 +159,8 @@ def contention_warnings(point) -> list[str]:
         return []
     from harness.measure.telemetry import gpu_contention_warning
 
-    found = (gpu_contention_warning(i) for i in range(workload.nproc_of(point)))
+    devices = schedule.launch_options().get("devices") or range(workload.nproc_of(point))
+    found = (gpu_contention_warning(int(i)) for i in devices)
     return [w for w in found if w]
 
 
@@ -178,7 +183,8 @@ def run_round(point, run_dir: Path, grace_s: float, round_no: int) -> dict[str, 
         rec = {"status": "not_supported", "error": "; ".join(reasons)}
     else:
         work = run_dir / "workers" / point.id
-        rec = launch(point, work / f"round{round_no}" if point.measure.rounds > 1 else work, grace_s)
+        rec = launcher.launch(point, work / f"round{round_no}" if point.measure.rounds > 1 else work, grace_s,
+                     **schedule.launch_options())
     rec["warnings"] = gpu_warnings + list(rec.get("warnings") or [])
     why = contention_reasons(point, rec, gpu_warnings) if rec.get("status") == "ok" else []
     rec["contention"] = dict(rec.get("contention") or {}, contended=bool(why), reasons=why)
@@ -252,6 +258,9 @@ def point_record(point, rounds: list[dict]) -> dict[str, Any]:
     record.update({k: last.get(k) for k in ("status", "error", "stderr_tail") if k in last})
     record["duration_s"] = sum(r["duration_s"] for r in rounds)
     record["rounds"] = [{k: r.get(k) for k in ROUND_KEYS} for r in rounds]
+    for entry, r in zip(record["rounds"], rounds):
+        if r.get("node"):  # the compute node of a Slurm job (harness.run.slurm)
+            entry["node"] = r["node"]
     if "ranks" in last:
         record["ranks"] = last["ranks"]
     many = len(rounds) > 1
@@ -280,34 +289,50 @@ def point_record(point, rounds: list[dict]) -> dict[str, Any]:
 
 def run_suite(run_dir, source, sets: list[str], suite, points, *, resume: bool = False,
               progress: Callable[[ProgressEvent], None] | None = None,
-              on_corrupt: str = "refuse", say: Callable[[str], None] | None = None) -> RunSummary:
+              on_corrupt: str = "refuse", say: Callable[[str], None] | None = None,
+              **where) -> RunSummary:
     """``run_sweep`` with the resolved suite recorded in the run folder (``tbench run``, ``gate``),
     after the preparing phase (DeepSpeed ops the points need, built outside any point's timeout;
-    ``say`` hears its lines, default stderr)."""
+    ``say`` hears its lines, default stderr). ``where``: ``slots``, ``warm``, ``backend`` of
+    ``run_sweep``."""
     extensions.prepare(points, say or (lambda line: print(line, file=sys.stderr, flush=True)))
     doc = rundir.resolved_doc(source, points[0].device, sets, suite, points)
     return run_sweep(points, run_dir, resume=resume, progress=progress, doc=doc,
-                     on_corrupt=on_corrupt)
+                     on_corrupt=on_corrupt, **where)
 
 
 def run_sweep(points, out_dir, *, resume: bool = False,
               progress: Callable[[ProgressEvent], None] | None = None,
               kill_grace_s: float = 5.0, doc: dict | None = None,
-              on_corrupt: str = "refuse") -> RunSummary:
+              on_corrupt: str = "refuse", slots: list | None = None, warm: bool = True,
+              backend: Callable[..., Any] | None = None, server=None) -> RunSummary:
     """Open the run folder (``harness.run.rundir.open_run``), run every point not done yet,
-    close the folder with the run's final state (see the module docstring)."""
+    close the folder with the run's final state (see the module docstring). ``slots`` (from
+    ``harness.run.devices.slots``): run rounds at once on them; ``warm``: fork single-process
+    workers from a fork server (``server``: one already started, e.g. by the CLI while it
+    loaded the suite; closed here either way); ``backend(run_round, run_dir)``: another place
+    to run rounds (``harness.run.slurm``)."""
     run_dir = Path(out_dir).resolve()  # workers run with cwd = their own folder
     run, done = rundir.open_run(run_dir, points, resume=resume, doc=doc, on_corrupt=on_corrupt)
     with stop_signals() as disarm:
         try:
-            summary = run_points(points, run_dir, done, progress=progress,
-                                 kill_grace_s=kill_grace_s)
+            if backend is not None or not warm or not needs_server(points, done):
+                if server is not None:
+                    server.close()
+                server = None
+            elif server is None:
+                server = forkserver.ForkServer(run_dir, env=launcher.worker_env(points[0]))
+            with schedule.placed(slots=slots, server=server, backend=backend):
+                summary = run_points(points, run_dir, done, progress=progress,
+                                     kill_grace_s=kill_grace_s)
         except Exception as exc:  # a full disk, a vanished folder: say so where still possible
             with contextlib.suppress(OSError):
                 rundir.close_run(run_dir, run, "failed", f"{type(exc).__name__}: {exc}")
             raise
         finally:
             disarm()  # closing run.json must not be cut short by a late signal
+            if server is not None:
+                server.close()
         if summary.interrupted:
             rundir.close_run(run_dir, run, "interrupted", summary.interrupted_by.name)
         else:
@@ -315,15 +340,35 @@ def run_sweep(points, out_dir, *, resume: bool = False,
     return summary
 
 
+def needs_server(points, done: set[str]) -> bool:
+    """Whether some point still to run starts a single-process worker (not under torchrun)."""
+    return any(p.id not in done and not launcher.launched(p) for p in points)
+
+
+def round_tasks(todo, have: dict[str, list]) -> list[tuple[Any, int]]:
+    """(point, round) in run order: round 1 of every point, then round 2, ... (slow drift of
+    the machine spreads over all points alike); rounds already measured are left out."""
+    top = max((p.measure.rounds for p in todo), default=0)
+    return [(p, r) for r in range(1, top + 1) for p in todo
+            if len(have[p.id]) < r <= p.measure.rounds]
+
+
 def run_points(points, run_dir: Path, done: set[str], *,
                progress: Callable[[ProgressEvent], None] | None = None,
-               kill_grace_s: float = 5.0) -> RunSummary:
-    """Run every round of every point whose id is not in ``done``, interleaved: round 1 of
-    every point, then round 2, ... (slow drift of the machine spreads over all points alike).
-    Each round is appended to ``rounds.jsonl`` as it ends; a point's record goes to
-    results.jsonl once its last round is done or a round failed (a failure ends the point).
-    Rounds already in ``rounds.jsonl`` (a resumed run) are not measured again. An interrupt
-    stops the sweep (``RunSummary.interrupted_by``); an OSError propagates."""
+               kill_grace_s: float = 5.0, slots: list | None = None, server=None,
+               backend: Callable[..., Any] | None = None) -> RunSummary:
+    """Run every round of every point whose id is not in ``done`` (``round_tasks`` order) on a
+    ``harness.run.schedule`` backend: one at a time (default), on ``slots`` at once, or
+    ``backend``. Each round is appended to ``rounds.jsonl`` as it ends (durable at once, in
+    whatever order rounds end); rounds are then *committed* in task order, so results.jsonl
+    gets a point's record -- once its last round is done or a round failed (a failure ends the
+    point) -- in the same order however many run at once. A task starts only after its
+    point's previous round is committed. Rounds already in ``rounds.jsonl`` (a resumed run) are
+    not measured again. An interrupt stops the sweep (``RunSummary.interrupted_by``; every
+    running point recorded ``interrupted``); an OSError propagates."""
+    where = schedule.placement()  # what run_sweep chose, unless given here
+    slots, server, backend = (slots or where.get("slots"), server or where.get("server"),
+                              backend or where.get("backend"))
     summary = RunSummary(run_dir, run_dir / results.RESULTS_FILE, len(points))
     notify = progress or (lambda event: None)
     rounds_path = run_dir / rundir.ROUNDS_FILE
@@ -339,7 +384,6 @@ def run_points(points, run_dir: Path, done: set[str], *,
     have = {p.id: [r for r in finished.get(p.id, []) if r.get("status") == "ok"] for p in todo}
     pos += sum(len(v) for v in have.values())
     open_ = {p.id for p in todo}
-    running = None  # the point being measured, until its round exists
 
     def finish(point) -> None:
         record = point_record(point, have[point.id])
@@ -352,31 +396,75 @@ def run_points(points, run_dir: Path, done: set[str], *,
     for point in todo:  # every round measured before tbench stopped, the record not written
         if len(have[point.id]) >= point.measure.rounds:
             finish(point)
+
+    def one_round(point, round_no: int) -> dict:
+        return measured_round(point, run_dir, kill_grace_s, round_no)
+
+    if backend is not None:
+        runs = backend(one_round, run_dir)
+    elif slots and len(slots) > 1:
+        runs = schedule.Pool(one_round, slots, server=server, grace_s=kill_grace_s)
+    else:
+        runs = schedule.Inline(one_round, server=server)
+    tasks = round_tasks(todo, have)
+    started: dict[int, dict] = {}  # seq -> its progress event fields, until it ends
+    ended: dict[int, dict | None] = {}  # seq -> its round (None: skipped), until committed
+    committed = 0
     try:
-        for round_no in range(1, max((p.measure.rounds for p in todo), default=0) + 1):
-            for point in todo:
-                if (point.id not in open_ or round_no <= len(have[point.id])
-                        or round_no > point.measure.rounds):
+        nxt = 0
+        while committed < len(tasks):
+            while nxt < len(tasks):  # start what may start, in order
+                point, round_no = tasks[nxt]
+                if round_no > 1 and nxt_blocked(tasks, nxt, committed):
+                    break  # its previous round is not committed yet
+                if point.id not in open_:
+                    ended[nxt], nxt = None, nxt + 1  # a failed round ended the point
                     continue
+                if not runs.fits(point):
+                    break
                 label = (point.label if point.measure.rounds == 1
                          else f"{point.label} [round {round_no}/{point.measure.rounds}]")
-                event = dict(position=pos, total=total, point_id=point.id, label=label)
-                notify(ProgressEvent("start", **event))
-                running = point
-                rec = measured_round(point, run_dir, kill_grace_s, round_no)
-                results.append_record(rounds_path, {"point_id": point.id, **rec})
-                running = None  # interrupted from here on, the round is kept
-                have[point.id].append(rec)
+                started[nxt] = dict(position=pos, total=total, point_id=point.id, label=label)
                 pos += 1
-                if rec["status"] != "ok" or round_no == point.measure.rounds:
-                    finish(point)
+                notify(ProgressEvent("start", **started[nxt]))
+                seq, nxt = nxt, nxt + 1
+                runs.submit(seq, point, round_no)
+            if committed in ended:
+                seq = committed
+            else:
+                seq, rec = runs.next_done()
+                point = tasks[seq][0]
+                results.append_record(rounds_path, {"point_id": point.id, **rec})
+                event = started.pop(seq)  # interrupted from here on, the round is kept
+                ended[seq] = rec
                 notify(ProgressEvent("finish", status=rec["status"],
                                      duration_s=rec["duration_s"], **event))
+            while committed in ended:  # commit in task order
+                rec = ended.pop(committed)
+                point, round_no = tasks[committed]
+                committed += 1
+                if rec is None:
+                    continue
+                have[point.id].append(rec)
+                if rec["status"] != "ok" or round_no == point.measure.rounds:
+                    finish(point)
     except KeyboardInterrupt as exc:
         summary.interrupted_by, error = interruption(exc)
-        if running is not None:  # keep a trace of the point that was stopped
-            record = base_record(running, now_iso())
+        runs.cancel()  # in run_sweep, later signals are ignored until the sweep has closed
+        for seq in sorted(started):  # keep a trace of every point that was stopped
+            record = base_record(tasks[seq][0], now_iso())
             record.update(status="interrupted", error=error)
             results.append_record(summary.results_path, record)
             summary.counts["interrupted"] = summary.counts.get("interrupted", 0) + 1
+    except BaseException:  # an OSError of the run folder: stop what still runs, then say it
+        runs.cancel()
+        raise
+    finally:
+        runs.close()
     return summary
+
+
+def nxt_blocked(tasks, nxt: int, committed: int) -> bool:
+    """Whether the task at ``nxt`` waits for its point's previous round, not yet committed."""
+    point, round_no = tasks[nxt]
+    return any(p.id == point.id and r == round_no - 1 for p, r in tasks[committed:nxt])

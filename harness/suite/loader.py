@@ -33,6 +33,7 @@ from harness.suite.errors import FieldError, SuiteError, format_validation_error
 from harness.suite.paths import check_override, check_path
 from harness.suite.schema import (
     FOLDER_CONTEXT,
+    LauncherSpec,
     MeasureSpec,
     ModelSpec,
     StrategiesSpec,
@@ -57,6 +58,7 @@ class Suite(_Strict):
     strategies: StrategiesSpec = Field(default_factory=StrategiesSpec)
     measure: MeasureSpec = Field(default_factory=MeasureSpec)
     sweep: SweepSpec = Field(default_factory=SweepSpec)
+    launcher: LauncherSpec = Field(default_factory=LauncherSpec)  # where points run (local, slurm)
     # device -> {dotted.path: value}; a list value makes or replaces a sweep axis (harness.suite.sweep)
     profiles: dict[Literal["cpu", "cuda"], dict[str, Any]] = Field(default_factory=dict)
     # name -> device -> {dotted.path: value}: applied on request (--variant quick) after the

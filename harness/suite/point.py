@@ -30,13 +30,20 @@ class PointConfig(_Strict):
 
     @model_validator(mode="after")
     def _fits_model(self):
-        cfg = self.model.resolved()
-        longest = self.workload.seq_len + (self.workload.new_tokens if self.workload.kind == "generate" else 0)
+        cfg, w = self.model.resolved(), self.workload
+        longest, what, field = w.seq_len, "seq_len", "seq_len"
+        if w.kind == "generate":
+            longest, what = w.seq_len + w.new_tokens, "seq_len + new_tokens"
+        elif w.kind == "prefill":
+            longest, what = w.seq_len + 1, "seq_len + 1"  # the first token's position
+        elif w.kind == "decode":  # decoder-only: the context is the prompt; enc-dec: the target
+            longest, what, field = w.context_len + 1, "context_len + 1", "context_len"
+            if cfg["n_encoder_layers"] > 0 and w.seq_len > cfg["max_seq_len"]:
+                longest, what, field = w.seq_len, "seq_len", "seq_len"
         if longest > cfg["max_seq_len"]:
-            what = "seq_len + new_tokens" if self.workload.kind == "generate" else "seq_len"
             raise FieldError(f"got {longest} ({what}), allowed: <= the model's max_seq_len "
                              f"{cfg['max_seq_len']} (raise model.overrides.max_seq_len)",
-                             subpath=("workload", "seq_len"))
+                             subpath=("workload", field))
         return self
 
     def point_id(self) -> str:

@@ -168,13 +168,35 @@ def readable_file(given: str, folder: Path | None) -> str:
 class WorkloadSpec(_Strict):
     """What one step does and on which data."""
 
-    kind: Literal["train", "forward", "generate"] = "forward"
+    # prefill: the prompt (seq_len) fills the KV cache and gives the first token; decode: one
+    # token at position context_len with the cache filled (harness.measure.steps_inference)
+    kind: Literal["train", "forward", "generate", "prefill", "decode"] = "forward"
     batch_size: int = Field(8, ge=1)
     seq_len: int = Field(128, ge=1)  # max length; encoder-decoder uses it for src and tgt
     new_tokens: int = Field(16, ge=1)  # generate only
     lengths: LengthsSpec | None = None  # None: every sequence is seq_len long
     num_batches: int = Field(4, ge=1)  # distinct batches, cycled
     parity_steps: int = Field(0, ge=0)  # train: loss after N steps vs fp32 from the same seed
+    # decode only (required there): cached positions before the measured step; serialised only
+    # when set, so the ids of other points do not move
+    context_len: int | None = Field(None, ge=1)
+
+    @model_serializer(mode="wrap")
+    def _context_when_set(self, handler):
+        data = handler(self)
+        if self.context_len is None:
+            data.pop("context_len", None)
+        return data
+
+    @model_validator(mode="after")
+    def _context_for_decode(self):
+        if self.kind == "decode" and self.context_len is None:
+            raise FieldError("required for kind 'decode' (cached positions before the step)",
+                             subpath=("context_len",))
+        if self.kind != "decode" and self.context_len is not None:
+            raise FieldError(f"got {self.context_len}, allowed: only with kind 'decode' "
+                             f"(kind is {self.kind!r})", subpath=("context_len",))
+        return self
 
 
 def _strategy_field(axis: str):
@@ -192,6 +214,11 @@ class StrategiesSpec(_Strict):
     precision: _strategy_field("precision") = Field(default_factory=lambda: default_strategy("precision"))
     parallel: _strategy_field("parallel") = Field(default_factory=lambda: default_strategy("parallel"))
     ops: _strategy_field("ops") = Field(default_factory=lambda: default_strategy("ops"))
+    # activation checkpointing (implementations.memory); default none
+    memory: _strategy_field("memory") = Field(default_factory=lambda: default_strategy("memory"))
+    # weights quantized or pruned for inference (implementations.compression); default none
+    compression: _strategy_field("compression") = Field(
+        default_factory=lambda: default_strategy("compression"))
 
 
 class MeasureSpec(_Strict):
@@ -214,12 +241,17 @@ class MeasureSpec(_Strict):
     # the last round adds a profiled pass after its timed samples (harness.measure.profiling);
     # serialised only when on, so turning it on changes a point's id and leaving it off does not
     profile: bool = False
+    # bytes a worker may allocate (harness.measure.budget: RLIMIT_DATA on CPU, the allocator's
+    # fraction on GPU); set by ``tbench frontier``, serialised only when set, like ``profile``
+    memory_budget_bytes: int | None = Field(None, ge=1)
 
     @model_serializer(mode="wrap")
     def _profile_when_on(self, handler):
         data = handler(self)
         if not self.profile:
             data.pop("profile", None)
+        if self.memory_budget_bytes is None:
+            data.pop("memory_budget_bytes", None)
         return data
 
     @model_validator(mode="after")
@@ -228,6 +260,28 @@ class MeasureSpec(_Strict):
             raise FieldError(f"got {self.max_samples}, allowed: >= min_samples ({self.min_samples})",
                              subpath=("max_samples",))
         return self
+
+
+class LauncherSpec(_Strict):
+    """Where the points run (``harness.run.slurm``): ``local`` or ``slurm`` (a job per round)."""
+
+    name: Literal["local", "slurm"] = "local"
+    partition: str | None = None  # Slurm partition; None: the cluster's default
+    account: str | None = None  # Slurm account to charge
+    time_min: int | None = Field(None, ge=1)  # job time limit, minutes; None: from measure.timeout_s
+    gpus_per_point: int | None = Field(None, ge=0)  # None: the point's ranks on cuda, 0 on cpu
+    cpus_per_point: int | None = Field(None, ge=1)  # None: one per rank
+    sbatch_args: list[str] = Field(default_factory=list)  # extra sbatch options, e.g. --qos=high
+    array_parallelism: int = Field(256, ge=1)  # at most this many jobs of one array at once
+
+    @field_validator("sbatch_args")
+    @classmethod
+    def _long_options(cls, args: list[str]) -> list[str]:
+        for i, arg in enumerate(args):
+            if not re.fullmatch(r"--[a-z][a-z0-9-]*(=.+)?", arg):
+                raise FieldError(f"got {arg!r}, allowed: a long sbatch option like --qos=high",
+                                 subpath=(i,))
+        return args
 
 
 class SweepSpec(_Strict):

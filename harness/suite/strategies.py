@@ -21,7 +21,7 @@ from implementations import registry
 from implementations.registry import suggest
 
 DEFAULTS = {"attention": "dense", "padding": "fixed", "precision": "fp32", "parallel": "none",
-            "ops": "fused"}
+            "ops": "fused", "memory": "none", "compression": "none"}
 
 
 def default_strategy(axis: str):

@@ -188,14 +188,15 @@ def label_of(cfg: PointConfig, assignment: dict[str, Any]) -> str:
     sequence length, workload kind, then any other swept field as ``field=value``."""
     s = cfg.strategies
     parts = [s.attention.label, s.ops.label]
-    for axis in ("padding", "precision", "parallel"):
+    for axis in ("padding", "precision", "parallel", "memory", "compression"):
         obj = getattr(s, axis)
         swept = any(p.startswith(f"strategies.{axis}") for p in assignment)
         if swept or obj != default_strategy(axis):
             parts.append(obj.label)
     parts += [f"S{cfg.workload.seq_len}", cfg.workload.kind]
     for path, value in assignment.items():
-        if not path.startswith("strategies.") and path not in ("workload.seq_len", "workload.kind"):
+        if not path.startswith("strategies.") and path not in ("workload.seq_len", "workload.kind") \
+                and value is not None:  # a field unset at this point (decode's context_len on prefill)
             parts.append(f"{path.split('.')[-1]}={_compact(value)}")
     return "/".join(str(p) for p in parts)
 

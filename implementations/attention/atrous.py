@@ -7,6 +7,7 @@ from pydantic import Field
 from implementations.attention.base import AttentionStrategy, diagonal_pairs
 from implementations.attention.grid import Grid, Groups
 from implementations.attention.local import chunk_groups
+from implementations.kv_cache import CachePolicy
 from implementations.registry import register
 
 
@@ -45,3 +46,10 @@ class AtrousAttention(AttentionStrategy):
 
     def allowed_pairs(self, S: int, causal: bool) -> int:
         return diagonal_pairs(S, causal, step=self.dilation, reach=self.window)
+
+    def cache_policy(self) -> CachePolicy:
+        """Reads every k-th key back; keeps every key without a window (later queries of every
+        residue read them), else a ring of k (floor(w / k) + 1) >= w + 1 positions."""
+        k = self.dilation
+        keep = None if self.window is None else k * (self.window // k + 1)
+        return CachePolicy(keep=keep, stride=k)

@@ -55,6 +55,11 @@ class AttentionStrategy(Strategy):
         """Exact number of allowed ``(query, key)`` pairs of a length-``S`` self-attention."""
         raise NotImplementedError
 
+    def cache_policy(self):
+        """What a causal decode step must keep and read (``implementations.kv_cache``), or
+        None: keep every key and mask each step (correct, O(S) per token)."""
+        return None
+
     # --- derived (every pattern runs on CPU and CUDA in every dtype SDPA supports) --------
     def dense_mask(self, S_q: int, S_k: int, causal: bool, q_offset: int = 0,
                    device=None) -> torch.Tensor:

@@ -6,6 +6,7 @@ from pydantic import Field
 
 from implementations.attention.base import AttentionStrategy
 from implementations.attention.grid import Grid, Groups
+from implementations.kv_cache import CachePolicy
 from implementations.registry import register
 
 
@@ -42,3 +43,6 @@ class BlockAttention(AttentionStrategy):
         if causal:
             return full * b * (b + 1) // 2 + rest * (rest + 1) // 2
         return full * b * b + rest * rest
+
+    def cache_policy(self) -> CachePolicy:
+        return CachePolicy(keep=self.block_size, block=self.block_size)  # the current block only

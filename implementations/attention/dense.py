@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from implementations.attention.base import AttentionStrategy, diagonal_pairs
+from implementations.kv_cache import CachePolicy
 from implementations.registry import register
 
 
@@ -24,3 +25,6 @@ class DenseAttention(AttentionStrategy):
 
     def allowed_pairs(self, S: int, causal: bool) -> int:
         return diagonal_pairs(S, causal)  # S^2, or S (S + 1) / 2 when causal
+
+    def cache_policy(self) -> CachePolicy:
+        return CachePolicy()  # keep and read every key

@@ -6,6 +6,7 @@ from pydantic import Field
 
 from implementations.attention.base import AttentionStrategy, diagonal_pairs
 from implementations.attention.grid import Grid, Groups
+from implementations.kv_cache import CachePolicy
 from implementations.registry import register
 
 
@@ -49,3 +50,6 @@ class LocalAttention(AttentionStrategy):
 
     def allowed_pairs(self, S: int, causal: bool) -> int:
         return diagonal_pairs(S, causal, reach=self.window)
+
+    def cache_policy(self) -> CachePolicy:
+        return CachePolicy(keep=self.window + 1)  # a ring of the last w + 1 keys, all read

@@ -1,5 +1,12 @@
-"""What the parallel strategies share: how many ranks a point needs and how the model is wrapped."""
+"""What the parallel strategies share: how many ranks a point needs and how the model is wrapped;
+for the strategies launched through torchrun (ZeRO, FSDP), the launch command and joining and
+destroying the process group."""
 from __future__ import annotations
+
+import datetime
+import os
+import socket
+import sys
 
 from implementations.registry import Strategy
 
@@ -19,3 +26,50 @@ class ParallelStrategy(Strategy):
         """DeepSpeed C++ op builders a rank JIT-compiles on ``device`` (built before the first
         point by ``harness.run.extensions``); none for a strategy without DeepSpeed."""
         return ()
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (the rendezvous of a local torchrun)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class TorchrunParallel(ParallelStrategy):
+    """A strategy of ``nproc`` ranks, each a process started by torchrun (ZeRO, FSDP)."""
+
+    def launch_command(self, module_args: list[str], master_port: int | None = None) -> list[str]:
+        """torchrun command line running ``python -m <module_args>`` on ``nproc`` local ranks;
+        ``launcher_args`` (where the strategy has them) replace the local rendezvous."""
+        rdzv = list(getattr(self, "launcher_args", ()))
+        if not rdzv:
+            rdzv = ["--master_addr", "127.0.0.1", "--master_port", str(master_port or free_port())]
+        return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node",
+                str(self.nproc), *rdzv, "-m", *module_args]
+
+
+def init_process_group(backend: str, timeout_s: float) -> None:
+    """Join torchrun's process group (RANK, WORLD_SIZE, MASTER_ADDR, ...), a no-op if joined;
+    ``torch._dynamo`` is imported first (``implementations.parallel.zero.destroy_distributed``
+    says why). The caller registers its ``destroy`` at exit."""
+    import torch
+    import torch._dynamo  # noqa: F401 -- before the group exists
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        if backend == "nccl":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
+
+
+def destroy_process_groups(destroy=None) -> None:
+    """Destroy this rank's process groups (``destroy``: the library's own, default torch's) and
+    collect the reference cycles that still hold them, so gloo's threads are joined while the
+    interpreter is whole; a no-op after the first."""
+    import gc
+
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        (destroy or dist.destroy_process_group)()
+    gc.collect()

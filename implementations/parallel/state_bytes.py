@@ -167,3 +167,41 @@ def paper_bytes(stage: int, psi: int, n: int, mixed: bool, fp32_master: bool = F
         k = 12
     partitioned = {0: 0, 1: k, 2: k + g, 3: k + g + p}[stage]
     return psi * ((p + g + k - partitioned) + partitioned / n)
+
+
+def _local(t: torch.Tensor) -> torch.Tensor:
+    """The shard this rank holds of a DTensor (FSDP2), else the tensor itself."""
+    return t.to_local() if hasattr(t, "to_local") else t
+
+
+def fsdp_grad_bytes(model) -> int:
+    """Bytes of this rank's gradient shards (FSDP2: ``p.grad`` is a DTensor over the shard)."""
+    return _Ledger().add(_local(p.grad) for p in model.parameters() if p.grad is not None)
+
+
+def fsdp_state_bytes(model, optimizer, grads: int) -> dict[str, int]:
+    """param/grad/optim bytes this rank holds of an FSDP2-sharded model: the local shards of the
+    parameters and of the optimizer's states (m, v and step), counted once each; ``grads`` as
+    read after the backward (``fsdp_grad_bytes``; the step frees them)."""
+    ledger = _Ledger()
+    param_b = ledger.add(_local(p) for p in model.parameters())
+    optim_b = ledger.add(_local(t) for t in _tensors(dict(optimizer.state)))
+    return {"param_bytes": param_b, "grad_bytes": grads, "optim_bytes": optim_b,
+            "model_state_bytes": param_b + grads + optim_b}
+
+
+def fsdp_paper_bytes(shapes: list[tuple[int, ...]], n: int, rank: int) -> int:
+    """Model-state bytes rank ``rank`` of ``n`` holds under FSDP2 in fp32 with Adam(W): for each
+    parameter of ``shapes``, its ``torch.chunk`` of dim 0 for this rank, times 4 B for the
+    parameter, its gradient, m and v (16 B per element), plus Adam's 4-byte step per tensor."""
+    total = 0
+    for shape in shapes:
+        rows = shape[0]
+        size = -(-rows // n)  # torch.chunk: chunks of ceil(rows / n), the last ones shorter
+        mine = max(0, min(size, rows - rank * size))
+        rest = 1
+        for d in shape[1:]:
+            rest *= d
+        total += 16 * mine * rest + 4
+    return total
+

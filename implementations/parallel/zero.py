@@ -16,13 +16,12 @@ from __future__ import annotations
 import atexit
 import datetime
 import os
-import socket
 import sys
 from typing import Literal
 
 from pydantic import Field
 
-from implementations.parallel.base import ParallelStrategy
+from implementations.parallel.base import TorchrunParallel, destroy_process_groups, free_port  # noqa: F401
 from implementations.regions import region
 from implementations.registry import Context, register
 
@@ -30,7 +29,7 @@ _PRECISION_SECTIONS = {"fp32": None, "tf32": None, "amp_bf16": "bf16", "amp_fp16
 
 
 @register("parallel", "zero")
-class ZeroParallel(ParallelStrategy):
+class ZeroParallel(TorchrunParallel):
     """DeepSpeed ZeRO stage 0-3 over nproc ranks launched by torchrun (gloo on CPU, NCCL on GPU)."""
 
     stage: int = Field(2, ge=0, le=3, description="ZeRO stage: 0 none, 1 optimizer states, "
@@ -125,20 +124,6 @@ class ZeroParallel(ParallelStrategy):
             config=self.deepspeed_config(precision_label, micro_batch))
         return engine
 
-    def launch_command(self, module_args: list[str], master_port: int | None = None) -> list[str]:
-        """torchrun command line running ``python -m <module_args>`` on ``nproc`` local ranks."""
-        rdzv = list(self.launcher_args)
-        if not rdzv:
-            rdzv = ["--master_addr", "127.0.0.1", "--master_port", str(master_port or free_port())]
-        return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node",
-                str(self.nproc), *rdzv, "-m", *module_args]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def init_distributed(backend: str, timeout_s: float) -> None:
     """Join the process group torchrun described (RANK, WORLD_SIZE, MASTER_ADDR, ...); at exit
@@ -169,17 +154,14 @@ def destroy_distributed() -> None:
     ``torch._dynamo`` is imported before the group exists (``init_distributed``): imported later
     (the first torch.optim optimizer does), it keeps references to the default group, which
     destroying then cannot free."""
-    import gc
-
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
+    def destroy():
         import deepspeed.comm
         from deepspeed.runtime.zero import parameter_offload
 
         deepspeed.comm.destroy_process_group()
         parameter_offload.FWD_MODULE_STACK.clear()  # stage 3 pushes the model there, never pops it
-    gc.collect()
+
+    destroy_process_groups(destroy)
 
 
 def _gloo_threads() -> int:

@@ -1,0 +1,53 @@
+"""The train step of an FSDP2 ("fsdp") point, one rank of it.
+
+Input: a resolved ``Point`` whose parallel strategy is ``implementations.parallel.fsdp``, the
+built model, the point's batches and this rank's device; torchrun set RANK / WORLD_SIZE /
+MASTER_*. The process group is joined with the strategy's backend and collective timeout, the
+model sharded (``FsdpParallel.wrap``: every block, then the root), and the ops axis's AdamW
+built over the shards. Output: a ``Workload`` whose ``step()`` is forward, loss, backward
+(gradient reduce-scatter), optimizer step (precision: FSDP's mixed-precision policy, no
+autocast on top). Counts are per rank, as for ZeRO points. ``finish()`` fills
+``extra["rank_metrics"]``: {rank, mem_peak_bytes, param_bytes, grad_bytes, optim_bytes,
+model_state_bytes}, read around the first step (gradients after its backward).
+"""
+from __future__ import annotations
+
+import os
+
+from harness.measure.workload import LR, Workload, mean_flops
+from implementations.flops import train_step_flops
+from implementations.parallel.fsdp import init_distributed, train_step
+from implementations.parallel.state_bytes import fsdp_grad_bytes, fsdp_state_bytes, peak_memory_bytes
+
+
+def train_fsdp(point, cfg, model, batches, device: str) -> Workload:
+    s = point.strategies
+    rank = int(os.environ.get("RANK", "0"))
+    init_distributed(s.parallel.resolved_backend(point.device), s.parallel.timeout_s)
+    model.train()
+    s.parallel.wrap(model, s.precision.label, device)
+    optimizer = s.ops.make_optimizer(model.parameters(), LR)
+    order = batches[rank % len(batches):] + batches[:rank % len(batches)]  # ranks see different data
+    state = {"i": 0, "loss": None, "bytes": None}
+
+    def step():
+        batch = order[state["i"] % len(order)]
+        state["i"] += 1
+        if state["bytes"] is None:
+            grads = []
+            state["loss"] = train_step(model, optimizer, batch, cfg.is_encoder_decoder,
+                                       on_grads=lambda: grads.append(fsdp_grad_bytes(model)))
+            state["bytes"] = fsdp_state_bytes(model, optimizer, grads[0])
+        else:
+            state["loss"] = train_step(model, optimizer, batch, cfg.is_encoder_decoder)
+
+    wl = Workload(step, 0, 0, 0, mean_flops(train_step_flops, cfg, batches))
+
+    def finish() -> dict:
+        wl.extra["rank_metrics"] = {"rank": rank,
+                                    "mem_peak_bytes": peak_memory_bytes(device.split(":")[0]),
+                                    **(state["bytes"] or {})}
+        return {"loss_final": state["loss"], "amp_skipped_steps": 0}
+
+    wl.finish = finish
+    return wl

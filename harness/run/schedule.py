@@ -1,0 +1,181 @@
+"""Where the rounds of a sweep run: one at a time here, several at once on device slots, or as
+Slurm jobs (``harness.run.slurm``). The runner hands a backend tasks in its order and commits
+their rounds in that same order, whichever finishes first (``harness.run.runner.run_points``).
+
+A backend:
+    fits(point) -> bool              may this task start now (free slots for its ranks)?
+    submit(seq, point, round_no)     start it (``Inline`` runs it to the end right here)
+    next_done() -> (seq, round rec)  block until one started task has ended
+    cancel() -> [seq]                stop every started task (an interrupt); the seqs stopped
+    close()
+
+``Inline``: the sweep as it always ran, in the calling (main) thread. ``Pool``: one thread per
+running task over ``slots`` (each slot a tuple of CUDA device indices, or ``None`` for a CPU
+slot); a task takes ``ranks_of(point)`` slots and its worker sees only their devices
+(``CUDA_VISIBLE_DEVICES``). Workers are started through the thread's ``launch_options`` (the
+fork server, the devices, a hook that lets ``cancel`` kill their groups from the main thread).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import signal
+import threading
+import time
+from typing import Any, Callable
+
+CONTEXT = threading.local()  # launch options of the thread's task (server, devices, on_start)
+
+
+def launch_options() -> dict[str, Any]:
+    """The ``launch`` keyword arguments of the task this thread runs."""
+    return dict(getattr(CONTEXT, "options", None) or {})
+
+
+@contextlib.contextmanager
+def options(**kwargs):
+    before = getattr(CONTEXT, "options", None)
+    CONTEXT.options = {k: v for k, v in kwargs.items() if v is not None}
+    try:
+        yield
+    finally:
+        CONTEXT.options = before
+
+
+PLACEMENT = threading.local()  # run_sweep -> run_points: slots, server, backend of the sweep
+
+
+@contextlib.contextmanager
+def placed(**kwargs):
+    """``run_sweep``'s ``slots`` / ``server`` / ``backend``, seen by ``run_points`` (whose
+    signature stays the one stand-ins in tests implement)."""
+    before = getattr(PLACEMENT, "where", None)
+    PLACEMENT.where = kwargs
+    try:
+        yield
+    finally:
+        PLACEMENT.where = before
+
+
+def placement() -> dict[str, Any]:
+    return dict(getattr(PLACEMENT, "where", None) or {})
+
+
+def ranks_of(point) -> int:
+    """Device slots a point takes: its ranks under torchrun, else one."""
+    return int(getattr(point.strategies.parallel, "nproc", 1) or 1)
+
+
+RunRound = Callable[[Any, int], dict]  # (point, round_no) -> the round's record
+
+
+class Inline:
+    """One task at a time, run to its end by ``submit`` in the calling thread."""
+
+    def __init__(self, run: RunRound, server=None):
+        self.run, self.server, self.done = run, server, []
+
+    def fits(self, point) -> bool:
+        return not self.done
+
+    def submit(self, seq: int, point, round_no: int) -> None:
+        with options(server=self.server):
+            self.done.append((seq, self.run(point, round_no)))
+
+    def next_done(self) -> tuple[int, dict]:
+        return self.done.pop()
+
+    def cancel(self) -> list[int]:
+        return []  # the running worker's group was killed by launch's own cleanup
+
+    def close(self) -> None:
+        pass
+
+
+class Pool:
+    """Tasks at once on ``slots``, one thread each (see the module docstring)."""
+
+    def __init__(self, run: RunRound, slots: list, server=None, grace_s: float = 5.0):
+        self.run, self.server, self.grace_s = run, server, grace_s
+        self.free = list(range(len(slots)))
+        self.slots = slots
+        self.results: queue.Queue = queue.Queue()
+        self.running: dict[int, tuple[threading.Thread, list[int]]] = {}
+        self.procs: dict[int, Any] = {}  # seq -> its live worker (a Popen / ForkedWorker)
+        self.lock = threading.Lock()
+        self.cancelled = False
+
+    def fits(self, point) -> bool:
+        return len(self.free) >= ranks_of(point)
+
+    def devices(self, taken: list[int]):
+        devs = [d for i in taken if self.slots[i] is not None for d in self.slots[i]]
+        return devs or None
+
+    def submit(self, seq: int, point, round_no: int) -> None:
+        taken, self.free = self.free[:ranks_of(point)], self.free[ranks_of(point):]
+
+        def on_start(proc) -> None:
+            with self.lock:
+                if proc is None:
+                    self.procs.pop(seq, None)
+                else:
+                    self.procs[seq] = proc
+                    if self.cancelled:  # started after cancel(): stop it too
+                        kill_now(proc)
+
+        def body() -> None:
+            try:
+                with options(server=self.server, devices=self.devices(taken), on_start=on_start):
+                    rec = self.run(point, round_no)
+            except BaseException as exc:  # noqa: BLE001 -- carried to the main thread
+                rec = exc
+            self.results.put((seq, rec))
+
+        thread = threading.Thread(target=body, name=f"tbench-round-{seq}", daemon=True)
+        self.running[seq] = (thread, taken)
+        thread.start()
+
+    def next_done(self) -> tuple[int, dict]:
+        while True:
+            try:  # a timeout keeps the main thread responsive to Ctrl-C
+                seq, rec = self.results.get(timeout=0.5)
+                break
+            except queue.Empty:
+                continue
+        thread, taken = self.running.pop(seq)
+        thread.join()
+        self.free = sorted(self.free + taken)
+        if isinstance(rec, BaseException):
+            raise rec
+        return seq, rec
+
+    def cancel(self) -> list[int]:
+        """SIGTERM every running worker group, SIGKILL after ``grace_s``; wait for the threads."""
+        with self.lock:
+            self.cancelled = True
+            procs = list(self.procs.values())
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + self.grace_s
+        for proc in procs:
+            with contextlib.suppress(Exception):
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        with self.lock:
+            for proc in self.procs.values():
+                kill_now(proc)
+        stopped = sorted(self.running)
+        for thread, _ in self.running.values():
+            thread.join(timeout=30.0)
+        self.running.clear()
+        return stopped
+
+    def close(self) -> None:
+        pass
+
+
+def kill_now(proc) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)

@@ -1,0 +1,277 @@
+"""``tbench run --launcher slurm`` against a real single-node Slurm (tests/slurm_cluster.py:
+munged, MariaDB + slurmdbd, slurmctld, slurmd started for this module and stopped after).
+
+Skipped, with the reason, only where the cluster cannot exist (Slurm not installed, not root);
+a cluster that is installed but fails to start is a failure. Four tests, about two minutes:
+the same suite through Slurm and locally (same form and statuses), a job killed by its time
+limit (``timeout``; Slurm's limits are whole minutes, so this one costs ~70 s), ``scancel``
+plus Ctrl-C mid-sweep then ``--resume`` (nothing lost, nothing measured twice), and a job
+sbatch refuses (one ``error:`` line, exit 2). The rest need no cluster: the fallback for a
+cluster without accounting (squeue given), state mapping, mixed nodes, the ``--resume`` hint.
+"""
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harness.analyse import results
+from harness.run import env as env_mod
+from harness.run import runner
+from harness.suite.sweep import load_points
+from tests.slurm_cluster import SlurmCluster, wait_for, why_not
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = {"warmup_iters": 1, "warmup_s": 0.0, "min_samples": 10, "min_time_s": 0.0, "max_samples": 10,
+        "rounds": 1}
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    reason = why_not()
+    if reason:
+        pytest.skip(reason)
+    pytest.importorskip("submitit", reason="submitit is not installed (pip install -e .)")
+    root = tempfile.mkdtemp(prefix="tbench-slurm-")  # not under pytest's 0700 folders: mysql reads it
+    try:
+        with SlurmCluster(Path(root)) as running:
+            yield running
+    finally:
+        shutil.rmtree(root, ignore_errors=True)  # the database alone is ~100 MB
+
+
+def write_suite(tmp_path, seq_lens, timeout_s=120) -> Path:
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "slurm-test", "device": "cpu", "model": {"preset": "tiny"},
+        "workload": {"kind": "forward", "batch_size": 1, "seq_len": 8, "num_batches": 1},
+        "measure": {**FAST, "timeout_s": timeout_s},
+        "sweep": {"grid": {"workload.seq_len": seq_lens}}}, sort_keys=False))
+    return path
+
+
+def tbench_env(cluster, fault: str | None = None) -> dict[str, str]:
+    env = {k: v for k, v in cluster.env.items() if k != "TBENCH_FAULT"}
+    env["PYTHONPATH"] = str(ROOT)
+    if fault:
+        env["TBENCH_FAULT"] = fault
+    return env
+
+
+def tbench(cluster, tmp_path, *args, fault=None, timeout=240) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "harness.cli", "run", *map(str, args)],
+                          cwd=tmp_path, env=tbench_env(cluster, fault), capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def latest(out) -> dict[str, dict]:
+    return {r["point_id"]: r for r in results.latest_records(results.read_records(out))}
+
+
+def test_a_suite_on_slurm_records_what_the_local_runner_records(cluster, tmp_path, monkeypatch):
+    suite = write_suite(tmp_path, [8, 9])
+    points = load_points(suite, "cpu", [])[1]
+    fault = f"{points[1].id}=raise"
+    done = tbench(cluster, tmp_path, suite, "--out", tmp_path / "slurm", "--launcher", "slurm",
+                  fault=fault)
+    assert done.returncode == 3, done.stderr[-3000:]  # one point failed, as it should
+    monkeypatch.setenv("TBENCH_FAULT", fault)
+    runner.run_sweep(points, tmp_path / "local")
+
+    on_slurm, here = latest(tmp_path / "slurm"), latest(tmp_path / "local")
+    assert list(on_slurm) == list(here) == [p.id for p in points]  # same points, same order
+    for pid in here:
+        a, b = on_slurm[pid], here[pid]
+        assert a["status"] == b["status"] and a["error"] == b["error"] and a["params"] == b["params"]
+        assert set(a) == set(b)
+        assert [set(r) - {"node"} for r in a["rounds"]] == [set(r) for r in b["rounds"]]
+        assert len(a["samples_ms"]) == len(b["samples_ms"])
+    assert [r["status"] for r in on_slurm.values()] == ["ok", "error"]
+    # the worker's files per point, as locally; the environment taken on the compute node
+    assert (tmp_path / "slurm" / "workers" / points[0].id / "worker.log").exists()
+    node = on_slurm[points[0].id]["rounds"][0]["node"]
+    assert node["fingerprint"] == env_mod.fingerprint(env_mod.collect_env())  # one machine here
+    assert node["job_id"] and node["hostname"] == cluster.node
+    nodes = json.loads((tmp_path / "slurm" / "nodes.json").read_text())
+    assert list(nodes) == [node["fingerprint"]] and nodes[node["fingerprint"]]["rounds"] == 2
+    assert "node types" not in done.stderr
+    assert not cluster.queue()
+
+
+def test_a_job_killed_by_its_time_limit_is_a_timeout(cluster, tmp_path):
+    suite = write_suite(tmp_path, [8], timeout_s=600)  # the point would wait 10 min: Slurm stops it
+    out = tmp_path / "run"
+    started = time.monotonic()
+    done = tbench(cluster, tmp_path, suite, "--out", out, "--launcher", "slurm", "--time-min", "1",
+                  fault="*=hang")
+    assert done.returncode == 3, done.stderr[-3000:]
+    assert time.monotonic() - started < 150
+    (rec,) = results.read_records(out)
+    assert rec["status"] == "timeout", rec
+    assert "Slurm job" in rec["error"]
+    assert wait_for(lambda: not cluster.queue(), 20, 0.5), cluster.queue()
+
+
+def array_tasks(out) -> list[str]:
+    """The job-array tasks submitted for ``out`` (submitit's folder per task: ``JOB_TASK``)."""
+    return [p.name for p in (out / "slurm").iterdir() if re.fullmatch(r"\d+_\d+", p.name)]
+
+
+def job_ids(cluster, state: str) -> list[str]:
+    return sorted(line.split()[0] for line in cluster.queue() if line.split()[1] == state)
+
+
+def test_scancel_and_ctrl_c_mid_sweep_then_resume_lose_and_repeat_nothing(cluster, tmp_path):
+    suite = write_suite(tmp_path, [8, 9, 10], timeout_s=600)
+    points = load_points(suite, "cpu", [])[1]
+    out = tmp_path / "run"
+    hang = f"{points[1].id}=hang,{points[2].id}=hang"
+    with open(tmp_path / "stderr", "w") as stderr:
+        proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", str(suite), "--out",
+                                 str(out), "--launcher", "slurm"], cwd=tmp_path,
+                                env=tbench_env(cluster, hang), stdout=subprocess.DEVNULL,
+                                stderr=stderr)
+    try:
+        # the first point is recorded and the two hanging ones run (the node has 2 CPUs);
+        # one array: task i is point i
+        def hanging() -> bool:
+            running = job_ids(cluster, "RUNNING")
+            return (len(results.read_records(out)) == 1 and len(running) == 2
+                    and [j.split("_")[1] for j in running] == ["1", "2"])
+
+        assert wait_for(hanging, 120, 0.3), cluster.queue()
+        first, _ = job_ids(cluster, "RUNNING")
+        cluster.run("scancel", first)  # the user cancels one job: that point is interrupted
+        assert wait_for(lambda: len(results.read_records(out)) == 2, 60, 0.3)
+        proc.send_signal(signal.SIGINT)  # Ctrl-C: tbench cancels the job it still waits for
+        assert proc.wait(timeout=60) == 130, (tmp_path / "stderr").read_text()[-3000:]
+    finally:
+        proc.kill()
+    assert wait_for(lambda: not cluster.queue(), 20, 0.3), cluster.queue()
+    assert [r["status"] for r in results.read_records(out)] == ["ok", "interrupted", "interrupted"]
+    assert json.loads((out / "run.json").read_text())["state"] == "interrupted"
+    jobs_before = len(array_tasks(out))
+
+    again = tbench(cluster, tmp_path, suite, "--out", out, "--launcher", "slurm", "--resume")
+    assert again.returncode == 0, again.stderr[-3000:]
+    recs = results.read_records(out)
+    oks = sorted(r["point_id"] for r in recs if r["status"] == "ok")
+    assert oks == sorted(p.id for p in points)  # every point once: none lost, none twice
+    assert len(array_tasks(out)) - jobs_before == 2  # only the missing ones ran
+    assert os.path.exists(out / "nodes.json")
+
+
+def test_a_job_sbatch_refuses_is_one_line_and_exit_2(cluster, tmp_path):
+    suite = write_suite(tmp_path, [8])
+    done = tbench(cluster, tmp_path, suite, "--out", tmp_path / "run", "--launcher", "slurm",
+                  "--partition", "no-such-partition", timeout=120)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, done.stderr[-3000:]
+    assert "sbatch refused the job(s)" in errors[0] and "partition" in errors[0].lower()
+    assert "sbatch: error" not in done.stderr  # sbatch's own lines are in that one line
+    assert not cluster.queue()
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["state"] == "failed"
+
+
+class GoneJob:
+    """A submitit job handle whose job ended without a result, on a cluster without
+    accounting: sacct never says it is done (the squeue boundary is given to ``note_gone``)."""
+
+    def __init__(self, folder: Path):
+        self.job_id = "77_0"
+        self.paths = type("Paths", (), {"result_pickle": folder / "77_0_result.pkl",
+                                        "stdout": folder / "77_0.out"})()
+        self.watcher = type("Watcher", (), {"is_done": lambda *a, **k: False,
+                                            "update": lambda *a: None,
+                                            "get_state": lambda *a, **k: "UNKNOWN"})()
+
+
+def test_a_job_gone_from_squeue_without_accounting_is_crashed(tmp_path, monkeypatch):
+    from harness.run import slurm
+
+    backend = slurm.Backend(None)
+    backend.run_dir, backend.queued, backend.name = tmp_path, [], "tbench-t-1"
+    backend.jobs, backend.points, backend.gone = {0: GoneJob(tmp_path)}, {0: object()}, {}
+    backend.last_sacct = 0.0
+    listed = {"77_0"}
+    monkeypatch.setattr(slurm, "squeue_ids", lambda name: set(listed))
+    monkeypatch.setattr(slurm, "GONE_GRACE_S", 0.3)
+    monkeypatch.setattr(slurm, "SACCT_EVERY_S", 0.1)
+    monkeypatch.setattr(slurm, "POLL_S", 0.05)
+    backend.note_gone()
+    assert not backend.gone  # squeue lists it: it runs
+    listed.clear()
+    started = time.monotonic()
+    seq, rec = backend.next_done()
+    assert seq == 0 and time.monotonic() - started >= 0.3  # after the grace, not before
+    assert rec["status"] == "crashed"
+    assert rec["error"] == "Slurm job 77_0 ended, state unknown (no accounting: sacct has no record)"
+    assert not backend.jobs
+
+
+def test_the_resume_hint_repeats_every_option_quoted():
+    import shlex
+
+    from harness.cli.run import resume_command
+
+    line = resume_command(Path("my suite.yaml"), Path("runs/x"), "cpu", ["quick"],
+                          ["workload.seq_len=[8, 9]", "measure.profile=true"], None, True,
+                          "slurm", partition="gpu", account="lab", time_min=30, gpus_per_point=2,
+                          sbatch_arg=["--qos=high", "--constraint=h100&nvlink"])
+    assert shlex.split(line) == [
+        "tbench", "run", "my suite.yaml", "--out", "runs/x", "--device", "cpu", "--variant",
+        "quick", "--set", "workload.seq_len=[8, 9]", "--set", "measure.profile=true",
+        "--fresh-workers", "--launcher", "slurm", "--partition", "gpu", "--account", "lab",
+        "--time-min", "30", "--gpus-per-point", "2", "--sbatch-arg=--qos=high",
+        "--sbatch-arg=--constraint=h100&nvlink", "--resume"]
+    local = shlex.split(resume_command("s.yaml", "r", "cuda", [], [], "0,1", False, "local",
+                                       partition=None, account=None, time_min=None,
+                                       gpus_per_point=None, sbatch_arg=[]))
+    assert local == ["tbench", "run", "s.yaml", "--out", "r", "--device", "cuda", "--devices",
+                     "0,1", "--resume"]
+
+
+@pytest.mark.parametrize("state, error, status", [
+    ("COMPLETED", None, "crashed"),  # completed without a record: the job died oddly
+    ("TIMEOUT", None, "timeout"),
+    ("FAILED", "UncompletedJobError: Job not requeued because: timed-out and not checkpointable.",
+     "timeout"),  # submitit stops the job just before the limit
+    ("OUT_OF_MEMORY", None, "oom"),
+    ("FAILED", "FailedJobError: boom", "crashed"),
+    ("NODE_FAIL", None, "crashed"),
+    ("CANCELLED by 0", None, "interrupted"),
+    ("", None, "crashed"),
+])
+def test_slurm_states_map_to_ours(state, error, status):
+    from harness.run.slurm import status_of
+
+    assert status_of(state, error) == status
+
+
+def test_a_run_on_two_node_types_says_so(tmp_path):
+    from harness.run.slurm import write_nodes
+
+    def node(host, fp, gpu):
+        return {"hostname": host, "fingerprint": fp, "gpu": gpu, "cpu": "x", "job_id": "1_0"}
+
+    rounds = [{"point_id": "a", "status": "ok", "node": node("n1", "f1", "H100")},
+              {"point_id": "b", "status": "ok", "node": node("n2", "f1", "H100")},
+              {"point_id": "c", "status": "ok", "node": node("n3", "f2", "A100")}]
+    (tmp_path / "rounds.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rounds))
+    line = write_nodes(tmp_path)
+    assert line.startswith("warning: the points ran on 2 node types")
+    assert "f1: n1, n2 (H100)" in line and "f2: n3 (A100)" in line
+    nodes = json.loads((tmp_path / "nodes.json").read_text())
+    assert {fp: n["rounds"] for fp, n in nodes.items()} == {"f1": 2, "f2": 1}
+    (tmp_path / "rounds.jsonl").write_text(json.dumps(rounds[0]) + "\n")
+    assert write_nodes(tmp_path) is None  # one node type: nothing to say
