@@ -222,6 +222,24 @@ StoragePass=slurm
             pid = self.pids.get(name)
             if pid is not None:
                 stop_pid(pid, self.procs.get(name))
+        for pid in self.leftovers():  # job steps (slurmstepd, srun) outliving a cancelled job
+            stop_pid(pid, None, grace_s=1.0)
+
+    def leftovers(self) -> list[int]:
+        """Processes started by this cluster that are still alive: those whose environment
+        holds this cluster's ``SLURM_CONF`` (slurmstepd inherits it from slurmd, job steps from
+        slurmstepd). Never another cluster's processes, nor this test process."""
+        mark = f"SLURM_CONF={self.env['SLURM_CONF']}".encode() + b"\0"
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or int(entry.name) == os.getpid():
+                continue
+            try:
+                if mark in (entry / "environ").read_bytes() + b"\0":
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+        return found
 
     def queue(self) -> list[str]:
         return [line for line in self.run("squeue", "-h", "-o", "%i %T", check=False).splitlines()
