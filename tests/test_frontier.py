@@ -20,8 +20,8 @@ from harness.suite.sweep import expand
 FAST = {"warmup_iters": 1, "warmup_s": 0.0, "min_samples": 10, "min_time_s": 0.0, "max_samples": 10,
         "rounds": 1, "threads": 1}
 SUITE = {"name": "frontier-test", "model": {"preset": "tiny", "overrides": {
-             "n_encoder_layers": 0, "n_decoder_layers": 6}},
-         "workload": {"kind": "train", "seq_len": 256, "num_batches": 1},
+             "n_encoder_layers": 0, "n_decoder_layers": 6, "max_seq_len": 512}},
+         "workload": {"kind": "train", "seq_len": 512, "num_batches": 1},
          "strategies": {"ops": "eager"}, "measure": FAST}
 
 
@@ -74,7 +74,9 @@ def test_crash_by_allocation_failure_or_sigkill_is_an_oom():
 def measured_budget(base, tmp_path) -> int:
     """A budget between what 3 and 4 sequences need, from this machine's own peaks: the two
     probe points run unbudgeted and the budget is halfway between their measured peaks (RSS
-    above the worker's baseline; one more sequence adds ~28 MiB here). No calibrated constant,
+    above the worker's baseline; here 357 MiB for 3 sequences of 512, 471 MiB for 4, so the
+    budget sits ~57 MiB from either edge, far more than the run-to-run spread of a probe's need and
+    the offset between RSS and what RLIMIT_DATA counts). No calibrated constant,
     so another torch or glibc build moves the budget with its own peaks, not onto an edge."""
     points = [fr.probe_point(base, "workload.batch_size", v, None) for v in (3, 4)]
     runner.run_sweep(points, tmp_path / "calibrate")
