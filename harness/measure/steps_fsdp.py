@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import os
 
-from harness.measure.workload import LR, Workload, mean_flops
-from implementations.flops import train_step_flops
+from harness.measure.workload import LR, Workload, rank_workload
 from implementations.parallel.fsdp import init_distributed, train_step
-from implementations.parallel.state_bytes import fsdp_grad_bytes, fsdp_state_bytes, peak_memory_bytes
+from implementations.parallel.state_bytes import fsdp_grad_bytes, fsdp_state_bytes
 
 
 def train_fsdp(point, cfg, model, batches, device: str) -> Workload:
@@ -27,27 +26,12 @@ def train_fsdp(point, cfg, model, batches, device: str) -> Workload:
     model.train()
     s.parallel.wrap(model, s.precision.label, device)
     optimizer = s.ops.make_optimizer(model.parameters(), LR)
-    order = batches[rank % len(batches):] + batches[:rank % len(batches)]  # ranks see different data
-    state = {"i": 0, "loss": None, "bytes": None}
+    ed = cfg.is_encoder_decoder
 
-    def step():
-        batch = order[state["i"] % len(order)]
-        state["i"] += 1
-        if state["bytes"] is None:
-            grads = []
-            state["loss"] = train_step(model, optimizer, batch, cfg.is_encoder_decoder,
-                                       on_grads=lambda: grads.append(fsdp_grad_bytes(model)))
-            state["bytes"] = fsdp_state_bytes(model, optimizer, grads[0])
-        else:
-            state["loss"] = train_step(model, optimizer, batch, cfg.is_encoder_decoder)
+    def first(batch):  # the state bytes, gradients read after the first backward
+        grads = []
+        loss = train_step(model, optimizer, batch, ed, on_grads=lambda: grads.append(fsdp_grad_bytes(model)))
+        return loss, fsdp_state_bytes(model, optimizer, grads[0])
 
-    wl = Workload(step, 0, 0, 0, mean_flops(train_step_flops, cfg, batches))
-
-    def finish() -> dict:
-        wl.extra["rank_metrics"] = {"rank": rank,
-                                    "mem_peak_bytes": peak_memory_bytes(device.split(":")[0]),
-                                    **(state["bytes"] or {})}
-        return {"loss_final": state["loss"], "amp_skipped_steps": 0}
-
-    wl.finish = finish
-    return wl
+    return rank_workload(cfg, batches, rank, device, first=first,
+                         later=lambda b: train_step(model, optimizer, b, ed), skipped=lambda: 0)

@@ -18,9 +18,8 @@ from __future__ import annotations
 
 import os
 
-from harness.measure.workload import LR, Workload, mean_flops
-from implementations.flops import train_step_flops
-from implementations.parallel.state_bytes import measure_step, peak_memory_bytes
+from harness.measure.workload import LR, rank_workload
+from implementations.parallel.state_bytes import measure_step
 from implementations.parallel.zero import init_distributed, train_step
 
 
@@ -36,26 +35,10 @@ def train_parallel(point, cfg, model, batches, device: str):
     model.train()
     optimizer = s.ops.make_optimizer(model.parameters(), LR)
     engine = s.parallel.wrap(model, optimizer, s.precision.label, point.workload.batch_size)
-    order = batches[rank % len(batches):] + batches[:rank % len(batches)]  # ranks see different data
-    state = {"i": 0, "loss": None, "bytes": None}
+    ed = cfg.is_encoder_decoder
+    # DeepSpeed's fp16 loss scaler skips a step on overflow (and a skipped step is faster)
+    return rank_workload(cfg, batches, rank, device,
+                         first=lambda b: measure_step(engine, lambda: train_step(engine, b, ed)),
+                         later=lambda b: train_step(engine, b, ed),
+                         skipped=lambda: int(engine.skipped_steps))
 
-    def step():
-        batch = order[state["i"] % len(order)]
-        state["i"] += 1
-        if state["bytes"] is None:
-            state["loss"], state["bytes"] = measure_step(
-                engine, lambda: train_step(engine, batch, cfg.is_encoder_decoder))
-        else:
-            state["loss"] = train_step(engine, batch, cfg.is_encoder_decoder)
-
-    wl = Workload(step, 0, 0, 0, mean_flops(train_step_flops, cfg, batches))
-
-    def finish() -> dict:
-        wl.extra["rank_metrics"] = {"rank": rank,
-                                    "mem_peak_bytes": peak_memory_bytes(device.split(":")[0]),
-                                    **(state["bytes"] or {})}
-        # DeepSpeed's fp16 loss scaler skips a step on overflow (and a skipped step is faster)
-        return {"loss_final": state["loss"], "amp_skipped_steps": int(engine.skipped_steps)}
-
-    wl.finish = finish
-    return wl

@@ -28,8 +28,10 @@ import torch
 
 from harness.measure import telemetry
 from implementations import registry
+from implementations.flops import train_step_flops
 from implementations.model import ModelConfig
 from implementations.padding import sample_lengths
+from implementations.parallel.state_bytes import peak_memory_bytes
 
 LR = 1e-3
 
@@ -123,3 +125,32 @@ def cycle(batches):
         return batch
 
     return next_batch
+
+
+def rank_workload(cfg, batches, rank: int, device: str, first, later, skipped) -> Workload:
+    """The ``Workload`` of one rank of a multi-rank training point (ZeRO or FSDP).
+
+    ``first(batch) -> (loss, model-state bytes)`` runs the first step and reads the bytes around
+    it; ``later(batch) -> loss`` every other step; ``skipped() -> int`` the steps the loss scaler
+    skipped. Each rank starts at a different batch, so ranks see different data."""
+    order = batches[rank % len(batches):] + batches[:rank % len(batches)]
+    state = {"i": 0, "loss": None, "bytes": None}
+
+    def step():
+        batch = order[state["i"] % len(order)]
+        state["i"] += 1
+        if state["bytes"] is None:
+            state["loss"], state["bytes"] = first(batch)
+        else:
+            state["loss"] = later(batch)
+
+    wl = Workload(step, 0, 0, 0, mean_flops(train_step_flops, cfg, batches))
+
+    def finish() -> dict:
+        wl.extra["rank_metrics"] = {"rank": rank,
+                                    "mem_peak_bytes": peak_memory_bytes(device.split(":")[0]),
+                                    **(state["bytes"] or {})}
+        return {"loss_final": state["loss"], "amp_skipped_steps": skipped()}
+
+    wl.finish = finish
+    return wl
