@@ -258,6 +258,17 @@ def test_slurm_states_map_to_ours(state, error, status):
     assert status_of(state, error) == status
 
 
+
+def test_a_worker_ended_by_slurms_time_limit_warning_is_a_timeout():
+    from harness.run.slurm import timed_out_by_warning
+
+    warned = {"status": "crashed", "error": "worker killed by signal SIGUSR2 without writing a result"}
+    assert timed_out_by_warning(warned, 7)["status"] == "timeout"
+    assert "Slurm job 7 reached its time limit" in timed_out_by_warning(warned, 7)["error"]
+    segv = {"status": "crashed", "error": "worker killed by signal SIGSEGV"}
+    assert timed_out_by_warning(segv, 7) == segv  # any other crash stays a crash
+
+
 def test_a_run_on_two_node_types_says_so(tmp_path):
     from harness.run.slurm import write_nodes
 

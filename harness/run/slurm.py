@@ -62,6 +62,15 @@ class SubmitError(RuntimeError):
     """sbatch refused a job (one line: what sbatch said); ``tbench run`` exits 2 on it."""
 
 
+def timed_out_by_warning(rec: dict[str, Any], job_id) -> dict[str, Any]:
+    """A worker ended by Slurm's SIGUSR2 (sent ``SIGNAL_DELAY_S`` before the time limit to every
+    process of the job; a forked worker keeps no handler for it) reached the time limit."""
+    if rec.get("status") == "crashed" and "SIGUSR2" in (rec.get("error") or ""):
+        rec = dict(rec, status="timeout", error=f"Slurm job {job_id} reached its time limit "
+                   f"(Slurm's SIGUSR2, {SIGNAL_DELAY_S} s before it, ended the worker)")
+    return rec
+
+
 def status_of(state: str, error: str | None) -> str:
     """Our status for a job that left no record: Slurm's ``state`` (``CANCELLED by 0`` ...)."""
     if error and "timed-out" in error:  # submitit stopped it just before the limit
@@ -229,7 +238,7 @@ class Backend:
         for _ in range(20):  # the result file may be written a moment after sacct says done
             if handle.paths.result_pickle.exists():
                 try:
-                    return handle.result()
+                    return timed_out_by_warning(handle.result(), handle.job_id)
                 except Exception as exc:  # noqa: BLE001 -- the job raised: a failure record
                     error = str(exc)
                     break
