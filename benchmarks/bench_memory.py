@@ -1,7 +1,8 @@
 """Memory trade-offs on CPU: the sequence-length frontier per attention pattern, what activation
 checkpointing saves and costs, and FSDP beside ZeRO-3 on 2 ranks.
 
-    python benchmarks/bench_memory.py [--quick] [--budget 192MiB] [--out benchmarks/results/bench_memory.json]
+    python benchmarks/bench_memory.py [--quick] [--budget 144MiB] [--parts frontier,checkpoint,parallel]
+                                      [--out benchmarks/results/bench_memory.json]
 
 1. Frontier: the largest ``workload.seq_len`` a training step of a decoder-only model (tiny,
    2 layers; batch 1) runs within ``--budget`` (RLIMIT_DATA on each probe's worker), for dense
@@ -14,7 +15,8 @@ checkpointing saves and costs, and FSDP beside ZeRO-3 on 2 ranks.
    ``suites/zero.yaml``: per-rank model-state bytes and step time (slowest rank).
 Every point runs in a fresh worker through the harness (``runner.run_sweep``); results are
 written as JSON to ``--out`` and printed as Markdown tables. ``--quick`` shrinks every part (a
-check that it runs, about a minute); the full run takes about 3 minutes on a 2-core CPU.
+check that it runs, about a minute); the full run takes about 11 minutes on a 2-core CPU.
+``--parts``: run only these parts, the others kept from the JSON already at ``--out``.
 """
 from __future__ import annotations
 
@@ -129,19 +131,32 @@ def markdown(out: dict) -> list[str]:
     return lines
 
 
+PARTS = {"frontier": frontier_part,
+         "checkpoint": lambda budget, quick, tmp: checkpoint_part(quick, tmp),
+         "parallel": lambda budget, quick, tmp: parallel_part(quick, tmp)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small sizes: a check that it runs")
-    ap.add_argument("--budget", default="192MiB", help="memory budget of the frontier probes")
+    ap.add_argument("--budget", default="144MiB", help="memory budget of the frontier probes")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "bench_memory.json")
+    ap.add_argument("--parts", default=",".join(PARTS),
+                    help=f"comma-separated parts to run (of {', '.join(PARTS)}); the others are "
+                         "kept from the JSON already at --out")
     args = ap.parse_args()
-    budget = fr.parse_budget("160MiB" if args.quick and args.budget == "192MiB" else args.budget)
+    parts = args.parts.split(",")
+    if not set(parts) <= set(PARTS):
+        ap.error(f"--parts: got {args.parts!r}, allowed: a comma-separated subset of {', '.join(PARTS)}")
+    budget = fr.parse_budget(args.budget)
+    out = json.loads(args.out.read_text()) if set(parts) != set(PARTS) and args.out.exists() else {}
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        out = {"budget_bytes": budget, "quick": args.quick,
-               "frontier": frontier_part(budget, args.quick, Path(tmp)),
-               "checkpoint": checkpoint_part(args.quick, Path(tmp)),
-               "parallel": parallel_part(args.quick, Path(tmp))}
+        out.update(budget_bytes=budget, quick=args.quick)
+        for part in parts:
+            t_part = time.perf_counter()
+            out[part] = PARTS[part](budget, args.quick, Path(tmp))
+            out.setdefault("wall_s_by_part", {})[part] = time.perf_counter() - t_part
     out["wall_s"] = time.perf_counter() - t0
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1))

@@ -26,6 +26,9 @@ from harness.analyse.results import write_json_atomic
 from harness.measure.faults import classify, injected_fault
 from harness.measure.lifeline import guard
 
+PINNED_WARNING = ("CPU memory budget: glibc returns every freed large block (mmap threshold "
+                  "pinned), so step times include page faults; compare with budgeted points only")
+
 
 def seed_everything(seed: int) -> None:
     import numpy as np
@@ -56,9 +59,11 @@ def run(point_path: str, result_path: str) -> int:
         from harness.suite.point import Point
 
         point = Point.from_json(json.loads(Path(point_path).read_text()))
-        apply_budget(point)  # before anything of the point is allocated
+        budget = apply_budget(point)  # before anything of the point is allocated
         seed_everything(point.seed)
         record = measurement.measure_point(point, fault=injected_fault(point.id))
+        if budget and budget.get("malloc_thresholds_pinned"):
+            record.setdefault("warnings", []).append(PINNED_WARNING)
     except BaseException as exc:  # noqa: BLE001 -- every failure becomes a result
         if isinstance(exc, KeyboardInterrupt):
             raise
