@@ -195,6 +195,7 @@ SelectTypeParameters=CR_Core
 ReturnToService=2
 KillWait=2
 MinJobAge=300
+EnforcePartLimits=ALL
 NodeName={self.node} CPUs={cpus} RealMemory={mem_mb} State=UNKNOWN
 PartitionName=debug Nodes={self.node} Default=YES MaxTime=INFINITE State=UP
 """)

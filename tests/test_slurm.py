@@ -2,12 +2,13 @@
 munged, MariaDB + slurmdbd, slurmctld, slurmd started for this module and stopped after).
 
 Skipped, with the reason, only where the cluster cannot exist (Slurm not installed, not root);
-a cluster that is installed but fails to start is a failure. Four tests, about two minutes:
+a cluster that is installed but fails to start is a failure. Five tests, about three minutes:
 the same suite through Slurm and locally (same form and statuses), a job killed by its time
 limit (``timeout``; Slurm's limits are whole minutes, so this one costs ~70 s), ``scancel``
-plus Ctrl-C mid-sweep then ``--resume`` (nothing lost, nothing measured twice), and a job
-sbatch refuses (one ``error:`` line, exit 2). The rest need no cluster: the fallback for a
-cluster without accounting (squeue given), state mapping, mixed nodes, the ``--resume`` hint.
+plus Ctrl-C mid-sweep then ``--resume`` (nothing lost, nothing measured twice), a job sbatch
+refuses (one ``error:`` line, exit 2), and an FSDP point through srun + torchrun. The rest need
+no cluster: the fallback for a cluster without accounting (squeue given), state mapping, mixed
+nodes, the ``--resume`` hint.
 """
 import json
 import os
@@ -181,6 +182,38 @@ def test_a_job_sbatch_refuses_is_one_line_and_exit_2(cluster, tmp_path):
     assert "sbatch: error" not in done.stderr  # sbatch's own lines are in that one line
     assert not cluster.queue()
     assert json.loads((tmp_path / "run" / "run.json").read_text())["state"] == "failed"
+
+
+def test_a_distributed_point_runs_its_ranks_through_srun_and_torchrun(cluster, tmp_path):
+    """An FSDP point of 2 ranks: the job's srun starts torchrun on the job's node, the ranks
+    meet at a c10d store there and train; more nodes than the cluster has, or than divide the
+    ranks, is one line and exit 2."""
+    suite = tmp_path / "fsdp.yaml"
+    suite.write_text(yaml.safe_dump({
+        "name": "slurm-fsdp", "device": "cpu", "model": {"preset": "tiny"},
+        "workload": {"kind": "train", "batch_size": 2, "seq_len": 16, "num_batches": 1},
+        "strategies": {"parallel": {"name": "fsdp", "nproc": 2}},
+        "measure": {**FAST, "timeout_s": 180}}, sort_keys=False))
+    done = tbench(cluster, tmp_path, suite, "--out", tmp_path / "run", "--launcher", "slurm",
+                  "--nodes-per-point", "1", timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (rec,) = latest(tmp_path / "run").values()
+    assert rec["status"] == "ok" and len(rec["ranks"]) == 2, rec.get("error")
+    job_id = rec["rounds"][0]["node"]["job_id"]
+    steps = subprocess.run(["sacct", "-j", job_id, "-n", "-P", "-o", "JobID,JobName"],
+                           env=tbench_env(cluster), capture_output=True, text=True).stdout
+    # submitit's own step (.0) runs the job; a second one is srun's, running torchrun
+    assert any(re.fullmatch(rf"{re.escape(job_id)}\.[1-9]\d*\|python\S*", line)
+               for line in steps.splitlines()), steps
+    assert not cluster.queue()
+
+    for nodes, said in (("2", "sbatch refused the job(s)"), ("3", "allowed: a number of nodes")):
+        refused = tbench(cluster, tmp_path, suite, "--out", tmp_path / f"n{nodes}", "--launcher",
+                         "slurm", "--nodes-per-point", nodes, timeout=120)
+        errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
+        assert refused.returncode == 2 and len(errors) == 1 and said in errors[0], refused.stderr[-2000:]
+        assert "Traceback" not in refused.stderr
+    assert not cluster.queue()
 
 
 class GoneJob:

@@ -270,6 +270,10 @@ def run(
     gpus_per_point: Optional[int] = typer.Option(None, "--gpus-per-point", min=0,
                                                  help="slurm: GPUs per job"
                                                  + default("the point's ranks on cuda, 0 on cpu")),
+    nodes_per_point: Optional[int] = typer.Option(
+        None, "--nodes-per-point", min=1,
+        help="slurm: nodes of a distributed point's job (its nproc ranks split evenly over them, "
+             "one torchrun per node started by srun)" + default("the suite's launcher, 1")),
     sbatch_arg: List[str] = typer.Option([], "--sbatch-arg", metavar="--OPTION[=VALUE]",
                                          help="slurm: an extra sbatch option, e.g. --qos=high; "
                                               "repeatable" + default("the suite's launcher")),
@@ -310,8 +314,9 @@ def run(
                     server = None
             run_dir = out or early_dir or rundir.default_run_dir(resolved.name)
             spec = launcher_spec(resolved.launcher, launcher, partition, account, time_min,
-                                 gpus_per_point, sbatch_arg)
-            slurm_options = any(v is not None for v in (partition, account, time_min, gpus_per_point))
+                                 gpus_per_point, sbatch_arg, nodes_per_point)
+            slurm_options = any(v is not None for v in (partition, account, time_min, gpus_per_point,
+                                                        nodes_per_point))
             where = placement(spec, devices, dev, points, fresh_workers,
                               slurm_options or bool(sbatch_arg))
             if "warm" in where:
@@ -351,7 +356,8 @@ def run(
     if summary.interrupted:
         again = resume_command(suite, run_dir, dev, variant, set_, devices, fresh_workers, spec.name,
                                partition=partition, account=account, time_min=time_min,
-                               gpus_per_point=gpus_per_point, sbatch_arg=sbatch_arg)
+                               gpus_per_point=gpus_per_point, nodes_per_point=nodes_per_point,
+                               sbatch_arg=sbatch_arg)
         typer.echo(f"interrupted ({summary.interrupted_by.name}); finish with: {again}", err=True)
     typer.echo(str(summary.results_path))
     if summary.interrupted:
@@ -407,11 +413,11 @@ def early_server(suite: Path, out: Optional[Path], launcher):
     return name, run_dir, forkserver.ForkServer(run_dir).spawn()
 
 
-def launcher_spec(spec, name, partition, account, time_min, gpus, sbatch_args):
+def launcher_spec(spec, name, partition, account, time_min, gpus, sbatch_args, nodes=None):
     """The suite's ``launcher:`` section with the CLI's options laid over it."""
     changes = {k: v for k, v in dict(name=name.value if name else None, partition=partition,
-                                     account=account, time_min=time_min,
-                                     gpus_per_point=gpus).items() if v is not None}
+                                     account=account, time_min=time_min, gpus_per_point=gpus,
+                                     nodes_per_point=nodes).items() if v is not None}
     if sbatch_args:
         changes["sbatch_args"] = list(sbatch_args)
     if not changes:
@@ -424,7 +430,7 @@ def launcher_spec(spec, name, partition, account, time_min, gpus, sbatch_args):
         return LauncherSpec.model_validate(data)
     except Exception as exc:  # a pydantic ValidationError: one line per field
         option = {"sbatch_args": "sbatch-arg", "time_min": "time-min", "name": "launcher",
-                  "gpus_per_point": "gpus-per-point"}
+                  "gpus_per_point": "gpus-per-point", "nodes_per_point": "nodes-per-point"}
         lines = [f"--{option.get(str(e['loc'][0]), str(e['loc'][0]))}: "
                  + e["msg"].removeprefix("Value error, ")
                  for e in getattr(exc, "errors", lambda: [])()] or [str(exc)]
@@ -442,12 +448,16 @@ def placement(spec, devices, dev: str, points, fresh: bool, slurm_options: bool)
         if shutil.which("sbatch") is None:
             raise SuiteError(["--launcher slurm: sbatch not found on PATH (run tbench where "
                               "Slurm's client commands work)"])
-        from harness.run.slurm import Backend
+        from harness.run.slurm import Backend, check_nodes
 
+        bad = check_nodes(points, spec)
+        if bad:
+            raise SuiteError(bad)
         return {"backend": Backend(spec)}
     if slurm_options:
-        raise SuiteError(["--partition, --account, --time-min, --gpus-per-point and --sbatch-arg "
-                          "need --launcher slurm (or launcher.name: slurm in the suite)"])
+        raise SuiteError(["--partition, --account, --time-min, --gpus-per-point, --nodes-per-point "
+                          "and --sbatch-arg need --launcher slurm (or launcher.name: slurm in the "
+                          "suite)"])
     where: dict = {"warm": not fresh}
     if devices:
         from harness.run.devices import slots

@@ -12,12 +12,13 @@ torchrun is given PR_SET_PDEATHSIG here), and whatever ends ``launch`` -- a resu
 exception such as an interrupt -- ends with the worker's group killed. The worker's files
 (point.json, result.json, worker.log) stay in ``work_dir``.
 
-    launch(point, work_dir, grace_s, *, server=None, devices=None, on_start=None)
+    launch(point, work_dir, grace_s, *, server=None, devices=None, nodes=None, on_start=None)
 
 ``server`` (a ``harness.run.forkserver.ForkServer``): a single-process point is forked from it
 (warm: torch already imported) instead of started fresh; the same command, the same files, the
 same group kill; a distributed point still starts torchrun. ``devices``: the CUDA devices the
-worker may see (``CUDA_VISIBLE_DEVICES``; None leaves the environment's). ``on_start(proc)`` and
+worker may see (``CUDA_VISIBLE_DEVICES``; None leaves the environment's). ``nodes`` (in a Slurm
+job): a distributed point's torchrun is started on that many nodes by ``srun``. ``on_start(proc)`` and
 ``on_start(None)`` bracket the worker's life, so a scheduler can kill it from another thread.
 """
 from __future__ import annotations
@@ -26,6 +27,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -47,13 +49,31 @@ def launched(point) -> bool:
     return point.strategies.parallel.name != "none"
 
 
-def worker_command(point, point_file: Path, result_file: Path) -> list[str]:
+def worker_command(point, point_file: Path, result_file: Path, nodes: int | None = None) -> list[str]:
     """``python -m harness.measure.worker ...``; under torchrun (the strategy's own launch command,
-    multi-node launcher arguments passed through) for a distributed point."""
+    multi-node launcher arguments passed through) for a distributed point; ``nodes`` (inside a
+    Slurm job): through ``srun_command`` on that many nodes."""
     worker = ["harness.measure.worker", str(point_file), str(result_file)]
     if not launched(point):
         return [sys.executable, "-m", *worker]
+    if nodes is not None:
+        return srun_command(point, worker, nodes)
     return point.strategies.parallel.launch_command(worker)  # picks a free rendezvous port
+
+
+def srun_command(point, worker: list[str], nodes: int) -> list[str]:
+    """Inside a Slurm job: ``srun`` starts one torchrun per node of the job (``--overlap``: the
+    job's own step, which runs this, holds its CPUs), ``nproc / nodes`` ranks each, meeting at a
+    c10d store on this node (a free port; the job id as the rendezvous id). Killing srun (the
+    worker's group) makes Slurm end the step on every node."""
+    with socket.socket() as s:
+        s.bind(("", 0))
+        port = s.getsockname()[1]
+    job = os.environ.get("SLURM_JOB_ID", "tbench")
+    torchrun = point.strategies.parallel.launch_command(
+        worker, nodes=nodes, rendezvous=(f"{socket.gethostname()}:{port}", f"{job}-{port}"))
+    return ["srun", "--overlap", f"--nodes={nodes}", f"--ntasks={nodes}", "--ntasks-per-node=1",
+            "--kill-on-bad-exit=1", "--export=ALL", *torchrun]
 
 
 def kill_group(proc: subprocess.Popen, grace_s: float) -> None:
@@ -90,7 +110,7 @@ def worker_env(point) -> dict[str, str]:
     return env
 
 
-def start_worker(point, work_dir: Path, env: dict[str, str], server=None):
+def start_worker(point, work_dir: Path, env: dict[str, str], server=None, nodes: int | None = None):
     """The worker (group) of ``point``: forked from ``server`` or a fresh process (torchrun for
     a distributed point); a ``Popen`` or a ``ForkedWorker``."""
     point_file, result_file, log_file = (work_dir / n for n in ("point.json", "result.json", "worker.log"))
@@ -100,12 +120,12 @@ def start_worker(point, work_dir: Path, env: dict[str, str], server=None):
     # of its own, out of reach of kill_group; a rank dies with torchrun by its own PDEATHSIG.
     hook = pdeathsig_hook() if launched(point) else None
     with open(log_file, "wb") as log:
-        return subprocess.Popen(worker_command(point, point_file, result_file), stdout=log,
+        return subprocess.Popen(worker_command(point, point_file, result_file, nodes), stdout=log,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                                 cwd=work_dir, start_new_session=True, preexec_fn=hook)
 
 
-def launch(point, work_dir: Path, grace_s: float, *, server=None, devices=None,
+def launch(point, work_dir: Path, grace_s: float, *, server=None, devices=None, nodes=None,
            on_start: Callable[[Any], None] | None = None) -> dict[str, Any]:
     """Run one worker (group) to completion or timeout; the worker's record or a failure.
     However this returns or raises, no process of the worker's group is left."""
@@ -116,10 +136,12 @@ def launch(point, work_dir: Path, grace_s: float, *, server=None, devices=None,
         stale.unlink()
     env = worker_env(point)
     env[RUNNER_PID_ENV] = str(os.getpid())
+    if nodes is not None:  # srun's ranks on other nodes cannot watch this pid: Slurm ends the step
+        env.pop(RUNNER_PID_ENV)
     if devices is not None:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(d) for d in devices)
         env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # the indices are NVML's (harness.run.devices)
-    proc = start_worker(point, work_dir, env, server)
+    proc = start_worker(point, work_dir, env, server, nodes)
     if on_start is not None:
         on_start(proc)
     try:

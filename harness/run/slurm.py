@@ -8,7 +8,7 @@ The runner hands the backend its rounds in order; the backend writes each round'
 reads) and submits what may start as one job array (``executor.batch()``). On the compute node
 ``job`` runs ``harness.run.runner.measured_round`` -- the same worker (forked from the job's
 process, ``forkserver.DirectFork``: torch is imported once per job), the same timeout, crash
-and contention handling, torchrun for a multi-rank point (its ranks on the job's one node) --
+and contention handling, srun + torchrun for a multi-rank point (on the job's nodes) --
 and adds ``node``: the compute node's hostname and environment fingerprint
 (``harness.run.env``), taken there. Records flow back through the shared run folder and
 submitit's result file; the runner appends them as locally.
@@ -28,8 +28,9 @@ one line, the jobs already submitted cancelled. Job logs and submitit's files: `
 Resources per job (``LauncherSpec`` in the suite's ``launcher:`` section, overridden by the
 CLI): partition, account, time limit (default: enough for the point's timeouts, whole minutes),
 GPUs (default: the point's ranks on a CUDA run, none on CPU), CPUs, extra sbatch arguments
-(``--qos=high``, ``--constraint=h100``). A multi-rank point needs all its ranks on one node here
-(``nproc`` GPUs per node); a point with more ranks than a node has is refused by Slurm at submit.
+(``--qos=high``, ``--constraint=h100``), and ``nodes_per_point``: a distributed point's job
+takes that many nodes, ``nproc / nodes`` ranks (GPUs, CPUs) on each; its ranks start through
+``srun`` + torchrun (``harness.run.launcher.srun_command``).
 """
 from __future__ import annotations
 
@@ -45,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.analyse.results import write_json_atomic
+from harness.run.schedule import ranks_of
 
 STATE_STATUS = {"TIMEOUT": "timeout", "DEADLINE": "timeout", "OUT_OF_MEMORY": "oom",
                 "CANCELLED": "interrupted", "PREEMPTED": "interrupted",
@@ -86,14 +88,20 @@ def time_limit_min(point, spec) -> int:
     return max(1, math.ceil((tries * point.measure.timeout_s + 120) / 60))
 
 
-def job(point_file: str, run_dir: str, grace_s: float, round_no: int) -> dict[str, Any]:
-    """On the compute node: one round of the point in ``point_file``, with ``node`` added."""
-    from harness.run import env, forkserver, runner, schedule
+def job(point_file: str, run_dir: str, grace_s: float, round_no: int,
+        nodes: int = 1) -> dict[str, Any] | None:
+    """On the compute node: one round of the point in ``point_file``, with ``node`` added. A
+    distributed point's ranks start through ``srun`` on the job's ``nodes`` nodes; submitit runs
+    this on every node of the job, and only the first one measures (the others return None)."""
+    if int(os.environ.get("SLURM_PROCID", "0")) != 0:
+        return None
+    from harness.run import env, forkserver, launcher, runner, schedule
     from harness.suite.point import Point
 
     point = Point.from_json(json.loads(Path(point_file).read_text()))
     found = env.collect_env()  # imports torch, reads GPUs through NVML: no CUDA context here
-    with schedule.options(server=forkserver.DirectFork()):  # the worker forks from this job
+    srun = nodes if launcher.launched(point) else None
+    with schedule.options(server=forkserver.DirectFork(), nodes=srun):  # forks from this job
         rec = runner.measured_round(point, Path(run_dir), grace_s, round_no)
     rec["node"] = {"hostname": found.get("hostname"), "fingerprint": env.fingerprint(found),
                    "gpu": (found.get("gpu") or {}).get("name"),
@@ -115,6 +123,20 @@ def sbatch_parameters(args: list[str]) -> dict[str, Any]:
         key, eq, value = arg.lstrip("-").partition("=")
         out[key.replace("-", "_")] = value if eq else True
     return out
+
+
+def nodes_of(point, spec) -> int:
+    """The nodes of a point's job: ``spec.nodes_per_point`` for a distributed point, else 1."""
+    from harness.run.launcher import launched
+
+    return spec.nodes_per_point if launched(point) else 1
+
+
+def check_nodes(points, spec) -> list[str]:
+    """One line per distributed point whose ranks do not split evenly over the nodes."""
+    return [f"--nodes-per-point {spec.nodes_per_point}: point {p.label} has {ranks_of(p)} "
+            f"rank(s), allowed: a number of nodes that divides every distributed point's nproc"
+            for p in points if ranks_of(p) % nodes_of(p, spec)][:1]
 
 
 class Backend:
@@ -144,13 +166,13 @@ class Backend:
         self.queued.append((seq, point, round_no))
 
     def parameters(self, point) -> dict[str, Any]:
-        spec, ranks = self.spec, int(getattr(point.strategies.parallel, "nproc", 1) or 1)
+        spec, ranks, nodes = self.spec, ranks_of(point), nodes_of(point, self.spec)
         gpus = spec.gpus_per_point if spec.gpus_per_point is not None else (
-            ranks if point.device == "cuda" else 0)
+            ranks // nodes if point.device == "cuda" else 0)
         self.name = self.name or f"tbench-{point.suite}-{uuid.uuid4().hex[:8]}"
         params = {"job_name": self.name, "time": time_limit_min(point, spec),
-                  "nodes": 1, "ntasks_per_node": 1,
-                  "cpus_per_task": spec.cpus_per_point or ranks,
+                  "nodes": nodes, "ntasks_per_node": 1,
+                  "cpus_per_task": spec.cpus_per_point or ranks // nodes,
                   "signal_delay_s": SIGNAL_DELAY_S, "stderr_to_stdout": True,
                   "array_parallelism": spec.array_parallelism,
                   "setup": [f"export PYTHONPATH={PROJECT_ROOT}${{PYTHONPATH:+:$PYTHONPATH}}"],
@@ -182,7 +204,8 @@ class Backend:
                 with contextlib.redirect_stderr(said), self.executor.batch():
                     for seq, point, r in items:  # recorded at once: cancel() reaches every one
                         self.jobs[seq] = self.executor.submit(
-                            job, str(self.point_file(point, r)), str(self.run_dir), self.grace_s, r)
+                            job, str(self.point_file(point, r)), str(self.run_dir), self.grace_s, r,
+                            nodes_of(point, self.spec))
                         self.points[seq] = point
             except (FailedJobError, FailedSubmissionError) as exc:
                 for seq, _, _ in items:  # never submitted

@@ -271,6 +271,7 @@ class LauncherSpec(_Strict):
     time_min: int | None = Field(None, ge=1)  # job time limit, minutes; None: from measure.timeout_s
     gpus_per_point: int | None = Field(None, ge=0)  # None: the point's ranks on cuda, 0 on cpu
     cpus_per_point: int | None = Field(None, ge=1)  # None: one per rank
+    nodes_per_point: int = Field(1, ge=1)  # a multi-rank point's nodes (nproc / nodes ranks each)
     sbatch_args: list[str] = Field(default_factory=list)  # extra sbatch options, e.g. --qos=high
     array_parallelism: int = Field(256, ge=1)  # at most this many jobs of one array at once
 

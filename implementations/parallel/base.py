@@ -38,14 +38,21 @@ def free_port() -> int:
 class TorchrunParallel(ParallelStrategy):
     """A strategy of ``nproc`` ranks, each a process started by torchrun (ZeRO, FSDP)."""
 
-    def launch_command(self, module_args: list[str], master_port: int | None = None) -> list[str]:
+    def launch_command(self, module_args: list[str], master_port: int | None = None, *,
+                       nodes: int = 1, rendezvous: tuple[str, str] | None = None) -> list[str]:
         """torchrun command line running ``python -m <module_args>`` on ``nproc`` local ranks;
-        ``launcher_args`` (where the strategy has them) replace the local rendezvous."""
+        ``launcher_args`` (where the strategy has them) replace the local rendezvous.
+        ``rendezvous=(host:port, id)``: one torchrun of ``nodes`` (each started on its node,
+        ``nproc / nodes`` ranks each) meeting at a c10d store on host:port (a Slurm job's
+        first node, ``harness.run.launcher.srun_command``)."""
         rdzv = list(getattr(self, "launcher_args", ()))
-        if not rdzv:
+        if rendezvous is not None:
+            rdzv = ["--nnodes", str(nodes), "--rdzv_backend", "c10d", "--rdzv_endpoint",
+                    rendezvous[0], "--rdzv_id", rendezvous[1]]
+        elif not rdzv:
             rdzv = ["--master_addr", "127.0.0.1", "--master_port", str(master_port or free_port())]
         return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node",
-                str(self.nproc), *rdzv, "-m", *module_args]
+                str(self.nproc // nodes), *rdzv, "-m", *module_args]
 
 
 def init_process_group(backend: str, timeout_s: float) -> None:
