@@ -328,22 +328,31 @@ def run(
     finally:
         if server is not None:
             server.close()
-    typer.echo(f"run folder: {summary.run_dir}", err=True)
-    if spec.name == "slurm":
+    again = resume_command(suite, run_dir, dev, variant, set_, devices, fresh_workers, spec.name,
+                           partition=partition, account=account, time_min=time_min,
+                           gpus_per_point=gpus_per_point, nodes_per_point=nodes_per_point,
+                           sbatch_arg=sbatch_arg)
+    tell(summary, spec.name, again)
+
+
+def tell(summary, launcher: str, again: str) -> None:
+    """After a sweep: the summary table, failures, reports, answers, flags, the resume command
+    of an interrupted run, then the exit code (128 + signal, 3 on a failed point)."""
+    from harness.run import rundir
+
+    run_dir = summary.run_dir
+    typer.echo(f"run folder: {run_dir}", err=True)
+    if launcher == "slurm":
         from harness.run.slurm import write_nodes
 
-        mixed = write_nodes(summary.run_dir)
+        mixed = write_nodes(run_dir)
         if mixed:
             typer.echo(mixed, err=True)
     console().print(_summary_table(summary))
     for line in _failures(run_dir):
         typer.echo(f"failed: {line}", err=True)
     warning = rundir.write_reports(run_dir)
-    if warning:
-        typer.echo(warning, err=True)
-    else:
-        typer.echo(f"reports: {summary.run_dir / 'report.md'}, {summary.run_dir / 'report.html'}",
-                   err=True)
+    typer.echo(warning or f"reports: {run_dir / 'report.md'}, {run_dir / 'report.html'}", err=True)
     lines = _answers(run_dir)
     if lines:
         typer.echo("answers:", err=True)
@@ -354,10 +363,6 @@ def run(
                                            sorted(summary.flags.items()))
                    + " -- see the ⚠ rows of the summary and the reports' badges", err=True)
     if summary.interrupted:
-        again = resume_command(suite, run_dir, dev, variant, set_, devices, fresh_workers, spec.name,
-                               partition=partition, account=account, time_min=time_min,
-                               gpus_per_point=gpus_per_point, nodes_per_point=nodes_per_point,
-                               sbatch_arg=sbatch_arg)
         typer.echo(f"interrupted ({summary.interrupted_by.name}); finish with: {again}", err=True)
     typer.echo(str(summary.results_path))
     if summary.interrupted:

@@ -369,33 +369,7 @@ def run_points(points, run_dir: Path, done: set[str], *,
     where = schedule.placement()  # what run_sweep chose, unless given here
     slots, server, backend = (slots or where.get("slots"), server or where.get("server"),
                               backend or where.get("backend"))
-    summary = RunSummary(run_dir, run_dir / results.RESULTS_FILE, len(points))
-    notify = progress or (lambda event: None)
-    rounds_path = run_dir / rundir.ROUNDS_FILE
-    finished = rundir.read_rounds(run_dir)
-    todo = [p for p in points if p.id not in done]
-    total = sum(p.measure.rounds for p in todo) + len(points) - len(todo)
-    pos = 0
-    for point in points:
-        if point.id in done:
-            summary.skipped += 1
-            notify(ProgressEvent("skip", pos, total, point.id, point.label, status="done"))
-            pos += 1
-    have = {p.id: [r for r in finished.get(p.id, []) if r.get("status") == "ok"] for p in todo}
-    pos += sum(len(v) for v in have.values())
-    open_ = {p.id for p in todo}
-
-    def finish(point) -> None:
-        record = point_record(point, have[point.id])
-        results.append_record(summary.results_path, record)
-        open_.discard(point.id)
-        summary.counts[record["status"]] = summary.counts.get(record["status"], 0) + 1
-        for flag in record["flags"]:
-            summary.flags[flag] = summary.flags.get(flag, 0) + 1
-
-    for point in todo:  # every round measured before tbench stopped, the record not written
-        if len(have[point.id]) >= point.measure.rounds:
-            finish(point)
+    sweep = Sweep(points, run_dir, done, progress or (lambda event: None))
 
     def one_round(point, round_no: int) -> dict:
         return measured_round(point, run_dir, kill_grace_s, round_no)
@@ -406,62 +380,110 @@ def run_points(points, run_dir: Path, done: set[str], *,
         runs = schedule.Pool(one_round, slots, server=server, grace_s=kill_grace_s)
     else:
         runs = schedule.Inline(one_round, server=server)
-    tasks = round_tasks(todo, have)
-    started: dict[int, dict] = {}  # seq -> its progress event fields, until it ends
-    ended: dict[int, dict | None] = {}  # seq -> its round (None: skipped), until committed
-    committed = 0
     try:
-        nxt = 0
-        while committed < len(tasks):
-            while nxt < len(tasks):  # start what may start, in order
-                point, round_no = tasks[nxt]
-                if round_no > 1 and nxt_blocked(tasks, nxt, committed):
-                    break  # its previous round is not committed yet
-                if point.id not in open_:
-                    ended[nxt], nxt = None, nxt + 1  # a failed round ended the point
-                    continue
-                if not runs.fits(point):
-                    break
-                label = (point.label if point.measure.rounds == 1
-                         else f"{point.label} [round {round_no}/{point.measure.rounds}]")
-                started[nxt] = dict(position=pos, total=total, point_id=point.id, label=label)
-                pos += 1
-                notify(ProgressEvent("start", **started[nxt]))
-                seq, nxt = nxt, nxt + 1
-                runs.submit(seq, point, round_no)
-            if committed in ended:
-                seq = committed
-            else:
-                seq, rec = runs.next_done()
-                point = tasks[seq][0]
-                results.append_record(rounds_path, {"point_id": point.id, **rec})
-                event = started.pop(seq)  # interrupted from here on, the round is kept
-                ended[seq] = rec
-                notify(ProgressEvent("finish", status=rec["status"],
-                                     duration_s=rec["duration_s"], **event))
-            while committed in ended:  # commit in task order
-                rec = ended.pop(committed)
-                point, round_no = tasks[committed]
-                committed += 1
-                if rec is None:
-                    continue
-                have[point.id].append(rec)
-                if rec["status"] != "ok" or round_no == point.measure.rounds:
-                    finish(point)
+        sweep.run(runs)
     except KeyboardInterrupt as exc:
-        summary.interrupted_by, error = interruption(exc)
         runs.cancel()  # in run_sweep, later signals are ignored until the sweep has closed
-        for seq in sorted(started):  # keep a trace of every point that was stopped
-            record = base_record(tasks[seq][0], now_iso())
-            record.update(status="interrupted", error=error)
-            results.append_record(summary.results_path, record)
-            summary.counts["interrupted"] = summary.counts.get("interrupted", 0) + 1
+        sweep.interrupted(exc)
     except BaseException:  # an OSError of the run folder: stop what still runs, then say it
         runs.cancel()
         raise
     finally:
         runs.close()
-    return summary
+    return sweep.summary
+
+
+class Sweep:
+    """``run_points``' bookkeeping: the tasks (point, round), which started, which ended, the
+    commit position, each open point's measured rounds and the progress position."""
+
+    def __init__(self, points, run_dir: Path, done: set[str], notify):
+        self.summary = RunSummary(run_dir, run_dir / results.RESULTS_FILE, len(points))
+        self.notify, self.rounds_path = notify, run_dir / rundir.ROUNDS_FILE
+        finished = rundir.read_rounds(run_dir)
+        todo = [p for p in points if p.id not in done]
+        self.total = sum(p.measure.rounds for p in todo) + len(points) - len(todo)
+        self.pos = 0
+        for point in points:
+            if point.id in done:
+                self.summary.skipped += 1
+                notify(ProgressEvent("skip", self.pos, self.total, point.id, point.label, status="done"))
+                self.pos += 1
+        self.have = {p.id: [r for r in finished.get(p.id, []) if r.get("status") == "ok"] for p in todo}
+        self.pos += sum(len(v) for v in self.have.values())
+        self.open = {p.id for p in todo}
+        for point in todo:  # every round measured before tbench stopped, the record not written
+            if len(self.have[point.id]) >= point.measure.rounds:
+                self.finish(point)
+        self.tasks = round_tasks(todo, self.have)
+        self.started: dict[int, dict] = {}  # seq -> its progress event fields, until it ends
+        self.ended: dict[int, dict | None] = {}  # seq -> its round (None: skipped), until committed
+        self.committed = self.nxt = 0
+
+    def finish(self, point) -> None:
+        """The point's record, from its committed rounds, appended to results.jsonl."""
+        record = point_record(point, self.have[point.id])
+        results.append_record(self.summary.results_path, record)
+        self.open.discard(point.id)
+        self.summary.counts[record["status"]] = self.summary.counts.get(record["status"], 0) + 1
+        for flag in record["flags"]:
+            self.summary.flags[flag] = self.summary.flags.get(flag, 0) + 1
+
+    def run(self, runs) -> None:
+        while self.committed < len(self.tasks):
+            self.start_ready(runs)
+            if self.committed not in self.ended:
+                self.wait_one(runs)
+            self.commit()
+
+    def start_ready(self, runs) -> None:
+        """Submit the next tasks, in order, while they may start."""
+        while self.nxt < len(self.tasks):
+            point, round_no = self.tasks[self.nxt]
+            if round_no > 1 and nxt_blocked(self.tasks, self.nxt, self.committed):
+                return  # its previous round is not committed yet
+            if point.id not in self.open:
+                self.ended[self.nxt], self.nxt = None, self.nxt + 1  # a failed round ended the point
+                continue
+            if not runs.fits(point):
+                return
+            label = (point.label if point.measure.rounds == 1
+                     else f"{point.label} [round {round_no}/{point.measure.rounds}]")
+            self.started[self.nxt] = dict(position=self.pos, total=self.total, point_id=point.id,
+                                          label=label)
+            self.pos += 1
+            self.notify(ProgressEvent("start", **self.started[self.nxt]))
+            runs.submit(self.nxt, point, round_no)
+            self.nxt += 1
+
+    def wait_one(self, runs) -> None:
+        """The next round to end, durable in rounds.jsonl at once."""
+        seq, rec = runs.next_done()
+        results.append_record(self.rounds_path, {"point_id": self.tasks[seq][0].id, **rec})
+        event = self.started.pop(seq)  # interrupted from here on, the round is kept
+        self.ended[seq] = rec
+        self.notify(ProgressEvent("finish", status=rec["status"], duration_s=rec["duration_s"], **event))
+
+    def commit(self) -> None:
+        """Commit ended rounds in task order; a point's last (or failed) round finishes it."""
+        while self.committed in self.ended:
+            rec = self.ended.pop(self.committed)
+            point, round_no = self.tasks[self.committed]
+            self.committed += 1
+            if rec is None:
+                continue
+            self.have[point.id].append(rec)
+            if rec["status"] != "ok" or round_no == point.measure.rounds:
+                self.finish(point)
+
+    def interrupted(self, exc: KeyboardInterrupt) -> None:
+        """Keep a trace (an ``interrupted`` record) of every point that was stopped."""
+        self.summary.interrupted_by, error = interruption(exc)
+        for seq in sorted(self.started):
+            record = base_record(self.tasks[seq][0], now_iso())
+            record.update(status="interrupted", error=error)
+            results.append_record(self.summary.results_path, record)
+            self.summary.counts["interrupted"] = self.summary.counts.get("interrupted", 0) + 1
 
 
 def nxt_blocked(tasks, nxt: int, committed: int) -> bool:
