@@ -101,6 +101,8 @@ def parallel_part(quick: bool, tmp: Path) -> list[dict]:
 
 
 def markdown(out: dict) -> list[str]:
+    # a part never run has no rows
+    out = {"frontier": [], "checkpoint": [], "parallel": [], "budget_bytes": None, **out}
     lines = [f"### Sequence-length frontier within {fmt_bytes(out['budget_bytes'])} (CPU, train, batch 1)",
              "", "| pattern | largest S | limited by | predicted | tokens/s at frontier | probes |",
              "|---|---:|---|---:|---:|---:|"]
@@ -152,12 +154,14 @@ def main() -> None:
     out = json.loads(args.out.read_text()) if set(parts) != set(PARTS) and args.out.exists() else {}
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        out.update(budget_bytes=budget, quick=args.quick)
         for part in parts:
             t_part = time.perf_counter()
             out[part] = PARTS[part](budget, args.quick, Path(tmp))
             out.setdefault("wall_s_by_part", {})[part] = time.perf_counter() - t_part
-    out["wall_s"] = time.perf_counter() - t0
+            out.setdefault("quick_by_part", {})[part] = args.quick
+            if part == "frontier":
+                out["budget_bytes"] = budget  # the frontier's own budget, kept with it
+    out["wall_s"] = time.perf_counter() - t0  # this invocation's parts
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1))
     print("\n".join(markdown(out)))

@@ -36,6 +36,7 @@ def flops_breakdown(cfg, batch: int, seq_len: int, tgt_len: int | None = None) -
     if isinstance(T, bool) or not isinstance(T, int) or T < 1:
         raise ValueError(f"tgt_len must be an integer >= 1; got {tgt_len!r}")
     B, C, F, H, D, V = batch, cfg.d_model, cfg.d_ff, cfg.n_heads, cfg.head_dim, cfg.vocab_size
+    C_kv = cfg.kv_heads * D  # K and V projections' width (GQA: fewer heads than queries)
     n_enc, n_dec = cfg.n_encoder_layers, cfg.n_decoder_layers
     dec_len = T if cfg.is_encoder_decoder else S
 
@@ -46,10 +47,10 @@ def flops_breakdown(cfg, batch: int, seq_len: int, tgt_len: int | None = None) -
         return 4 * pairs * D * H * B  # q k^T and p v over the allowed pairs, every head
 
     out = {
-        "encoder.self_attn.proj": n_enc * 4 * linear(B * S, C, C),
+        "encoder.self_attn.proj": n_enc * 2 * (linear(B * S, C, C) + linear(B * S, C, C_kv)),
         "encoder.self_attn.scores": n_enc * scores(cfg.attention.allowed_pairs(S, False)),
         "encoder.ffn": n_enc * 2 * linear(B * S, C, F),
-        "decoder.self_attn.proj": n_dec * 4 * linear(B * dec_len, C, C),
+        "decoder.self_attn.proj": n_dec * 2 * (linear(B * dec_len, C, C) + linear(B * dec_len, C, C_kv)),
         "decoder.self_attn.scores": n_dec * scores(cfg.attention.allowed_pairs(dec_len, True)),
         "decoder.cross_attn.proj": 0,
         "decoder.cross_attn.scores": 0,
@@ -57,7 +58,7 @@ def flops_breakdown(cfg, batch: int, seq_len: int, tgt_len: int | None = None) -
         "lm_head": linear(B * dec_len, C, V),
     }
     if cfg.is_encoder_decoder:  # q, o on the target; k, v on the memory
-        out["decoder.cross_attn.proj"] = n_dec * 2 * (linear(B * T, C, C) + linear(B * S, C, C))
+        out["decoder.cross_attn.proj"] = n_dec * 2 * (linear(B * T, C, C) + linear(B * S, C, C_kv))
         out["decoder.cross_attn.scores"] = n_dec * scores(T * S)
     return out
 
@@ -106,7 +107,8 @@ def decode_step_flops(cfg, batch: int, context_len: int, src_len: int | None = N
     B, C, F, H, D, V = batch, cfg.d_model, cfg.d_ff, cfg.n_heads, cfg.head_dim, cfg.vocab_size
     pairs = cfg.attention.allowed_pairs
     keys = pairs(context_len + 1, True) - pairs(context_len, True) if context_len else 1
-    layer = 4 * 2 * B * C * C + 2 * 2 * B * C * F + 4 * B * H * D * keys
+    C_kv = cfg.kv_heads * D  # GQA: K and V are projected to fewer heads
+    layer = 2 * 2 * B * C * (C + C_kv) + 2 * 2 * B * C * F + 4 * B * H * D * keys
     if cfg.is_encoder_decoder:
         if src_len is None:
             raise ValueError("an encoder-decoder decode step needs src_len (memory keys)")

@@ -117,18 +117,41 @@ class MultiHeadAttention(nn.Module):
     region_name = ""
 
     def __init__(self, d_model: int, n_heads: int, strategy, ops: str, causal: bool,
-                 rotary: Rotary | None = None):
+                 rotary: Rotary | None = None, n_kv_heads: int | None = None):
         super().__init__()
+        self.n_kv_heads = n_kv_heads or n_heads  # GQA: each K/V head serves n_heads / n_kv_heads
+        kv_width = self.n_kv_heads * (d_model // n_heads)
         self.W_q = nn.Linear(d_model, d_model)
-        self.W_k = nn.Linear(d_model, d_model)
-        self.W_v = nn.Linear(d_model, d_model)
+        self.W_k = nn.Linear(d_model, kv_width)
+        self.W_v = nn.Linear(d_model, kv_width)
         self.W_o = nn.Linear(d_model, d_model)
         self.n_heads, self.strategy, self.ops, self.causal = n_heads, strategy, ops, causal
         self.rotary = rotary
 
-    def heads(self, x: torch.Tensor) -> torch.Tensor:
-        B, S, C = x.shape
-        return x.view(B, S, self.n_heads, C // self.n_heads).transpose(1, 2)  # (B, H, S, D)
+    def heads(self, x: torch.Tensor, n: int | None = None) -> torch.Tensor:
+        """``(B, S, n * D)`` -> ``(B, n, S, D)`` (``n``: the query heads unless given)."""
+        B, S, width = x.shape
+        n = n or self.n_heads
+        return x.view(B, S, n, width // n).transpose(1, 2)
+
+    def grouped_queries(self, q, k, v) -> torch.Tensor:
+        """Unmasked attention of q ``(B, H, S_q, D)`` over k, v ``(B, H_kv, n, D)`` without
+        repeating K/V (a cached decode step, which reads only ``H_kv`` heads of the cache): the
+        queries of each K/V head's group become rows of one ``(B, H_kv, group * S_q, D)``
+        attention. Exact: with no mask, every row attends to the same keys either way."""
+        B, H, S_q, D = q.shape
+        grouped = q.reshape(B, self.n_kv_heads, H // self.n_kv_heads * S_q, D)
+        return inner_attention(grouped, k, v, None, False, self.ops).reshape(B, H, S_q, D)
+
+    def shared(self, t: torch.Tensor) -> torch.Tensor:
+        """K or V ``(B, H_kv, S, D)`` -> ``(B, H, S, D)``: query head h reads K/V head
+        ``h // (H / H_kv)`` (GQA; MHA returns ``t`` itself). Only the attention sees the
+        repeat: projections and the KV cache stay ``H_kv`` wide."""
+        group = self.n_heads // self.n_kv_heads
+        if group == 1:
+            return t
+        B, H_kv, S, D = t.shape
+        return t[:, :, None].expand(B, H_kv, group, S, D).reshape(B, self.n_heads, S, D)
 
     def forward(self, x, memory=None, key_padding_mask=None, segment_ids=None, position_ids=None,
                 cache: KVCache | None = None, memory_kv=None):
@@ -147,8 +170,9 @@ class MultiHeadAttention(nn.Module):
             if offset is None:  # the cache chose the allowed keys: (B, H, 1, D) over (B, H, n, D)
                 if key_padding_mask is not None or segment_ids is not None:
                     raise ValueError("a cached decode step takes no key_padding_mask or segment_ids")
-                y = inner_attention(q, k, v, None, False, self.ops)
+                y = self.grouped_queries(q, k, v)
             else:
+                k, v = self.shared(k), self.shared(v)
                 y = self.strategy.attend(q, k, v, causal=self.causal, key_padding_mask=key_padding_mask,
                                          segment_ids=segment_ids, q_offset=offset, ops=self.ops)
             with region("attention", "out_proj"):
@@ -162,7 +186,7 @@ class MultiHeadAttention(nn.Module):
             q = self.heads(self.W_q(x))  # (B, H, S, D)
             offset = 0
             if memory is None and memory_kv is None:
-                k, v = self.heads(self.W_k(x)), self.heads(self.W_v(x))  # (B, H, S, D)
+                k, v = self.project_memory(x)  # (B, H_kv, S, D)
             else:
                 k, v = memory_kv if memory_kv is not None else self.project_memory(memory)
         if memory is None and memory_kv is None:
@@ -175,8 +199,9 @@ class MultiHeadAttention(nn.Module):
         return q, k, v, offset
 
     def project_memory(self, memory: torch.Tensor):
-        """Cross-attention K/V of ``memory (B, S_m, C)``: two ``(B, H, S_m, D)`` tensors."""
-        return self.heads(self.W_k(memory)), self.heads(self.W_v(memory))
+        """K/V of ``memory (B, S_m, C)`` (cross-attention; ``x`` itself for self-attention):
+        two ``(B, H_kv, S_m, D)`` tensors."""
+        return self.heads(self.W_k(memory), self.n_kv_heads), self.heads(self.W_v(memory), self.n_kv_heads)
 
 
 class Block(nn.Module):
@@ -187,11 +212,13 @@ class Block(nn.Module):
                  rotary: Rotary | None = None):
         super().__init__()
         C = cfg.d_model
-        self.self_attn = MultiHeadAttention(C, cfg.n_heads, cfg.attention, cfg.ops, causal, rotary)
+        self.self_attn = MultiHeadAttention(C, cfg.n_heads, cfg.attention, cfg.ops, causal, rotary,
+                                            cfg.kv_heads)
         self.norm1 = LayerNorm(C, cfg.ops)
         self.cross_attn = self.norm2 = None
         if cross:
-            self.cross_attn = MultiHeadAttention(C, cfg.n_heads, cross_strategy, cfg.ops, False)
+            self.cross_attn = MultiHeadAttention(C, cfg.n_heads, cross_strategy, cfg.ops, False,
+                                                 n_kv_heads=cfg.kv_heads)
             self.norm2 = LayerNorm(C, cfg.ops)
         self.ffn = FeedForward(C, cfg.d_ff, cfg.ops)
         self.norm3 = LayerNorm(C, cfg.ops)

@@ -59,6 +59,7 @@ class ModelConfig:
     pad_id: int = 0  # padding token id
     bos_id: int = 1  # start token of decoding
     eos_id: int = 2  # end token of decoding
+    n_kv_heads: int | None = None  # key/value heads (GQA); None = n_heads (MHA), 1 = MQA
 
     def __post_init__(self):
         for name, low in (("vocab_size", 1), ("d_model", 1), ("n_heads", 1), ("d_ff", 1),
@@ -69,6 +70,11 @@ class ModelConfig:
         if self.d_model % self.n_heads:
             raise ValueError(f"ModelConfig.d_model must be divisible by n_heads; got d_model="
                              f"{self.d_model}, n_heads={self.n_heads}")
+        kv = self.n_kv_heads
+        if kv is not None and (isinstance(kv, bool) or not isinstance(kv, int) or kv < 1
+                               or self.n_heads % kv):
+            raise ValueError(f"ModelConfig.n_kv_heads must be an integer >= 1 dividing n_heads="
+                             f"{self.n_heads} (n_heads: MHA, 1: MQA); got {kv!r}")
         if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) \
                 or not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"ModelConfig.dropout must be a number in [0, 1); got {self.dropout!r}")
@@ -91,6 +97,11 @@ class ModelConfig:
     @property
     def head_dim(self) -> int:
         return self.d_model // self.n_heads
+
+    @property
+    def kv_heads(self) -> int:
+        """Key/value heads: ``n_kv_heads``, or ``n_heads`` (MHA) when unset."""
+        return self.n_kv_heads or self.n_heads
 
     @property
     def is_encoder_decoder(self) -> bool:

@@ -220,6 +220,8 @@ class GoneJob:
     """A submitit job handle whose job ended without a result, on a cluster without
     accounting: sacct never says it is done (the squeue boundary is given to ``note_gone``)."""
 
+    num_tasks = 1
+
     def __init__(self, folder: Path):
         self.job_id = "77_0"
         self.paths = type("Paths", (), {"result_pickle": folder / "77_0_result.pkl",
@@ -250,6 +252,55 @@ def test_a_job_gone_from_squeue_without_accounting_is_crashed(tmp_path, monkeypa
     assert rec["status"] == "crashed"
     assert rec["error"] == "Slurm job 77_0 ended, state unknown (no accounting: sacct has no record)"
     assert not backend.jobs
+
+
+def test_a_multi_node_jobs_record_is_its_first_tasks(tmp_path):
+    """A job of 2 nodes is a submitit job of 2 tasks (``result()`` refuses it): the record is
+    task 0's, the node that measured (``job`` returns None on the others)."""
+    from submitit.core.utils import cloudpickle_dump
+    from submitit.slurm.slurm import SlurmJob
+
+    from harness.run import slurm
+
+    handle = SlurmJob(tmp_path / "%j", "88", tasks=(0, 1))
+    record = {"status": "ok", "error": None, "samples_ms": [1.0]}
+    for task, value in ((0, record), (1, None)):
+        path = handle.task(task).paths.result_pickle
+        path.parent.mkdir(parents=True, exist_ok=True)
+        cloudpickle_dump(("success", value), path)
+    assert handle.num_tasks == 2
+    with pytest.raises(AssertionError):
+        handle.result()
+    assert slurm.Backend(None).record(handle, None, time.monotonic()) == record
+
+
+@pytest.mark.parametrize("launcher, parallel, said", [
+    ({"name": "slurm", "nodes_per_point": 2}, {"name": "fsdp", "nproc": 3},
+     "nodes_per_point (--nodes-per-point) 2: point"),
+    ({"name": "slurm", "gpus_per_point": 3, "nodes_per_point": 2}, {"name": "fsdp", "nproc": 2},
+     "gpus_per_point 3, allowed: a number of nodes that divides both"),
+    ({"name": "slurm"}, {"name": "zero", "nproc": 2, "launcher_args": ["--nnodes", "2"]},
+     "strategies.parallel.launcher_args: point"),
+    ({"name": "local", "nodes_per_point": 2}, {"name": "fsdp", "nproc": 2},
+     "launcher.nodes_per_point: got 2, allowed: 1 with the local launcher"),
+])
+def test_nodes_that_cannot_work_are_one_line_before_anything_runs(tmp_path, monkeypatch, launcher,
+                                                                   parallel, said):
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+
+    monkeypatch.setattr(shutil, "which", lambda name: f"/usr/bin/{name}")  # no cluster needed
+    suite = tmp_path / "s.yaml"
+    suite.write_text(yaml.safe_dump({
+        "name": "nodes", "device": "cpu", "model": {"preset": "tiny"}, "launcher": launcher,
+        "workload": {"kind": "train", "batch_size": 2, "seq_len": 8, "num_batches": 1},
+        "strategies": {"parallel": parallel}}))
+    done = CliRunner().invoke(app, ["run", str(suite), "--out", str(tmp_path / "run")])
+    assert done.exit_code == 2, done.output
+    (line,) = [x for x in done.output.splitlines() if x.startswith("error:")]
+    assert said in line
+    assert not (tmp_path / "run" / "results.jsonl").exists()
 
 
 def test_the_resume_hint_repeats_every_option_quoted():

@@ -268,7 +268,8 @@ def run(
                                            help="slurm: a job's time limit in minutes"
                                            + default("from measure.timeout_s")),
     gpus_per_point: Optional[int] = typer.Option(None, "--gpus-per-point", min=0,
-                                                 help="slurm: GPUs per job"
+                                                 help="slurm: GPUs per job (split evenly over "
+                                                      "its nodes)"
                                                  + default("the point's ranks on cuda, 0 on cpu")),
     nodes_per_point: Optional[int] = typer.Option(
         None, "--nodes-per-point", min=1,
@@ -459,6 +460,9 @@ def placement(spec, devices, dev: str, points, fresh: bool, slurm_options: bool)
         if bad:
             raise SuiteError(bad)
         return {"backend": Backend(spec)}
+    if spec.nodes_per_point != 1:
+        raise SuiteError([f"launcher.nodes_per_point: got {spec.nodes_per_point}, allowed: 1 with "
+                          "the local launcher (more nodes need --launcher slurm)"])
     if slurm_options:
         raise SuiteError(["--partition, --account, --time-min, --gpus-per-point, --nodes-per-point "
                           "and --sbatch-arg need --launcher slurm (or launcher.name: slurm in the "

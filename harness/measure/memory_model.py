@@ -74,7 +74,8 @@ class Prediction:
 def param_count(m: dict) -> int:
     """Parameters of the model (``implementations.model``; the LM head tied to the embedding)."""
     C, F = m["d_model"], m["d_ff"]
-    attn, norm, ffn = 4 * (C * C + C), 2 * C, C * F + F + F * C + C
+    C_kv = C // m["n_heads"] * (m.get("n_kv_heads") or m["n_heads"])  # GQA: narrower K and V
+    attn, norm, ffn = 2 * (C * C + C) + 2 * (C * C_kv + C_kv), 2 * C, C * F + F + F * C + C
     block = attn + norm + ffn + norm
     cross = attn + norm if m["n_encoder_layers"] else 0
     final = 2 * C * (1 + (m["n_encoder_layers"] > 0)) if m.get("norm") == "pre" else 0

@@ -14,7 +14,7 @@ torch device string. Output: a ``Workload`` whose ``step()`` is one unit of serv
     While building, the caches are allocated on their own, so their bytes are measured
     (``kv_cache_bytes``: the allocator's delta on CUDA; on CPU ``kv_cache.held_bytes`` of the
     filled caches, every storage reachable from them, not derived from the policy's slots),
-    beside the pattern's analytic count (``kv_cache_analytic_bytes``: layers x 2 x B x H x
+    beside the pattern's analytic count (``kv_cache_analytic_bytes``: layers x 2 x B x H_kv x
     slots x D x element size, ``CachePolicy.cache_bytes``). ``decode_step_read_bytes`` is
     what one step must read: every weight once (``weight_bytes``), the K/V the pattern reads
     (``kv_read_step_bytes``) and, for an encoder-decoder, the memory's K/V.
@@ -111,7 +111,7 @@ def _allocated(device: str) -> int:
 def decode_workload(point, cfg, model, batches, device) -> Workload:
     s, w, enc_dec = point.strategies, point.workload, cfg.is_encoder_decoder
     _no_compile(point, "decode")
-    B, c, H, D, L = w.batch_size, w.context_len, cfg.n_heads, cfg.head_dim, cfg.n_decoder_layers
+    B, c, H, D, L = w.batch_size, w.context_len, cfg.kv_heads, cfg.head_dim, cfg.n_decoder_layers
     gen = torch.Generator().manual_seed(point.seed)
     context = torch.randint(3, cfg.vocab_size, (B, c), generator=gen).to(device)  # (B, c)
     caches = model.new_cache(c + 1)

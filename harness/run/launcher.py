@@ -64,8 +64,9 @@ def worker_command(point, point_file: Path, result_file: Path, nodes: int | None
 def srun_command(point, worker: list[str], nodes: int) -> list[str]:
     """Inside a Slurm job: ``srun`` starts one torchrun per node of the job (``--overlap``: the
     job's own step, which runs this, holds its CPUs), ``nproc / nodes`` ranks each, meeting at a
-    c10d store on this node (a free port; the job id as the rendezvous id). Killing srun (the
-    worker's group) makes Slurm end the step on every node."""
+    c10d store on this node (a free port; the job id as the rendezvous id). SIGTERM to srun (the
+    worker's group, on a timeout or an interrupt) makes Slurm end the step on every node; if
+    srun must be SIGKILLed after the grace, the other nodes' tasks end with the job instead."""
     with socket.socket() as s:
         s.bind(("", 0))
         port = s.getsockname()[1]
@@ -136,8 +137,8 @@ def launch(point, work_dir: Path, grace_s: float, *, server=None, devices=None, 
         stale.unlink()
     env = worker_env(point)
     env[RUNNER_PID_ENV] = str(os.getpid())
-    if nodes is not None:  # srun's ranks on other nodes cannot watch this pid: Slurm ends the step
-        env.pop(RUNNER_PID_ENV)
+    if nodes is not None and nodes > 1:  # ranks on other nodes cannot watch this pid: Slurm
+        env.pop(RUNNER_PID_ENV)  # ends the step when srun dies
     if devices is not None:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(d) for d in devices)
         env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # the indices are NVML's (harness.run.devices)

@@ -133,10 +133,23 @@ def nodes_of(point, spec) -> int:
 
 
 def check_nodes(points, spec) -> list[str]:
-    """One line per distributed point whose ranks do not split evenly over the nodes."""
-    return [f"--nodes-per-point {spec.nodes_per_point}: point {p.label} has {ranks_of(p)} "
-            f"rank(s), allowed: a number of nodes that divides every distributed point's nproc"
-            for p in points if ranks_of(p) % nodes_of(p, spec)][:1]
+    """The first distributed point whose ranks (or ``gpus_per_point``) do not split evenly over
+    ``nodes_per_point`` nodes, or that sets its own ``launcher_args`` (srun chooses the
+    rendezvous), as one line; [] when every point fits."""
+    from harness.run.launcher import launched
+
+    for p in points:
+        nodes = nodes_of(p, spec)
+        gpus = spec.gpus_per_point or 0
+        if ranks_of(p) % nodes or gpus % nodes:
+            return [f"nodes_per_point (--nodes-per-point) {nodes}: point {p.label} has "
+                    f"{ranks_of(p)} rank(s) and gpus_per_point {gpus}, allowed: a number of "
+                    "nodes that divides both"]
+        if launched(p) and getattr(p.strategies.parallel, "launcher_args", ()):
+            return [f"strategies.parallel.launcher_args: point {p.label} sets its own "
+                    "rendezvous, allowed: none with --launcher slurm (srun and torchrun "
+                    "rendezvous on the job's first node)"]
+    return []
 
 
 class Backend:
@@ -168,17 +181,17 @@ class Backend:
     def parameters(self, point) -> dict[str, Any]:
         spec, ranks, nodes = self.spec, ranks_of(point), nodes_of(point, self.spec)
         gpus = spec.gpus_per_point if spec.gpus_per_point is not None else (
-            ranks // nodes if point.device == "cuda" else 0)
+            ranks if point.device == "cuda" else 0)  # per job, split over its nodes
         self.name = self.name or f"tbench-{point.suite}-{uuid.uuid4().hex[:8]}"
         params = {"job_name": self.name, "time": time_limit_min(point, spec),
                   "nodes": nodes, "ntasks_per_node": 1,
-                  "cpus_per_task": spec.cpus_per_point or ranks // nodes,
+                  "cpus_per_task": -(-(spec.cpus_per_point or ranks) // nodes),
                   "signal_delay_s": SIGNAL_DELAY_S, "stderr_to_stdout": True,
                   "array_parallelism": spec.array_parallelism,
                   "setup": [f"export PYTHONPATH={PROJECT_ROOT}${{PYTHONPATH:+:$PYTHONPATH}}"],
                   "additional_parameters": sbatch_parameters(list(spec.sbatch_args))}
         if gpus:
-            params["gpus_per_node"] = gpus
+            params["gpus_per_node"] = gpus // nodes
         if spec.partition:
             params["partition"] = spec.partition
         if spec.account:
@@ -258,10 +271,11 @@ class Backend:
         """The round's record: the job's own, else one made from its Slurm state (``gone``:
         squeue lost it and sacct has no state)."""
         error = None
+        first = handle.task(0) if handle.num_tasks > 1 else handle  # a multi-node job: node 0's
         for _ in range(20):  # the result file may be written a moment after sacct says done
-            if handle.paths.result_pickle.exists():
+            if first.paths.result_pickle.exists():
                 try:
-                    return timed_out_by_warning(handle.result(), handle.job_id)
+                    return timed_out_by_warning(first.result(), handle.job_id)
                 except Exception as exc:  # noqa: BLE001 -- the job raised: a failure record
                     error = str(exc)
                     break
