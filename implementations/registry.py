@@ -160,10 +160,18 @@ def first_error(cls: type, exc: ValidationError) -> tuple[str | None, str]:
     return key, f"got {given}, {err['msg'].replace('Input should be', 'allowed:')}"
 
 
+ADDED_LATER = {"added_later": True}  # ``json_schema_extra`` of a parameter added to a strategy
+# after points were recorded with it: ``to_spec`` leaves it out at its default, so those points
+# keep their ids (a point id hashes its spec) and their runs resume and gate as before
+
+
 def to_spec(strategy) -> dict[str, Any]:
     """The plain dict a strategy was (or could have been) created from."""
-    out = {"name": strategy.name}
-    out.update({f.name: getattr(strategy, f.name) for f in fields_of(type(strategy))})
+    cls, out = type(strategy), {"name": strategy.name}
+    for f in fields_of(cls):
+        value, info = getattr(strategy, f.name), field_info(cls, f.name)
+        if not (value == info.default and (info.json_schema_extra or {}).get("added_later")):
+            out[f.name] = value
     return out
 
 

@@ -89,6 +89,29 @@ def test_matches_dense_reference(strategy, ops, causal, padded, S):
     check_against_reference(strategy, q, k, v, mask, causal=causal, key_padding_mask=kpm, ops=ops)
 
 
+CPU_SDPA = {"math": "math", "flash": "flash_cpu"}  # the backends a CPU build has -> recorded name
+
+
+@pytest.mark.parametrize("backend", sorted(CPU_SDPA))
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("strategy", STRATEGIES, ids=IDS)
+def test_each_sdpa_backend_matches_the_reference(strategy, causal, backend):
+    """``ops: {name: fused, sdpa_backend: B}`` restricts SDPA to B for the whole point: every
+    pattern is exact on each backend a CPU build has (padding and S not divisible included),
+    and B is the kernel that really ran."""
+    from harness.measure.kernels import RecordKernels
+
+    ops = registry.create("ops", {"name": "fused", "sdpa_backend": backend})
+    B, H, S = 2, 3, 29
+    q, k, v = qkv(B, H, S, S, seed=5)
+    kpm = padding_mask(B, S)
+    mask = strategy.dense_mask(S, S, causal) & kpm[:, None, None, :]
+    with ops.kernel_context(), RecordKernels() as seen:
+        check_against_reference(strategy, q, k, v, mask, causal=causal, key_padding_mask=kpm,
+                                ops="fused")
+    assert seen.backends() == [CPU_SDPA[backend]]
+
+
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
 @pytest.mark.parametrize("ops", ["eager", "fused"])
 @pytest.mark.parametrize("strategy", STRATEGIES, ids=IDS)

@@ -26,3 +26,34 @@ def test_attention_strategies_report_their_kernel(ops, expected):
         s = registry.create("attention", spec)
         found, out = record_backends(lambda: s.attend(q, q, q, causal=False, ops=ops))
         assert found == expected and out.shape == q.shape
+
+
+def test_a_points_sdpa_backend_is_the_one_that_runs(tmp_path):
+    """``ops: {name: fused, sdpa_backend: ...}`` through real workers: math and flash run and
+    record exactly that backend (``auto`` picks CPU flash here); efficient is CUDA-only, known
+    before a worker starts; a backend SDPA cannot use for a call is ``not_supported``."""
+    from harness.analyse import results
+    from harness.measure.faults import classify
+    from harness.run import runner
+    from harness.suite.loader import parse_suite
+    from harness.suite.sweep import expand
+
+    backends = ["auto", "math", "flash", "efficient"]
+    points = expand(parse_suite({
+        "name": "sdpa", "model": {"preset": "tiny", "overrides": {"n_encoder_layers": 0}},
+        "workload": {"kind": "forward", "batch_size": 2, "seq_len": 16, "num_batches": 1},
+        "measure": {"warmup_iters": 1, "warmup_s": 0.0, "min_samples": 10, "min_time_s": 0.0,
+                    "max_samples": 10, "rounds": 1},
+        "sweep": {"grid": {"strategies.ops": [{"name": "fused", "sdpa_backend": b} for b in backends]}},
+    }, "t"), "cpu")
+    assert [p.strategies.ops.label for p in points] == ["fused", "fused_sdpa_math", "fused_sdpa_flash",
+                                                         "fused_sdpa_efficient"]
+    runner.run_sweep(points, tmp_path / "run")
+    got = {r["params"]["ops"]: r for r in results.read_records(tmp_path / "run")}
+    assert got["fused"]["metrics"]["sdpa_backends"] == ["flash_cpu"]
+    assert got["fused_sdpa_math"]["metrics"]["sdpa_backends"] == ["math"]
+    assert got["fused_sdpa_flash"]["metrics"]["sdpa_backends"] == ["flash_cpu"]
+    refused = got["fused_sdpa_efficient"]
+    assert refused["status"] == "not_supported" and "runs on CUDA only" in refused["error"]
+    assert classify(RuntimeError("No viable backend for scaled_dot_product_attention was found.")) \
+        == "not_supported"

@@ -19,6 +19,8 @@ OOM_MARKERS = (
     "std::bad_alloc",
 )
 NOT_IMPLEMENTED_MARKER = "not implemented for '"  # a kernel missing for a dtype, e.g. 'Half'
+NO_SDPA_KERNEL_MARKERS = ("No viable backend for scaled_dot_product_attention",  # one backend forced
+                         "No available kernel. Aborting execution")  # (CPU, CUDA wording)
 FAULTS = ("raise", "oom", "segfault", "hang")
 
 
@@ -29,7 +31,8 @@ def classify(exc: BaseException) -> str:
     text = str(exc).lower()
     if any(marker in text for marker in OOM_MARKERS):
         return "oom"
-    if isinstance(exc, RuntimeError) and NOT_IMPLEMENTED_MARKER in str(exc):
+    if isinstance(exc, RuntimeError) and (NOT_IMPLEMENTED_MARKER in str(exc)
+                                          or any(m in str(exc) for m in NO_SDPA_KERNEL_MARKERS)):
         return "not_supported"
     return "error"
 

@@ -61,7 +61,8 @@ def run(point_path: str, result_path: str) -> int:
         point = Point.from_json(json.loads(Path(point_path).read_text()))
         budget = apply_budget(point)  # before anything of the point is allocated
         seed_everything(point.seed)
-        record = measurement.measure_point(point, fault=injected_fault(point.id))
+        with point.strategies.ops.kernel_context():  # e.g. one SDPA backend for the whole point
+            record = measurement.measure_point(point, fault=injected_fault(point.id))
         if budget and budget.get("malloc_thresholds_pinned"):
             record.setdefault("warnings", []).append(PINNED_WARNING)
     except BaseException as exc:  # noqa: BLE001 -- every failure becomes a result

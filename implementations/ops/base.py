@@ -1,6 +1,7 @@
 """What the ops strategies share: the model path they select and how they build the optimizer."""
 from __future__ import annotations
 
+import contextlib
 from typing import ClassVar
 
 import torch
@@ -20,3 +21,7 @@ class OpsStrategy(Strategy):
 
     def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
         return model
+
+    def kernel_context(self):
+        """A context the whole point runs in (the fused ops' SDPA backend); none here."""
+        return contextlib.nullcontext()
