@@ -11,8 +11,9 @@ never stops the next one; each step has a time budget):
      ``torch.utils.benchmark``: medians within 5% of each other;
   3. memory: dense eager attention's peak allocated memory against its S x S score tensors;
   4. energy: NVML's energy counter against mean power x time over a timed loop (within 10%);
-  5. suites: the ``quick`` variants of smoke, attention, precision and ZeRO through ``tbench run``
-     (each point records its SDPA backends); the run folders are packed into ``runs.tar.gz``.
+  5. suites: the ``quick`` variants of smoke, attention, precision, ZeRO and kernels through
+     ``tbench run`` (each point records its SDPA backends); the run folders are packed into
+     ``runs.tar.gz``.
 
 ``--dry-run`` runs steps 1 and 2 on the CPU at a small size (step 2 without triton when it is
 absent), checks that steps 3 and 4 have what they need, and expands step 5's suites for cuda
@@ -45,7 +46,7 @@ from implementations import registry  # noqa: E402
 
 PATTERNS = ["dense", {"name": "block", "block_size": 128}, {"name": "local", "window": 128},
             {"name": "atrous", "dilation": 4}, {"name": "atrous", "dilation": 2, "window": 256}]
-SUITES = ("smoke", "attention", "precision", "zero")
+SUITES = ("smoke", "attention", "precision", "zero", "kernels")
 TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 3e-2}  # max |fused - eager| / max |eager|
 TIMING_AGREEMENT = 0.05
 ENERGY_AGREEMENT = 0.10

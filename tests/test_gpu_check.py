@@ -23,7 +23,7 @@ def test_dry_run_validates_every_step(tmp_path):
         assert all(r["fused_backends"] for r in rows)  # every fused run reached SDPA
     assert report["timing"]["result"]["tbench_ms"] > 0
     planned = {r["suite"]: r for r in report["suites"]["result"]}
-    assert set(planned) == {"smoke", "attention", "precision", "zero"}
+    assert set(planned) == {"smoke", "attention", "precision", "zero", "kernels"}
     for name, row in planned.items():
         assert row["rc"] == 0 and f"{name} on cuda:" in row["planned"], row
 
