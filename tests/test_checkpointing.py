@@ -47,8 +47,8 @@ def test_same_loss_and_gradients_as_no_checkpointing_in_fp64(policy, overrides):
         torch.testing.assert_close(g, ref_grads[name], rtol=0, atol=1e-15, msg=name)
 
 
-@pytest.mark.parametrize("overrides", [{}, {"n_encoder_layers": 0, "norm": "pre"}],
-                         ids=["post-norm-enc-dec", "pre-norm-decoder"])
+@pytest.mark.parametrize("overrides", [{}, {"n_encoder_layers": 0, "norm": "pre"}, {"n_kv_heads": 1}],
+                         ids=["post-norm-enc-dec", "pre-norm-decoder", "mqa-enc-dec"])
 @pytest.mark.parametrize("policy", [{"name": "none"}] + POLICIES,
                          ids=lambda p: registry.create("memory", p).label)
 def test_hardware_flops_count_the_recomputation(policy, overrides):

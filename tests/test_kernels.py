@@ -55,5 +55,31 @@ def test_a_points_sdpa_backend_is_the_one_that_runs(tmp_path):
     assert got["fused_sdpa_flash"]["metrics"]["sdpa_backends"] == ["flash_cpu"]
     refused = got["fused_sdpa_efficient"]
     assert refused["status"] == "not_supported" and "runs on CUDA only" in refused["error"]
-    assert classify(RuntimeError("No viable backend for scaled_dot_product_attention was found.")) \
-        == "not_supported"
+    q = torch.randn(1, 2, 8, 4)
+    for backend, kwargs in ((SDPBackend.FLASH_ATTENTION, {"dropout_p": 0.5}),  # CPU flash: no dropout
+                            (SDPBackend.EFFICIENT_ATTENTION, {})):  # not in a CPU build
+        with pytest.raises(RuntimeError) as refused, sdpa_kernel(backend):
+            F.scaled_dot_product_attention(q, q, q, **kwargs)
+        assert classify(refused.value) == "not_supported"  # torch's own refusal, each wording
+    assert classify(RuntimeError("shape mismatch")) == "error"
+
+
+def test_a_parameter_added_later_keeps_every_recorded_point_id():
+    """``sdpa_backend`` came after the smoke baseline was recorded: at its default it is not in
+    a point's spec, so the smoke suite's ids are still the baseline's (the CI gate and
+    ``--resume`` match points by id); set, it is, and the id changes."""
+    import json
+    from pathlib import Path
+
+    from harness.suite.sweep import load_points
+
+    root = Path(__file__).resolve().parents[1]
+    baseline = [json.loads(line)["point_id"]
+                for line in (root / "reports/baseline/smoke/results.jsonl").read_text().splitlines()]
+    points = load_points(root / "suites/smoke.yaml", "cpu", [])[1]
+    assert [p.id for p in points] == baseline
+    assert registry.to_spec(registry.create("ops", "fused")) == {"name": "fused", "compile": False}
+    fused = [p for p in points if p.strategies.ops.label == "fused"][0]
+    forced = fused.model_copy(update={"strategies": fused.strategies.model_copy(
+        update={"ops": registry.create("ops", {"name": "fused", "sdpa_backend": "math"})})})
+    assert forced.point_id() != fused.point_id() == fused.id

@@ -20,7 +20,7 @@ OOM_MARKERS = (
 )
 NOT_IMPLEMENTED_MARKER = "not implemented for '"  # a kernel missing for a dtype, e.g. 'Half'
 NO_SDPA_KERNEL_MARKERS = ("No viable backend for scaled_dot_product_attention",  # one backend forced
-                         "No available kernel. Aborting execution")  # (CPU, CUDA wording)
+                         "No available kernel")  # (both wordings of torch 2.13)
 FAULTS = ("raise", "oom", "segfault", "hang")
 
 

@@ -262,8 +262,13 @@ def parity(point, device: str, warnings: list[str]) -> dict[str, Any]:
         warnings.append("loss parity skipped: it needs a decoder-only model")
         return {}
     batches, _ = workload.make_batches(point, cfg, device)
-    out = loss_parity(lambda: build_model(cfg), batches, point.strategies.precision, steps,
-                      device, point.seed)
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    every = [SDPBackend.MATH, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION,
+             SDPBackend.CUDNN_ATTENTION]
+    with sdpa_kernel(every):  # precision parity, not the point's SDPA backend (fp32 has no flash)
+        out = loss_parity(lambda: build_model(cfg), batches, point.strategies.precision, steps,
+                          device, point.seed)
     if not out["loss_parity_ok"]:
         warnings.append(f"loss parity failed: relative difference {out['loss_parity_rel_diff']} "
                         f"after {steps} steps vs fp32")

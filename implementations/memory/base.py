@@ -73,7 +73,7 @@ class MemoryStrategy(Strategy):
             if not n:
                 continue
             per = {k.split(".", 1)[1]: v // n for k, v in breakdown.items() if k.startswith(stack + ".")}
-            w_o = per.get("self_attn.proj", 0) // 4
+            w_o = _w_o(cfg, per.get("self_attn.proj", 0))
             cross_w_o = per.get("cross_attn.proj", 0) - _cross_memory_side(cfg, breakdown, stack, n)
             cross_w_o //= 2  # W_q and W_o on the target side, alike
             attention = sum(per.get(k, 0) for k in _FLOP_KEYS["attention"])
@@ -91,12 +91,19 @@ class MemoryStrategy(Strategy):
         return total
 
 
+def _w_o(cfg, self_proj: int) -> int:
+    """``W_o``'s share of a layer's self-attention projections: ``W_q`` and ``W_o`` are C x C,
+    ``W_k`` and ``W_v`` C x C_kv (GQA: ``C_kv = n_kv_heads * head_dim``; MHA: a quarter)."""
+    C = cfg.d_model
+    return self_proj * C // (2 * (C + cfg.kv_heads * cfg.head_dim))
+
+
 def _cross_memory_side(cfg, breakdown: dict[str, int], stack: str, n: int) -> int:
     """Per layer, the cross-attention products on the memory side (W_k, W_v over the source):
     ``cross_attn.proj`` less the target side, which has the self-attention's token count."""
     if stack != "decoder" or not breakdown.get("decoder.cross_attn.proj"):
         return 0
-    target_one = breakdown["decoder.self_attn.proj"] // n // 4  # one C x C product on the target
+    target_one = _w_o(cfg, breakdown["decoder.self_attn.proj"] // n)  # one C x C on the target
     return breakdown["decoder.cross_attn.proj"] // n - 2 * target_one
 
 

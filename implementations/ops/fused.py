@@ -41,8 +41,9 @@ class FusedOps(OpsStrategy):
     which. With ``compile = true`` :meth:`prepare` wraps the model in ``torch.compile``; the first
     calls then include compilation, which the worker measures apart from the steady state.
     ``sdpa_backend`` restricts ``scaled_dot_product_attention`` to one backend for the whole
-    point (``torch.nn.attention.sdpa_kernel``); a call that backend cannot take (a mask flash
-    refuses, a dtype, a head size) fails the point as ``not_supported`` with SDPA's reason. On
+    point (``torch.nn.attention.sdpa_kernel``; not the fp32 loss-parity reference); a call that
+    backend cannot take (a mask flash refuses, a dtype, a head size) fails the point as
+    ``not_supported`` with SDPA's refusal. On
     ``auto`` SDPA picks per call; either way the record's ``sdpa_backends`` says what ran.
     """
 
