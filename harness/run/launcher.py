@@ -38,6 +38,7 @@ from harness.measure import workload
 from harness.measure.lifeline import RUNNER_PID_ENV, pdeathsig_hook
 from harness.measure.worker import rank_result_path
 from harness.run import extensions
+from implementations.parallel.base import free_port
 from implementations.parallel.state_bytes import aggregate_ranks
 
 STDERR_TAIL_CHARS = 4000
@@ -67,9 +68,7 @@ def srun_command(point, worker: list[str], nodes: int) -> list[str]:
     c10d store on this node (a free port; the job id as the rendezvous id). SIGTERM to srun (the
     worker's group, on a timeout or an interrupt) makes Slurm end the step on every node; if
     srun must be SIGKILLed after the grace, the other nodes' tasks end with the job instead."""
-    with socket.socket() as s:
-        s.bind(("", 0))
-        port = s.getsockname()[1]
+    port = free_port("")
     job = os.environ.get("SLURM_JOB_ID", "tbench")
     torchrun = point.strategies.parallel.launch_command(
         worker, nodes=nodes, rendezvous=(f"{socket.gethostname()}:{port}", f"{job}-{port}"))

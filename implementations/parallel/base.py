@@ -28,10 +28,11 @@ class ParallelStrategy(Strategy):
         return ()
 
 
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 now (the rendezvous of a local torchrun)."""
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on ``host`` now (127.0.0.1: a local torchrun's rendezvous; "": every
+    interface, for a store other nodes reach)."""
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return s.getsockname()[1]
 
 
