@@ -18,16 +18,25 @@ SMALL = {
     "block": [{"block_size": 6}],
     "local": [{"window": 3}, {"window": 10}],
     "atrous": [{"dilation": 4}, {"dilation": 3, "window": 7}],
+    "longformer": [{"window": 3, "n_global": 2},
+                   {"window": 4, "dilation": 2, "n_global": 1, "global_tokens": [13, 40]}],
+    "bigbird": [{"block_size": 4, "window_blocks": 1, "global_blocks": 1, "random_blocks": 2},
+                {"block_size": 6, "window_blocks": 0, "global_blocks": 0, "random_blocks": 1}],
 }
 SEQ_LENS = (24, 29)  # 24 is divisible by 6, 4 and 3; 29 by none of them
 
 
 def strategies():
-    out = []
+    """Every pattern with its small parameters, and each sparse one once more on the ``mask``
+    kernel (one S x S mask instead of groups). FlexAttention: ``test_flex.py``."""
+    out, masked = [], []
     for name in registry.names("attention"):
         for params in SMALL.get(name, [{}]):
             out.append(registry.create("attention", {"name": name, **params}))
-    return out
+        if name != "dense":
+            masked.append(registry.create("attention", {"name": name, **SMALL.get(name, [{}])[0],
+                                                        "kernel": "mask"}))
+    return out + masked
 
 
 STRATEGIES = strategies()
@@ -197,7 +206,8 @@ def test_sparse_work_is_bounded(strategy, monkeypatch):
     S = 240
     q = torch.randn(1, 1, S, 4)
     strategy.attend(q, q, q, causal=False, ops="eager")
-    budget = S * S if strategy.name == "dense" else 4 * strategy.allowed_pairs(S, False) + 16 * S
+    quadratic = strategy.name == "dense" or strategy.kernel == "mask"
+    budget = S * S if quadratic else 4 * strategy.allowed_pairs(S, False) + 16 * S
     assert seen and sum(seen) <= budget
-    if strategy.name != "dense":
+    if not quadratic:
         assert sum(seen) < S * S / 2

@@ -158,6 +158,8 @@ def _axis_lines(m: dict) -> list[str]:
         lines.append(f"{m['amp_skipped_steps']} skipped steps")
     if m.get("compile_s") is not None:
         lines.append(f"compile {m['compile_s']:.1f} s")
+    if m.get("flex_block_mask_ms") is not None:
+        lines.append(f"{m['flex_block_masks']} block masks, {m['flex_block_mask_ms']:.1f} ms each")
     lines += _serving_lines(m)
     if m.get("throttled"):
         lines.append("throttled")

@@ -10,7 +10,7 @@ from implementations import registry
 UNITS = (  # metric-name suffix -> unit, first match wins
     ("energy_j_per_step", "J"), ("energy_j_per_token", "J"), ("energy_j_point", "J"),
     ("sdpa_backends", "list"), ("warmup_steps", "count"), ("energy_j_all_ranks", "J"),
-    ("throttled_any_rank", "bool"),
+    ("throttled_any_rank", "bool"), ("flex_block_masks", "count"),
     ("mem_bw_util", "fraction of peak"), ("hfu", "fraction of peak"), ("_gbs", "GB/s"),
     ("_rel_diff", "relative"), ("kv_cache_slots", "count"),
     ("generated_tokens_per_step", "tokens"), ("hardware_flops_per_step", "FLOP"),
@@ -41,11 +41,27 @@ def strategy_tables() -> list[Table]:
             table.add_column(name, overflow="fold")
         rows = registry.describe(axis)
         for row in rows:
+            shown = [p for p in row["params"] if not (axis == "attention" and p["name"] == "kernel")]
             params = "\n".join(f"{p['name']}: {p['type']} = {p['default']!r}  {p['doc']}".rstrip()
-                               for p in row["params"]) or "-"
+                                for p in shown) or "-"
             table.add_row(row["name"], row["summary"], params)
         tables.append(table)
+        if axis == "attention":
+            tables.append(kernels_table())
     return tables
+
+
+def kernels_table() -> Table:
+    """How an attention pattern is computed: its ``kernel`` parameter (every pattern has it)."""
+    from implementations.attention.base import KERNELS
+
+    table = Table(title="attention kernels (strategies.attention.kernel, every pattern; "
+                        "not supported = recorded with its reason)", title_justify="left")
+    for name in ("kernel", "computes", "runs on", "not supported"):
+        table.add_column(name, overflow="fold")
+    for name, (doc, where, refused) in KERNELS.items():
+        table.add_row(name, doc, where, refused)
+    return table
 
 
 def presets_table() -> Table:

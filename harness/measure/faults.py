@@ -31,6 +31,8 @@ def classify(exc: BaseException) -> str:
     text = str(exc).lower()
     if any(marker in text for marker in OOM_MARKERS):
         return "oom"
+    if isinstance(exc, NotImplementedError):  # a kernel without this case (FlexAttention's
+        return "not_supported"                  # CPU backward, flash_attn with padding)
     if isinstance(exc, RuntimeError) and (NOT_IMPLEMENTED_MARKER in str(exc)
                                           or any(m in str(exc) for m in NO_SDPA_KERNEL_MARKERS)):
         return "not_supported"

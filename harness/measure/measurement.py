@@ -139,7 +139,8 @@ def measure_point(point, fault: str | None = None) -> dict[str, Any]:
                 "warnings": []}
     if point.workload.kind == "train":  # activation checkpointing (implementations.memory)
         point.strategies.memory.apply(wl.model)
-    compiled = getattr(point.strategies.ops, "compile", False)
+    flex = point.strategies.attention.kernel == "flex"  # compiled on its first call
+    compiled = getattr(point.strategies.ops, "compile", False) or flex
     step = with_fault(wl.step, fault)
     try:
         try:
@@ -165,6 +166,8 @@ def measure_point(point, fault: str | None = None) -> dict[str, Any]:
     tokens_per_step = metrics["tokens_per_s"] * stats.mean(t.samples_ms) / 1e3  # processed/generated
     metrics.update(energy_metrics(window, whole, n_steps, tokens_per_step))
     metrics["compile_s"] = first_s if compiled else None
+    if flex:
+        metrics.update(flex_metrics())
     metrics["sdpa_backends"] = backends
     metrics["warmup_steps"] = t.warmup_iters
     metrics["threads"] = threads
@@ -180,6 +183,17 @@ def measure_point(point, fault: str | None = None) -> dict[str, Any]:
     if "rank_metrics" in wl.extra:
         record["rank_metrics"] = wl.extra["rank_metrics"]
     return record
+
+
+def flex_metrics() -> dict[str, Any]:
+    """FlexAttention block masks of this point: how many were built (one per shape without
+    padding or segments, one per step with them: then inside the step time) and what building
+    one costs once warm (built again after the timing, so the timed steps did not pay it)."""
+    from implementations.attention.flex import STATS, retime_last_block_mask
+
+    seconds = retime_last_block_mask()
+    return {"flex_block_masks": STATS["block_masks"],
+            "flex_block_mask_ms": None if seconds is None else 1e3 * seconds}
 
 
 def profiled(point, step, device: str, samples_ms: list[float]) -> tuple[dict, list[str]]:

@@ -10,9 +10,11 @@ A new pattern is one file here (a frozen dataclass with ``allowed``, ``groups`` 
 """
 from implementations.attention.atrous import AtrousAttention
 from implementations.attention.base import AttentionStrategy
+from implementations.attention.bigbird import BigBirdAttention
 from implementations.attention.block import BlockAttention
 from implementations.attention.dense import DenseAttention
 from implementations.attention.local import LocalAttention
+from implementations.attention.longformer import LongformerAttention
 
-__all__ = ["AttentionStrategy", "AtrousAttention", "BlockAttention", "DenseAttention",
-           "LocalAttention"]
+__all__ = ["AttentionStrategy", "AtrousAttention", "BigBirdAttention", "BlockAttention",
+           "DenseAttention", "LocalAttention", "LongformerAttention"]

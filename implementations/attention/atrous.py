@@ -26,7 +26,7 @@ class AtrousAttention(AttentionStrategy):
     window: int | None = Field(None, ge=0, description="w: also |i - j| <= w; None = no window")
 
     @property
-    def label(self) -> str:
+    def pattern_label(self) -> str:
         return f"atrous_k{self.dilation}" + ("" if self.window is None else f"_w{self.window}")
 
     def allowed(self, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:

@@ -11,11 +11,31 @@ Layout everywhere: ``(B, H, S, D)`` (batch, heads, sequence, head dim). Masks ar
 """
 from __future__ import annotations
 
-import torch
+import shutil
+from typing import Literal
 
-from implementations.attention import kernel
+import pydantic
+import torch
+from pydantic import Field
+
+from implementations.attention import flash, flex, kernel
 from implementations.attention.grid import Groups
-from implementations.registry import Strategy
+from implementations.registry import ADDED_LATER, STRICT, Context, Strategy
+
+OWN_KERNELS = {"flex": flex.flex_attention, "flash_attn": flash.flash_attention}
+KERNELS = {  # kernel -> (how it computes a pattern, where it runs, what it cannot do)
+    "auto": ("sparse patterns group by group (grouped kernel), dense in one call; inside, the ops "
+             "axis: eager matmul-softmax-matmul or SDPA (ops.sdpa_backend)", "cpu, cuda",
+             "-"),
+    "mask": ("one S x S bool mask from the pattern's rule, no grouping: what passing a mask to "
+             "SDPA costs (O(S^2) for every pattern)", "cpu, cuda", "-"),
+    "flex": ("FlexAttention, compiled, with a block mask from the pattern's rule (compile_s and "
+             "flex_block_mask_ms reported)", "cpu (fp32/fp16/bf16), cuda",
+             "train on CPU (no backward in torch 2.13); needs a C++ compiler on CPU"),
+    "flash_attn": ("the flash-attn package's flash_attn_func with window_size", "cuda (>= sm80)",
+                   "patterns other than dense and local; key padding and segments; CPU; "
+                   "without the package"),
+}
 
 
 def diagonal_pairs(S: int, causal: bool, step: int = 1, reach: int | None = None) -> int:
@@ -27,11 +47,29 @@ def diagonal_pairs(S: int, causal: bool, step: int = 1, reach: int | None = None
     return S + (1 if causal else 2) * off
 
 
+@pydantic.dataclasses.dataclass(frozen=True, config=STRICT)
 class AttentionStrategy(Strategy):
     """Base class of the patterns: each one a class registered with ``@register("attention", name)``
-    (which makes it a frozen, validated dataclass)."""
+    (which makes it a frozen, validated dataclass). Every pattern has the ``kernel`` parameter:
+    how its allowed pairs are computed (see ``implementations.attention``)."""
+
+    kernel: Literal["auto", "mask", "flex", "flash_attn"] = Field(
+        "auto", json_schema_extra=ADDED_LATER, kw_only=True,
+        description="how the pattern is computed: auto (sparse patterns group by group, dense in "
+                    "one call; eager or SDPA by the ops axis), mask (one S x S mask, no grouping), "
+                    "flex (FlexAttention with a block mask from the pattern's rule), flash_attn "
+                    "(the flash-attn package: dense and local only, CUDA)")
 
     everything_allowed = False  # True for dense: the causal rule is the only mask
+
+    @property
+    def pattern_label(self) -> str:
+        """The pattern and its parameters, without the kernel."""
+        return self.name
+
+    @property
+    def label(self) -> str:
+        return self.pattern_label + ("" if self.kernel == "auto" else f"_{self.kernel}")
 
     # --- the rule -------------------------------------------------------------------------
     def allowed(self, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
@@ -87,9 +125,26 @@ class AttentionStrategy(Strategy):
         """
         kernel.check_inputs(q, k, v, key_padding_mask, segment_ids, q_offset, ops)
         S_q, S_k = q.shape[-2], k.shape[-2]
-        if S_q == S_k and q_offset == 0:
-            plan = kernel.plan_for(self, S_q, bool(causal), q.device, q.dtype)
+        if S_q == S_k and q_offset == 0:  # self-attention: the kernel's own way
+            if self.kernel in OWN_KERNELS:
+                return OWN_KERNELS[self.kernel](self, q, k, v, bool(causal), key_padding_mask,
+                                                segment_ids)
+            plan = None if self.kernel == "mask" else kernel.plan_for(self, S_q, bool(causal),
+                                                                      q.device, q.dtype)
             if plan is not None:
                 return kernel.grouped_attention(plan, q, k, v, key_padding_mask, segment_ids, ops)
         return kernel.masked_attention(self, q, k, v, bool(causal), key_padding_mask, segment_ids,
                                        q_offset, ops)
+
+    def not_supported_reasons(self, ctx: Context) -> list[str]:
+        if self.kernel == "flash_attn":
+            return flash.reasons(self, ctx.device, ctx.gpu_capability)
+        if self.kernel == "flex" and ctx.device == "cpu":
+            out = []
+            if ctx.workload == "train":
+                out.append("FlexAttention has no backward on CPU (torch 2.13): forward only")
+            if not (shutil.which("g++") or shutil.which("c++")):
+                out.append("FlexAttention on CPU is compiled and needs a C++ compiler (none on "
+                           "PATH)")
+            return out
+        return []

@@ -24,7 +24,7 @@ class BlockAttention(AttentionStrategy):
                                                    "i // b == j // b")
 
     @property
-    def label(self) -> str:
+    def pattern_label(self) -> str:
         return f"block_b{self.block_size}"
 
     def allowed(self, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:

@@ -57,18 +57,51 @@ class Grid:
         return pos.reshape(self.count, self.length)
 
 
+@dataclass(frozen=True, eq=False)
+class Rows:
+    """Explicit candidate positions, one row per group: for key sets no affine grid describes
+    (global tokens, random blocks). Built with :meth:`of`, which sorts each row and turns a
+    position listed twice into padding (``-1``), so every key is counted once."""
+
+    index: torch.Tensor  # (count, length) int64; outside [0, S): padding
+    shape: tuple[int, ...]  # (count, length)
+
+    @classmethod
+    def of(cls, index: torch.Tensor) -> Rows:
+        index, _ = index.sort(-1)
+        repeat = torch.zeros_like(index, dtype=torch.bool)
+        repeat[:, 1:] = index[:, 1:] == index[:, :-1]
+        index = index.masked_fill(repeat, -1)
+        return cls(index, tuple(index.shape))
+
+    @property
+    def count(self) -> int:
+        return self.shape[0]
+
+    @property
+    def length(self) -> int:
+        return self.shape[1]
+
+    def positions(self, device=None) -> torch.Tensor:
+        return self.index.to(device)
+
+
 @dataclass(frozen=True)
 class Groups:
     """The groups of a sparse self-attention: ``q`` holds each query ``0..S-1`` exactly once,
     ``k`` (same group axes) the candidate keys of each group: every key a query may see (under
-    the causal rule) is among its group's candidates."""
+    the causal rule) is among its group's candidates, except for the queries of ``rows``
+    (global tokens, which see every key): those are computed as whole rows, O(S) each."""
 
     q: Grid
-    k: Grid
+    k: Grid | Rows
     full: bool = False  # every candidate key in [0, S) is allowed to every query of its group
     #                     (before the causal rule): no pattern mask needed without padding
+    rows: tuple[int, ...] = ()  # queries computed as whole rows (their group's result dropped)
 
     def __post_init__(self):
-        if self.q.shape[:-1] != self.k.shape[:-1]:
-            raise ValueError(f"query and key grids need the same group axes; got "
+        if self.q.shape[:-1] != self.k.shape[:-1] and self.q.count != self.k.count:
+            raise ValueError(f"query and key grids need the same groups; got "
                              f"{self.q.shape[:-1]} and {self.k.shape[:-1]}")
+        if isinstance(self.k, Rows) and self.full:
+            raise ValueError("explicit key rows hold padding: they cannot be full")

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from implementations.attention.grid import Grid
+from implementations.attention.grid import Grid, Rows
 from implementations.regions import region
 
 OPS = ("eager", "fused")  # the two ways to compute attention: textbook tensor ops, or SDPA
@@ -102,7 +102,8 @@ def _full_mask(strategy, q, k, causal, key_padding_mask, segment_ids, q_offset):
     elif causal and q_offset == 0:
         is_causal = True  # SDPA's top-left causal rule: key c allowed iff c <= row
     # (dense, causal, q_offset >= S_k - 1: every key is in the past, nothing to mask)
-    extra = _batch_mask(key_padding_mask, segment_ids, q_offset, S_q)  # (B, 1, S_q | 1, S_k)
+    seg_q = None if segment_ids is None else segment_ids[:, q_offset:q_offset + S_q]
+    extra = _batch_mask(key_padding_mask, segment_ids, seg_q)  # (B, 1, S_q | 1, S_k)
     if extra is not None:
         if is_causal:
             mask, is_causal = strategy.dense_mask(S_q, S_k, True, 0, device=q.device), False
@@ -110,20 +111,21 @@ def _full_mask(strategy, q, k, causal, key_padding_mask, segment_ids, q_offset):
     return mask, is_causal
 
 
-def _batch_mask(key_padding_mask, segment_ids, q_offset, S_q):
+def _batch_mask(key_padding_mask, segment_ids, seg_q):
+    """``(B, 1, S_q | 1, S_k)`` bool of padding and segments (``seg_q``: the queries' segment
+    ids, ``(B, S_q)``); None without both."""
     mask = None
     if key_padding_mask is not None:
         mask = key_padding_mask[:, None, None, :]  # (B, 1, 1, S_k)
     if segment_ids is not None:
-        seg_q = segment_ids[:, q_offset:q_offset + S_q]  # (B, S_q)
         same = seg_q[:, None, :, None] == segment_ids[:, None, None, :]  # (B, 1, S_q, S_k)
         mask = same if mask is None else mask & same
     return mask
 
 
-def take(x: torch.Tensor, grid: Grid, gather: bool | None = None) -> torch.Tensor:
+def take(x: torch.Tensor, grid: Grid | Rows, gather: bool | None = None) -> torch.Tensor:
     """x ``(B, H, S, D)`` -> ``(B * H, G, L, D)``: the rows of ``grid`` (zero-padded first when
-    the grid reaches outside ``[0, S)``).
+    the grid reaches outside ``[0, S)``). Explicit :class:`Rows` are always a gather.
 
     A grid that tiles the sequence contiguously (block, local queries) is a plain reshape. Any
     other grid (overlapping key windows, dilated rows) is either a strided view of the sequence
@@ -137,6 +139,11 @@ def take(x: torch.Tensor, grid: Grid, gather: bool | None = None) -> torch.Tenso
     uses it. Eager keeps the view (eager autograd is exact): gathering there made fused local
     ``w=128`` at ``S=4096`` 2.5x slower on CPU (SDPA reads the overlapping view without a copy)."""
     B, H, S, D = x.shape
+    if isinstance(grid, Rows):  # one zero row in front: padding positions read it
+        index = grid.positions(x.device)
+        index = torch.where((index >= 0) & (index < S), index + 1, 0).reshape(-1)
+        x = torch.cat([x.new_zeros(B, H, 1, D), x], dim=2)
+        return x.index_select(2, index).reshape(B * H, grid.count, grid.length, D)
     before, after = max(0, -grid.offset), max(0, grid.last - (S - 1))
     if before or after:  # cat writes each row once (F.pad fills everything, then copies)
         x = torch.cat([x.new_zeros(B, H, before, D), x, x.new_zeros(B, H, after, D)], dim=2)
@@ -202,11 +209,13 @@ class Plan:
     """
 
     q: Grid  # (.., Lq) query rows
-    k: Grid  # (.., Lk) candidate key rows
+    k: Grid | Rows  # (.., Lk) candidate key rows
     order: tuple[int, ...]  # axes of q from slowest to fastest position (see tiling_order)
     pattern: torch.Tensor | None  # (G, Lq, Lk) bool, True = allowed; None: trivial
     bias: torch.Tensor | None  # (1, G, Lq, Lk) pattern as an additive 0 / -inf bias, guarded
     is_causal: bool  # the pattern is the lower triangle of every group
+    rows: torch.Tensor | None = None  # (R,) queries computed as whole rows (global tokens)
+    row_pattern: torch.Tensor | None = None  # (R, S) bool: their allowed keys
 
 
 def plan_for(strategy, S: int, causal: bool, device, dtype) -> Plan | None:
@@ -227,10 +236,15 @@ def make_plan(strategy, S: int, causal: bool, device, dtype) -> Plan | None:
         return None
     q, k = found.q, found.k
     order = tiling_order(q, S)
-    padded = min(q.offset, k.offset) < 0 or max(q.last, k.last) >= S
+    padded = isinstance(k, Rows) or min(q.offset, k.offset) < 0 or max(q.last, k.last) >= S
     is_causal = causal and found.full and not padded and q == k  # same rows: causal = tril
+    rows = row_pattern = None
+    if found.rows:  # global queries: whole rows, under the pattern and the causal rule
+        rows = torch.tensor(found.rows, dtype=torch.long, device=device)
+        j = torch.arange(S, device=device)
+        row_pattern = strategy.allowed(rows[:, None], j) & ((j <= rows[:, None]) | (not causal))
     if found.full and not padded and (is_causal or not causal):
-        return Plan(q, k, order, None, None, is_causal)
+        return Plan(q, k, order, None, None, is_causal, rows, row_pattern)
     G, Lq, Lk = q.count, q.length, k.length
     qi, kj = q.positions(device)[:, :, None], k.positions(device)[:, None, :]  # (G,Lq,1) (G,1,Lk)
     pattern = (qi >= 0) & (qi < S) & (kj >= 0) & (kj < S) & strategy.allowed(qi, kj)
@@ -240,7 +254,7 @@ def make_plan(strategy, S: int, causal: bool, device, dtype) -> Plan | None:
     first = torch.arange(Lk, device=device) == 0
     guarded = pattern | (~pattern.any(-1, keepdim=True) & first)
     bias = torch.zeros(1, G, Lq, Lk, dtype=dtype, device=device).masked_fill(~guarded, -math.inf)
-    return Plan(q, k, order, pattern, bias, False)
+    return Plan(q, k, order, pattern, bias, False, rows, row_pattern)
 
 
 cached_plan = functools.lru_cache(maxsize=64)(make_plan)
@@ -259,7 +273,18 @@ def grouped_attention(plan: Plan, q, k, v, key_padding_mask, segment_ids, ops) -
     else:
         out = inner_attention(qg, kg, vg, mask, False, ops)  # (B*H, G, Lq, D)
     with region("attention", "gather"):
-        return untake(out, plan.q, plan.order, B, S)
+        out = untake(out, plan.q, plan.order, B, S)
+    if plan.rows is None:
+        return out
+    with region("attention", "gather"):
+        q_rows = q.index_select(2, plan.rows)  # (B, H, R, D)
+    with region("attention", "mask"):
+        seg_q = None if segment_ids is None else segment_ids.index_select(1, plan.rows)
+        extra = _batch_mask(key_padding_mask, segment_ids, seg_q)  # (B, 1, R | 1, S)
+        mask = plan.row_pattern if extra is None else plan.row_pattern & extra
+    rows_out = inner_attention(q_rows, k, v, mask, False, ops)  # O(R * S)
+    with region("attention", "gather"):
+        return out.index_copy(2, plan.rows, rows_out)
 
 
 def _group_mask(plan: Plan, key_padding_mask, segment_ids, B: int, H: int, device):

@@ -39,7 +39,7 @@ class LocalAttention(AttentionStrategy):
                                                "w + 1 causal; 0: only itself)")
 
     @property
-    def label(self) -> str:
+    def pattern_label(self) -> str:
         return f"local_w{self.window}"
 
     def allowed(self, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
