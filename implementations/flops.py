@@ -3,11 +3,13 @@
 Counted, as ``2 * m * n * k`` per matrix product (one multiply + one add per term):
   * every Linear: self-attention W_q, W_k, W_v, W_o; cross-attention W_q, W_o on the target and
     W_k, W_v on the memory; the FFN's two layers; the LM head (tied embedding, all positions);
-  * attention itself: ``q k^T`` and ``p v`` cost ``2 * 2 * D`` per allowed (query, key) pair and
+  * attention itself: ``q k^T`` and ``p v`` cost ``2 * D`` each per allowed (query, key) pair and
     head, so ``4 * pairs * D * H`` per sequence and layer. Self-attention pairs come from
     ``strategy.allowed_pairs(S, causal)`` (encoder bidirectional, decoder causal): a causal or
     sparse pattern is charged only the pairs it may attend, so MFU is never inflated by work a
-    kernel does on masked-out scores. Cross-attention is dense: ``S_tgt * S_src`` pairs.
+    kernel does on masked-out scores. A pattern that picks its keys by score (topk) is charged
+    ``q k^T`` over every pair it must score (``strategy.scored_pairs``) and ``p v`` over the
+    pairs it keeps. Cross-attention is dense: ``S_tgt * S_src`` pairs.
 Not counted (as in the usual 6N-style accounting and in ``torch.utils.flop_counter``):
 bias adds, softmax, LayerNorm, ReLU, residual adds, embedding lookups, positions, dropout.
 Key padding is not known here: padded positions are charged like real ones.
@@ -43,15 +45,20 @@ def flops_breakdown(cfg, batch: int, seq_len: int, tgt_len: int | None = None) -
     def linear(tokens: int, n_in: int, n_out: int) -> int:
         return 2 * tokens * n_in * n_out
 
-    def scores(pairs: int) -> int:
-        return 4 * pairs * D * H * B  # q k^T and p v over the allowed pairs, every head
+    def scores(pairs: int, scored: int | None = None) -> int:  # q k^T and p v, every head
+        return 2 * (pairs + (pairs if scored is None else scored)) * D * H * B
+
+    def self_scores(S: int, causal: bool) -> int:
+        attention = cfg.attention
+        scored = getattr(attention, "scored_pairs", attention.allowed_pairs)  # a plain pattern
+        return scores(attention.allowed_pairs(S, causal), scored(S, causal))
 
     out = {
         "encoder.self_attn.proj": n_enc * 2 * (linear(B * S, C, C) + linear(B * S, C, C_kv)),
-        "encoder.self_attn.scores": n_enc * scores(cfg.attention.allowed_pairs(S, False)),
+        "encoder.self_attn.scores": n_enc * self_scores(S, False),
         "encoder.ffn": n_enc * 2 * linear(B * S, C, F),
         "decoder.self_attn.proj": n_dec * 2 * (linear(B * dec_len, C, C) + linear(B * dec_len, C, C_kv)),
-        "decoder.self_attn.scores": n_dec * scores(cfg.attention.allowed_pairs(dec_len, True)),
+        "decoder.self_attn.scores": n_dec * self_scores(dec_len, True),
         "decoder.cross_attn.proj": 0,
         "decoder.cross_attn.scores": 0,
         "decoder.ffn": n_dec * 2 * linear(B * dec_len, C, F),
@@ -106,9 +113,11 @@ def decode_step_flops(cfg, batch: int, context_len: int, src_len: int | None = N
             raise ValueError(f"{name} must be an integer >= {low}; got {value!r}")
     B, C, F, H, D, V = batch, cfg.d_model, cfg.d_ff, cfg.n_heads, cfg.head_dim, cfg.vocab_size
     pairs = cfg.attention.allowed_pairs
+    scored = getattr(cfg.attention, "scored_pairs", pairs)
     keys = pairs(context_len + 1, True) - pairs(context_len, True) if context_len else 1
+    keys_scored = scored(context_len + 1, True) - scored(context_len, True) if context_len else 1
     C_kv = cfg.kv_heads * D  # GQA: K and V are projected to fewer heads
-    layer = 2 * 2 * B * C * (C + C_kv) + 2 * 2 * B * C * F + 4 * B * H * D * keys
+    layer = 2 * 2 * B * C * (C + C_kv) + 2 * 2 * B * C * F + 2 * B * H * D * (keys + keys_scored)
     if cfg.is_encoder_decoder:
         if src_len is None:
             raise ValueError("an encoder-decoder decode step needs src_len (memory keys)")

@@ -217,3 +217,61 @@ def test_compiled_train_step_matches_eager():
     assert done.returncode == 0, (f"exit code {done.returncode}\n{done.stdout}"
                                   f"\n{done.stderr[-3000:]}")
     assert done.stdout.count("ok ") == 3, done.stdout
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+def test_topk_keeps_exactly_k_keys_per_query(causal):
+    """Equal scores (zero queries): each query spreads 1/n over n = min(k, candidates) keys."""
+    s = registry.create("attention", {"name": "topk", "k": 4, "chunk": 5})
+    w = weights_seen(s, 13, causal=causal, ops="eager")
+    for i in range(13):
+        n = min(4, i + 1 if causal else 13)
+        assert len(keys_of(w, i)) == n
+        torch.testing.assert_close(w[i].sum(), torch.tensor(1.0, dtype=torch.float64))
+        if causal:
+            assert max(keys_of(w, i)) <= i
+
+
+def test_topk_picks_the_highest_scores_and_equals_dense_when_k_covers_every_key():
+    q, k, v = (torch.randn(2, 2, 17, 8, dtype=torch.float64) for _ in range(3))
+    dense = DenseAttention().attend(q, k, v, causal=True)
+    wide = registry.create("attention", {"name": "topk", "k": 17, "chunk": 4})
+    torch.testing.assert_close(wide.attend(q, k, v, causal=True), dense)
+    one = registry.create("attention", {"name": "topk", "k": 1, "chunk": 4})
+    best = (q @ k.transpose(-2, -1)).argmax(-1)  # (B, H, S): the single key kept
+    want = v.gather(2, best[..., None].expand(-1, -1, -1, 8))
+    torch.testing.assert_close(one.attend(q, k, v, causal=False), want)
+
+
+def test_topk_never_builds_an_s_by_s_tensor():
+    """Every score is computed, but chunk by chunk: no tensor of the forward holds more than
+    chunk x S scores (nor the backward: it only scatters the kept scores back per chunk)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Largest(TorchDispatchMode):
+        most = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in out if isinstance(out, (tuple, list)) else [out]:
+                if isinstance(t, torch.Tensor):
+                    self.most = max(self.most, t.numel())
+            return out
+
+    S, chunk = 240, 16
+    s = registry.create("attention", {"name": "topk", "k": 8, "chunk": chunk})
+    q = torch.randn(1, 1, S, 4, requires_grad=True)
+    with Largest() as seen:
+        s.attend(q, q, q, causal=True).sum().backward()
+    assert chunk * S <= seen.most < S * S / 4
+    assert s.scored_pairs(S, True) == S * (S + 1) // 2  # FLOPs: every score is charged
+
+
+def test_topk_on_any_other_kernel_is_not_supported_with_its_reason():
+    from implementations.registry import Context
+
+    for kernel in ("mask", "flex", "flash_attn"):
+        s = registry.create("attention", {"name": "topk", "kernel": kernel})
+        assert s.not_supported_reasons(Context()) == [
+            f"topk picks keys by score: no positional rule for the {kernel} kernel (auto only)"]
+    assert registry.create("attention", {"name": "topk"}).not_supported_reasons(Context()) == []

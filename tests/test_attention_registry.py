@@ -22,7 +22,9 @@ SMALL = {
                    {"window": 4, "dilation": 2, "n_global": 1, "global_tokens": [13, 40]}],
     "bigbird": [{"block_size": 4, "window_blocks": 1, "global_blocks": 1, "random_blocks": 2},
                 {"block_size": 6, "window_blocks": 0, "global_blocks": 0, "random_blocks": 1}],
+    "topk": [{"k": 5, "chunk": 7}],
 }
+BY_SCORE = {"topk"}  # picks keys by score: no positional rule for a mask kernel
 SEQ_LENS = (24, 29)  # 24 is divisible by 6, 4 and 3; 29 by none of them
 
 
@@ -33,7 +35,7 @@ def strategies():
     for name in registry.names("attention"):
         for params in SMALL.get(name, [{}]):
             out.append(registry.create("attention", {"name": name, **params}))
-        if name != "dense":
+        if name != "dense" and name not in BY_SCORE:
             masked.append(registry.create("attention", {"name": name, **SMALL.get(name, [{}])[0],
                                                         "kernel": "mask"}))
     return out + masked
@@ -55,6 +57,17 @@ def reference(q, k, v, mask):
     return (e / torch.where(denom > 0, denom, torch.ones_like(denom))) @ v
 
 
+def expected_mask(strategy, q, k, mask):
+    """The pairs the reference attends: ``mask`` (the pattern's positional mask with padding
+    and segments), and for a pattern that picks keys by score, the ``k`` highest float64 scores
+    among them, found here by a full sort (not ``topk``)."""
+    if strategy.name not in BY_SCORE:
+        return mask
+    scores = (q @ k.transpose(-2, -1)).detach().masked_fill(~mask, float("-inf"))
+    rank = scores.argsort(dim=-1, descending=True, stable=True).argsort(dim=-1)  # 0: highest
+    return mask & (rank < strategy.k)
+
+
 def qkv(B, H, S_q, S_k, D=8, seed=0):
     g = torch.Generator().manual_seed(seed)
     make = lambda S: torch.randn(B, H, S, D, generator=g, dtype=torch.float64, requires_grad=True)
@@ -72,7 +85,7 @@ def padding_mask(B, S, seed=1):
 
 def check_against_reference(strategy, q, k, v, mask, **kwargs):
     out = strategy.attend(q, k, v, **kwargs)
-    ref = reference(q, k, v, mask)
+    ref = reference(q, k, v, expected_mask(strategy, q, k, mask.expand(*q.shape[:3], k.shape[2])))
     assert out.shape == ref.shape
     torch.testing.assert_close(out, ref, rtol=1e-9, atol=1e-10)
     g = torch.randn_like(ref)
@@ -118,7 +131,7 @@ def test_each_sdpa_backend_matches_the_reference(strategy, causal, backend):
     with ops.kernel_context(), RecordKernels() as seen:
         check_against_reference(strategy, q, k, v, mask, causal=causal, key_padding_mask=kpm,
                                 ops="fused")
-    assert seen.backends() == [CPU_SDPA[backend]]
+    assert seen.backends() == ([] if strategy.name in BY_SCORE else [CPU_SDPA[backend]])
 
 
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
@@ -169,7 +182,11 @@ def test_cross_attention_shapes(strategy, ops):
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
 @pytest.mark.parametrize("strategy", STRATEGIES, ids=IDS)
 def test_allowed_pairs_is_exact(strategy, causal, S):
-    assert strategy.allowed_pairs(S, causal) == int(strategy.dense_mask(S, S, causal).sum())
+    rows = strategy.dense_mask(S, S, causal).sum(-1)  # candidates per query
+    if strategy.name in BY_SCORE:  # keeps the k best of them
+        rows = rows.clamp(max=strategy.k)
+    assert strategy.allowed_pairs(S, causal) == int(rows.sum())
+    assert strategy.scored_pairs(S, causal) >= strategy.allowed_pairs(S, causal)
 
 
 @pytest.mark.parametrize("ops", ["eager", "fused"])
@@ -189,7 +206,10 @@ def test_no_nan_when_every_key_is_padding(strategy, ops):
     torch.testing.assert_close(out[:1], alone)
 
 
-@pytest.mark.parametrize("strategy", STRATEGIES, ids=IDS)
+POSITIONAL = [s for s in STRATEGIES if s.name not in BY_SCORE]  # topk: test_attention.py
+
+
+@pytest.mark.parametrize("strategy", POSITIONAL, ids=[s.label for s in POSITIONAL])
 def test_sparse_work_is_bounded(strategy, monkeypatch):
     """No S x S score matrix: the scores computed are at most a small multiple of the allowed
     pairs (block: 1x, local and atrous: chunk overlap <= 3x plus edge padding)."""

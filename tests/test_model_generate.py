@@ -38,8 +38,9 @@ def tokens(B, S, seed):
 SMALL = {"local": [{"window": 2}, {"window": 3}], "block": [{"block_size": 4}],
          "atrous": [{"dilation": 2}, {"dilation": 3, "window": 5}],
          "longformer": [{"window": 2, "n_global": 1, "global_tokens": [7]}],
-         "bigbird": [{"block_size": 4, "window_blocks": 0, "global_blocks": 1, "random_blocks": 1}]}
-MASKED_DECODE = {"longformer", "bigbird"}  # global keys stay readable: keep all, mask each step
+         "bigbird": [{"block_size": 4, "window_blocks": 0, "global_blocks": 1, "random_blocks": 1}],
+         "topk": [{"k": 3, "chunk": 4}]}
+MASKED_DECODE = {"longformer", "bigbird", "topk"}  # global keys stay readable: keep all, mask each step
 POSITIONS_NORMS = [("rope", "pre"), ("sinusoidal", "pre")]
 CASES = [({"name": name, **params}, positions, norm)  # every registered pattern
          for name in registry.names("attention") for params in SMALL.get(name, [{}])

@@ -43,12 +43,18 @@ def test_variant_errors_name_what_is_allowed(tmp_path):
 
 
 def test_attention_suite_covers_every_attention_strategy_both_ops_and_kinds():
+    """Every pattern on the grouped kernel and FlexAttention (plus flash_attn and GQA on CUDA);
+    eager and fused ops on CPU, fused on CUDA."""
     from implementations import registry
 
-    for device in ("cpu", "cuda"):
+    for device, ops, kernels in (("cpu", {"eager", "fused"}, {"auto", "flex"}),
+                                 ("cuda", {"fused"}, {"auto", "flex", "flash_attn"})):
         _, points = load_points(SUITES[0].parent / "attention.yaml", device)
         assert {p.strategies.attention.name for p in points} == set(registry.names("attention"))
-        assert {p.strategies.ops.label for p in points} == {"eager", "fused"}
+        assert {p.strategies.ops.label for p in points} == ops
+        assert {p.strategies.attention.kernel for p in points} == kernels
+        assert {p.model.overrides.get("n_kv_heads") for p in points} == (
+            {None} if device == "cpu" else {12, 4})
         assert {p.workload.kind for p in points} == {"forward", "train"}
         assert any(getattr(p.strategies.attention, "window", None) for p in points
                    if p.strategies.attention.name == "atrous")  # atrous with a window too

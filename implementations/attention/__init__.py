@@ -15,6 +15,7 @@ from implementations.attention.block import BlockAttention
 from implementations.attention.dense import DenseAttention
 from implementations.attention.local import LocalAttention
 from implementations.attention.longformer import LongformerAttention
+from implementations.attention.topk import TopKAttention
 
 __all__ = ["AttentionStrategy", "AtrousAttention", "BigBirdAttention", "BlockAttention",
-           "DenseAttention", "LocalAttention", "LongformerAttention"]
+           "DenseAttention", "LocalAttention", "LongformerAttention", "TopKAttention"]

@@ -93,6 +93,11 @@ class AttentionStrategy(Strategy):
         """Exact number of allowed ``(query, key)`` pairs of a length-``S`` self-attention."""
         raise NotImplementedError
 
+    def scored_pairs(self, S: int, causal: bool) -> int:
+        """``(query, key)`` scores the pattern needs computed: its allowed pairs, unless it picks
+        keys by score (topk computes every score)."""
+        return self.allowed_pairs(S, causal)
+
     def cache_policy(self):
         """What a causal decode step must keep and read (``implementations.kv_cache``), or
         None: keep every key and mask each step (correct, O(S) per token)."""
