@@ -10,7 +10,8 @@ the median of at least ``--min-reps`` rounds and ``--min-time-s`` seconds is rep
 synchronised after each call. ``strategy.attend`` runs under ``torch.no_grad()`` (``--backward``:
 forward + backward). Peak memory: each case in a fresh Python process (no allocator cache from
 another case), one call with the inputs already allocated: ``torch.cuda.max_memory_allocated``
-growth on CUDA, growth of the peak resident set (``VmHWM``, reset first) on CPU. Prints a
+growth on CUDA, growth of the peak resident set (``VmHWM``, reset first) on CPU; the call measured
+is the second at its shape (the first compiles and builds what a shape needs once). Prints a
 Markdown table with the speed-up and memory ratio of each case against dense with the same ops.
 """
 from __future__ import annotations
@@ -35,7 +36,7 @@ def parse_strategy(text: str) -> dict:
     spec = {"name": name}
     for item in filter(None, rest.split(",")):
         key, _, value = item.partition("=")
-        spec[key] = None if value == "None" else int(value)
+        spec[key] = None if value == "None" else int(value) if value.lstrip("-").isdigit() else value
     return spec
 
 
@@ -68,12 +69,24 @@ def make_inputs(case: dict, S: int):
 
 
 def peak_memory(case: dict) -> int:
-    """Peak bytes of one call, measured in this (fresh) process, inputs already allocated."""
+    """Peak bytes of one steady call, measured in this (fresh) process, inputs already allocated:
+    a first call at the same shape (compiles, block masks, plans: set-up of the shape, not of
+    every call) runs before the measured one. On CPU glibc's mmap threshold is pinned first
+    (``harness.measure.budget``), so freed blocks leave the resident set and the second call's
+    peak is its own."""
     import torch
 
+    sys.path.insert(0, str(ROOT))  # run from a checkout without installing
+    from harness.measure.budget import pin_malloc_thresholds
+
+    if case["device"] == "cpu":
+        pin_malloc_thresholds()
     _, step = build(case)
     step(*make_inputs(case, 64))  # load kernels and thread pools outside the measurement
     q, k, v = make_inputs(case, case["seq_len"])
+    step(q, k, v)  # the shape's set-up
+    for t in (q, k, v):
+        t.grad = None
     if case["device"] == "cuda":
         torch.cuda.reset_peak_memory_stats()
         before = torch.cuda.memory_allocated()

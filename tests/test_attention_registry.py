@@ -16,7 +16,7 @@ from implementations import registry
 SMALL = {
     "dense": [{}],
     "block": [{"block_size": 6}],
-    "local": [{"window": 3}, {"window": 10}],
+    "local": [{"window": 3}, {"window": 10}, {"window": 8}],  # 8: interior groups (S 24, 29)
     "atrous": [{"dilation": 4}, {"dilation": 3, "window": 7}],
     "longformer": [{"window": 3, "n_global": 2},
                    {"window": 4, "dilation": 2, "n_global": 1, "global_tokens": [13, 40]}],

@@ -30,6 +30,7 @@ def eager_flex(monkeypatch):
 
     monkeypatch.setattr(flex, "compiled_flex", lambda: flex_attention)
     monkeypatch.setattr(flex, "CPU_DTYPES", (*flex.CPU_DTYPES, torch.float64))  # eager has it
+    monkeypatch.setattr(flex, "COMPILE_MASKS", False)
 
 
 @pytest.mark.parametrize("batch_terms", ["none", "padding", "segments"])

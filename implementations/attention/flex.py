@@ -2,8 +2,8 @@
 
 A pattern's ``allowed(i, j)`` is plain tensor arithmetic on positions, which is exactly what a
 FlexAttention ``mask_mod(b, h, q_idx, kv_idx)`` is; the causal rule, key padding and segment ids
-are added as further terms. ``create_block_mask`` evaluates the rule once per shape and records
-which (128 x 128) blocks of the score matrix hold any allowed pair; the compiled kernel visits only
+are added as further terms. ``create_block_mask`` (compiled, so the S x S mask is never materialised) evaluates the rule
+once per shape and records which (128 x 128) blocks of the score matrix hold any allowed pair; the compiled kernel visits only
 those, so the work is O(allowed blocks). The block mask of a pattern without padding or segments
 depends only on the shape and is cached; one with them depends on the batch and is built per call.
 :data:`STATS` counts the block masks built; :func:`retime_last_block_mask` gives the steady cost
@@ -24,6 +24,8 @@ import torch
 
 STATS = {"block_masks": 0, "block_mask_s": 0.0}  # built so far in this process, and their time
 CPU_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+COMPILE_MASKS = True  # build block masks compiled: never the S x S mask (4 GiB at S=16K in
+#                       eager), 0.2 s instead of 4.7 s at S=16K on CPU
 RECOMPILE_LIMIT = 64  # one compiled graph per (pattern, mask terms, shape); dynamo's default is 8
 
 
@@ -65,7 +67,7 @@ def build_block_mask(mask_mod, B, S: int, device):
     from torch.nn.attention.flex_attention import create_block_mask
 
     t0 = time.perf_counter()
-    block_mask = create_block_mask(mask_mod, B, None, S, S, device=device)
+    block_mask = create_block_mask(mask_mod, B, None, S, S, device=device, _compile=COMPILE_MASKS)
     STATS["block_masks"] += 1
     STATS["block_mask_s"] += time.perf_counter() - t0
     _last_build[:] = [mask_mod, B, S, device]
@@ -81,7 +83,7 @@ def retime_last_block_mask() -> float | None:
 
     mask_mod, B, S, device = _last_build
     t0 = time.perf_counter()
-    create_block_mask(mask_mod, B, None, S, S, device=device)
+    create_block_mask(mask_mod, B, None, S, S, device=device, _compile=COMPILE_MASKS)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return time.perf_counter() - t0

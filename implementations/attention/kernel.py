@@ -145,22 +145,66 @@ def take(x: torch.Tensor, grid: Grid | Rows, gather: bool | None = None) -> torc
         x = torch.cat([x.new_zeros(B, H, 1, D), x], dim=2)
         return x.index_select(2, index).reshape(B * H, grid.count, grid.length, D)
     before, after = max(0, -grid.offset), max(0, grid.last - (S - 1))
-    if before or after:  # cat writes each row once (F.pad fills everything, then copies)
-        x = torch.cat([x.new_zeros(B, H, before, D), x, x.new_zeros(B, H, after, D)], dim=2)
-    start, span = before + grid.offset, grid.last - grid.offset + 1
+    base = 0  # the position of x's row 0
+    if before or after:  # only the grid's span, padded; cat writes each row once
+        lo, hi = max(0, grid.offset), min(S - 1, grid.last)
+        x = torch.cat([x.new_zeros(B, H, before, D), x.narrow(2, lo, max(0, hi - lo + 1)),
+                       x.new_zeros(B, H, after, D)], dim=2)
+        base = grid.offset
+    start, span = grid.offset - base, grid.last - grid.offset + 1
     if grid.strides == _row_major(grid.shape):  # rows start..start+span-1 in order: a reshape
         return x.narrow(2, start, span).reshape(B * H, grid.count, grid.length, D)
     if gather is None:
         gather = torch.compiler.is_compiling()
     if gather:  # positions from arange and Python ints: no graph break, no data dependence
-        index = grid.positions(x.device).reshape(-1) + before
+        index = grid.positions(x.device).reshape(-1) - base
         return x.index_select(2, index).reshape(B * H, grid.count, grid.length, D)
+    if tiled(grid) and x.requires_grad:  # the same view, with a backward of m adds
+        return TiledWindows.apply(x, grid, start)
+    return _window_view(x, grid, start, span)
+
+
+def _window_view(x: torch.Tensor, grid: Grid, start: int, span: int) -> torch.Tensor:
+    """The rows of ``grid`` as a (strided, possibly overlapping) view of x ``(B, H, S', D)``."""
+    B, H, _, D = x.shape
     rows = x.reshape(B * H, -1, D).transpose(1, 2)  # (B*H, D, S + pads): positions last
     rows = rows.narrow(2, start, span)
     for n, s in zip(grid.shape[:-1], grid.strides[:-1]):  # one unfold per group axis
         rows = rows.unfold(-1, rows.shape[-1] - (n - 1) * s, s)  # (..., n, rest of the span)
     rows = rows[..., ::grid.strides[-1]]  # (B*H, D, n_1, .., L)
     return rows.movedim(1, -1).reshape(B * H, grid.count, grid.length, D)
+
+
+def tiled(grid: Grid) -> bool:
+    """Whether each group's rows are ``m`` whole consecutive tiles of the group stride: windows
+    ``(G, m s)`` with strides ``(s, 1)`` (local's chunks when the window is a multiple of the
+    chunk)."""
+    return (len(grid.shape) == 2 and grid.strides[1] == 1 and grid.strides[0] < grid.length
+            and grid.length % grid.strides[0] == 0)
+
+
+class TiledWindows(torch.autograd.Function):
+    """Overlapping windows of whole tiles: forward the strided view of :func:`take` (no copy),
+    backward one zero buffer and ``m`` shifted adds (group ``g``'s tile ``t`` is tile ``g + t``
+    of the sequence). Autograd's own backward of that view (``unfold_backward``) made fused
+    local attention's training step on CPU about 1.6x slower (``benchmarks/bench_attention.py
+    --backward``)."""
+
+    @staticmethod
+    def forward(ctx, x, grid: Grid, start: int):
+        G, L = grid.shape
+        ctx.grid, ctx.start, ctx.shape = grid, start, x.shape
+        return _window_view(x, grid, start, (G - 1) * grid.strides[0] + L)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (G, L), s = ctx.grid.shape, ctx.grid.strides[0]
+        B, H, S, D = ctx.shape
+        dx = grad.new_zeros(B * H, S, D)
+        tiles = grad.reshape(B * H, G, L // s, s, D)
+        for t in range(L // s):  # tile t of every group: rows start + (g + t) s ..
+            dx.narrow(1, ctx.start + t * s, G * s).add_(tiles[:, :, t].reshape(B * H, G * s, D))
+        return dx.view(B, H, S, D), None, None
 
 
 def _row_major(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -216,6 +260,24 @@ class Plan:
     is_causal: bool  # the pattern is the lower triangle of every group
     rows: torch.Tensor | None = None  # (R,) queries computed as whole rows (global tokens)
     row_pattern: torch.Tensor | None = None  # (R, S) bool: their allowed keys
+    interior: tuple[int, int] | None = None  # groups lo..hi-1: windows inside [0, S), one pattern
+    shared_bias: torch.Tensor | None = None  # (1, 1, Lq, Lk) that pattern's bias
+
+
+def interior_groups(q: Grid, k: Grid, S: int, pattern: torch.Tensor) -> tuple[int, int] | None:
+    """The run of groups ``lo..hi-1`` that :func:`interior_attention` can take: 2-D query and
+    tiled key grids with the same group stride, each group's rows inside ``[0, S)``, and the
+    same pattern in every one of them (a pattern of ``i - j`` only, like local's). None: none."""
+    if not (isinstance(k, Grid) and tiled(k) and len(q.shape) == 2 and q.strides == (q.length, 1)
+            and k.strides[0] == q.strides[0]):
+        return None
+    step = q.strides[0]
+    lo = max(0, -(k.offset // step))  # the first window starting at 0 or later
+    last = min((S - k.length - k.offset) // step, (S - q.length - q.offset) // step)
+    hi = min(last + 1, q.count)  # windows and query rows ending <= S - 1
+    if hi <= lo or not bool((pattern[lo:hi] == pattern[lo]).all()):
+        return None
+    return lo, hi
 
 
 def plan_for(strategy, S: int, causal: bool, device, dtype) -> Plan | None:
@@ -254,7 +316,9 @@ def make_plan(strategy, S: int, causal: bool, device, dtype) -> Plan | None:
     first = torch.arange(Lk, device=device) == 0
     guarded = pattern | (~pattern.any(-1, keepdim=True) & first)
     bias = torch.zeros(1, G, Lq, Lk, dtype=dtype, device=device).masked_fill(~guarded, -math.inf)
-    return Plan(q, k, order, pattern, bias, False, rows, row_pattern)
+    interior = None if torch.compiler.is_compiling() else interior_groups(q, k, S, pattern)
+    shared = None if interior is None else bias[:, interior[0]:interior[0] + 1].clone()
+    return Plan(q, k, order, pattern, bias, False, rows, row_pattern, interior, shared)
 
 
 cached_plan = functools.lru_cache(maxsize=64)(make_plan)
@@ -263,15 +327,18 @@ cached_plan = functools.lru_cache(maxsize=64)(make_plan)
 def grouped_attention(plan: Plan, q, k, v, key_padding_mask, segment_ids, ops) -> torch.Tensor:
     """Self-attention of a sparse pattern, group by group. q, k, v ``(B, H, S, D)`` -> same."""
     B, H, S, D = q.shape
-    with region("attention", "gather"):
-        qg = take(q, plan.q)  # (B*H, G, Lq, D)
-        kg, vg = take(k, plan.k), take(v, plan.k)  # (B*H, G, Lk, D)
-    with region("attention", "mask"):
-        mask = _group_mask(plan, key_padding_mask, segment_ids, B, H, q.device)
-    if mask is None:
-        out = inner_attention(qg, kg, vg, plan.bias, plan.is_causal, ops, guarded=True)
+    if plan.interior is not None and key_padding_mask is None and segment_ids is None:
+        out = interior_attention(plan, q, k, v, ops)
     else:
-        out = inner_attention(qg, kg, vg, mask, False, ops)  # (B*H, G, Lq, D)
+        with region("attention", "gather"):
+            qg = take(q, plan.q)  # (B*H, G, Lq, D)
+            kg, vg = take(k, plan.k), take(v, plan.k)  # (B*H, G, Lk, D)
+        with region("attention", "mask"):
+            mask = _group_mask(plan, key_padding_mask, segment_ids, B, H, q.device)
+        if mask is None:
+            out = inner_attention(qg, kg, vg, plan.bias, plan.is_causal, ops, guarded=True)
+        else:
+            out = inner_attention(qg, kg, vg, mask, False, ops)  # (B*H, G, Lq, D)
     with region("attention", "gather"):
         out = untake(out, plan.q, plan.order, B, S)
     if plan.rows is None:
@@ -285,6 +352,41 @@ def grouped_attention(plan: Plan, q, k, v, key_padding_mask, segment_ids, ops) -
     rows_out = inner_attention(q_rows, k, v, mask, False, ops)  # O(R * S)
     with region("attention", "gather"):
         return out.index_copy(2, plan.rows, rows_out)
+
+
+INTERIOR_SLICES = 4  # interior groups attended in this many calls: the peak holds 1/4 of them
+
+
+def interior_attention(plan: Plan, q, k, v, ops) -> torch.Tensor:
+    """:func:`grouped_attention` of a plan with an interior, without padding or segments:
+    ``(B, H, S, D)`` -> ``(B * H, G, Lq, D)``, the groups' outputs in place.
+
+    The interior groups read their keys as views of k and v themselves (no zero-padded copy)
+    and share one ``(Lq, Lk)`` bias; only the few edge groups are taken with padding and their
+    own bias. The groups are attended a slice at a time into one output, so a forward holds
+    the output plus a quarter of it, not two copies (or the padded K and V)."""
+    B, H, S, D = q.shape
+    lo, hi = plan.interior
+    G, Lq, Lk = plan.q.count, plan.q.length, plan.k.length
+    step = plan.q.strides[0]
+    out = q.new_empty(B * H, G, Lq, D)
+    edges = [g for g in range(G) if not lo <= g < hi]
+    if edges:  # each edge group alone: its own padded rows and bias
+        for g in edges:
+            qg = take(q, Grid((1, Lq), plan.q.strides, plan.q.offset + g * step))
+            kg_grid = Grid((1, Lk), plan.k.strides, plan.k.offset + g * step)
+            out[:, g:g + 1] = inner_attention(qg, take(k, kg_grid), take(v, kg_grid),
+                                              plan.bias[:, g:g + 1], False, ops, guarded=True)
+    size = -(-(hi - lo) // INTERIOR_SLICES)
+    for start in range(lo, hi, size):
+        n = min(size, hi - start)
+        with region("attention", "gather"):
+            qg = take(q, Grid((n, Lq), plan.q.strides, plan.q.offset + start * step))
+            k_grid = Grid((n, Lk), plan.k.strides, plan.k.offset + start * step)
+            kg, vg = take(k, k_grid), take(v, k_grid)  # views: the windows lie inside [0, S)
+        out[:, start:start + n] = inner_attention(qg, kg, vg, plan.shared_bias, False, ops,
+                                                  guarded=True)
+    return out
 
 
 def _group_mask(plan: Plan, key_padding_mask, segment_ids, B: int, H: int, device):
