@@ -143,16 +143,6 @@ class MultiHeadAttention(nn.Module):
         grouped = q.reshape(B, self.n_kv_heads, H // self.n_kv_heads * S_q, D)
         return inner_attention(grouped, k, v, None, False, self.ops).reshape(B, H, S_q, D)
 
-    def shared(self, t: torch.Tensor) -> torch.Tensor:
-        """K or V ``(B, H_kv, S, D)`` -> ``(B, H, S, D)``: query head h reads K/V head
-        ``h // (H / H_kv)`` (GQA; MHA returns ``t`` itself). Only the attention sees the
-        repeat: projections and the KV cache stay ``H_kv`` wide."""
-        group = self.n_heads // self.n_kv_heads
-        if group == 1:
-            return t
-        B, H_kv, S, D = t.shape
-        return t[:, :, None].expand(B, H_kv, group, S, D).reshape(B, self.n_heads, S, D)
-
     def forward(self, x, memory=None, key_padding_mask=None, segment_ids=None, position_ids=None,
                 cache: KVCache | None = None, memory_kv=None):
         """x ``(B, S, C)`` -> ``(B, S, C)``.
@@ -171,8 +161,7 @@ class MultiHeadAttention(nn.Module):
                 if key_padding_mask is not None or segment_ids is not None:
                     raise ValueError("a cached decode step takes no key_padding_mask or segment_ids")
                 y = self.grouped_queries(q, k, v)
-            else:
-                k, v = self.shared(k), self.shared(v)
+            else:  # GQA: the kernel reads the H_kv heads (SDPA, flex) or repeats them
                 y = self.strategy.attend(q, k, v, causal=self.causal, key_padding_mask=key_padding_mask,
                                          segment_ids=segment_ids, q_offset=offset, ops=self.ops)
             with region("attention", "out_proj"):

@@ -148,3 +148,16 @@ def test_a_sweep_records_flex_forward_and_each_refusal_with_its_reason(tmp_path)
     for kind in ("forward", "train"):
         refused = got[("local_w4_flash_attn", kind)]
         assert refused["status"] == "not_supported" and "CUDA only" in refused["error"]
+
+
+def test_flex_reads_fewer_kv_heads_directly(eager_flex):
+    """GQA: FlexAttention's enable_gqa, no repeated K/V, same result as repeating them."""
+    from implementations.attention.kernel import repeat_kv
+
+    strategy = with_kernel(PATTERNS["local"], "flex")
+    g = torch.Generator().manual_seed(2)
+    q = torch.randn(2, 4, 29, 8, generator=g, dtype=torch.float64)
+    k, v = (torch.randn(2, 1, 29, 8, generator=g, dtype=torch.float64) for _ in range(2))
+    want = with_kernel(PATTERNS["local"], "auto").attend(q, repeat_kv(k, 4), repeat_kv(v, 4),
+                                                        causal=True)
+    torch.testing.assert_close(strategy.attend(q, k, v, causal=True), want, rtol=1e-9, atol=1e-10)

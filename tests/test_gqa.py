@@ -169,3 +169,32 @@ def test_a_decode_point_measures_a_kv_heads_wide_cache(tmp_path):
     assert gqa["kv_cache_bytes"] == gqa["kv_cache_analytic_bytes"] == by_hand
     assert mha["kv_cache_bytes"] == mha["kv_cache_analytic_bytes"] == 2 * by_hand
     assert gqa["kv_read_step_bytes"] * 2 == mha["kv_read_step_bytes"]
+
+
+KERNEL_CASES = [("dense", {}, "fused"), ("dense", {}, "eager"), ("local", {"window": 8}, "fused"),
+                ("block", {"block_size": 6}, "eager"), ("longformer", {"window": 3, "n_global": 2}, "fused"),
+                ("bigbird", {"block_size": 4, "random_blocks": 1}, "fused"), ("topk", {"k": 5}, "eager"),
+                ("atrous", {"dilation": 3, "kernel": "mask"}, "fused")]
+
+
+@pytest.mark.parametrize("name, params, ops", KERNEL_CASES,
+                         ids=[f"{n}-{p.get('kernel', 'auto')}-{o}" for n, p, o in KERNEL_CASES])
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+def test_every_kernel_takes_fewer_kv_heads(name, params, ops, causal, monkeypatch):
+    """attend(q with H heads, k and v with H_kv) equals attend with K/V repeated to H heads;
+    dense SDPA reads the K/V heads directly (enable_gqa), without a repeated copy."""
+    from implementations.attention import kernel
+
+    strategy = registry.create("attention", {"name": name, **params})
+    g = torch.Generator().manual_seed(3)
+    q = torch.randn(2, 4, 29, 8, generator=g, dtype=torch.float64)
+    k, v = (torch.randn(2, 2, 29, 8, generator=g, dtype=torch.float64) for _ in range(2))
+    kpm = torch.rand(2, 29, generator=g) > 0.2
+    want = strategy.attend(q, kernel.repeat_kv(k, 4), kernel.repeat_kv(v, 4), causal=causal,
+                           key_padding_mask=kpm, ops=ops)
+    repeats = []
+    monkeypatch.setattr(kernel, "repeat_kv", lambda t, h, f=kernel.repeat_kv: repeats.append(h) or f(t, h))
+    got = strategy.attend(q, k, v, causal=causal, key_padding_mask=kpm, ops=ops)
+    torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-10)
+    direct = strategy.kernel == "mask" or (name == "dense" and ops == "fused")
+    assert (repeats == []) == direct

@@ -124,4 +124,4 @@ def flex_attention(strategy, q, k, v, causal: bool, key_padding_mask, segment_id
     else:
         block_mask = build_block_mask(
             mask_mod_for(strategy, causal, key_padding_mask, segment_ids), B, S, q.device)
-    return compiled_flex()(q, k, v, block_mask=block_mask)
+    return compiled_flex()(q, k, v, block_mask=block_mask, enable_gqa=k.shape[1] != q.shape[1])

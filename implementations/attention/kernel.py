@@ -31,10 +31,11 @@ OPS = ("eager", "fused")  # the two ways to compute attention: textbook tensor o
 def check_inputs(q, k, v, key_padding_mask, segment_ids, q_offset, ops) -> None:
     if ops not in OPS:
         raise ValueError(f"attention ops must be one of {', '.join(OPS)}; got {ops!r}")
-    if q.dim() != 4 or k.dim() != 4 or v.shape != k.shape or q.shape[:2] != k.shape[:2] \
-            or q.shape[-1] != k.shape[-1]:
-        raise ValueError("attention expects q (B, H, S_q, D), k and v (B, H, S_k, D); got "
-                         f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
+    if q.dim() != 4 or k.dim() != 4 or v.shape != k.shape or q.shape[0] != k.shape[0] \
+            or q.shape[1] % k.shape[1] or q.shape[-1] != k.shape[-1]:
+        raise ValueError("attention expects q (B, H, S_q, D), k and v (B, H_kv, S_k, D) with "
+                         f"H_kv dividing H; got {tuple(q.shape)}, {tuple(k.shape)}, "
+                         f"{tuple(v.shape)}")
     B, S_k = k.shape[0], k.shape[2]
     if key_padding_mask is not None and (key_padding_mask.shape != (B, S_k)
                                          or key_padding_mask.dtype != torch.bool):
@@ -46,6 +47,15 @@ def check_inputs(q, k, v, key_padding_mask, segment_ids, q_offset, ops) -> None:
     if q_offset < 0 or (segment_ids is not None and q_offset + q.shape[2] > S_k):
         raise ValueError(f"q_offset must be >= 0 (and q_offset + S_q <= S_k with segment_ids); "
                          f"got q_offset={q_offset}, S_q={q.shape[2]}, S_k={S_k}")
+
+
+def repeat_kv(t: torch.Tensor, heads: int) -> torch.Tensor:
+    """K or V ``(B, H_kv, S, D)`` -> ``(B, heads, S, D)``: query head h reads K/V head
+    ``h // (heads / H_kv)`` (GQA; ``t`` itself when ``H_kv == heads``)."""
+    B, H_kv, S, D = t.shape
+    if H_kv == heads:
+        return t
+    return t[:, :, None].expand(B, H_kv, heads // H_kv, S, D).reshape(B, heads, S, D)
 
 
 def inner_attention(q, k, v, mask, is_causal: bool, ops: str, guarded: bool = False):
@@ -63,10 +73,12 @@ def inner_attention(q, k, v, mask, is_causal: bool, ops: str, guarded: bool = Fa
             empty = ~mask.any(-1, keepdim=True)  # (.., Lq, 1)
             first = torch.arange(mask.shape[-1], device=mask.device) == 0
             mask = mask | (empty & first)
-    if ops == "fused":
+    if ops == "fused":  # GQA (fewer K/V heads): SDPA reads each K/V head for its group
         with region("attention", "sdpa"):
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal,
+                                                 enable_gqa=k.shape[1] != q.shape[1])
     else:
+        k, v = repeat_kv(k, q.shape[1]), repeat_kv(v, q.shape[1])
         with region("attention", "scores"):
             scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)  # (N, M, Lq, Lk)
         with region("attention", "mask"):
@@ -325,8 +337,10 @@ cached_plan = functools.lru_cache(maxsize=64)(make_plan)
 
 
 def grouped_attention(plan: Plan, q, k, v, key_padding_mask, segment_ids, ops) -> torch.Tensor:
-    """Self-attention of a sparse pattern, group by group. q, k, v ``(B, H, S, D)`` -> same."""
+    """Self-attention of a sparse pattern, group by group. q, k, v ``(B, H, S, D)`` -> same
+    (GQA: K and V repeated to H heads first, since groups take the place of heads)."""
     B, H, S, D = q.shape
+    k, v = repeat_kv(k, H), repeat_kv(v, H)
     if plan.interior is not None and key_padding_mask is None and segment_ids is None:
         out = interior_attention(plan, q, k, v, ops)
     else:

@@ -63,6 +63,7 @@ class TopKAttention(AttentionStrategy):
                q_offset: int = 0, ops: str = "eager") -> torch.Tensor:
         kernel.check_inputs(q, k, v, key_padding_mask, segment_ids, q_offset, ops)
         B, H, S_q, D = q.shape
+        k, v = kernel.repeat_kv(k, H), kernel.repeat_kv(v, H)  # GQA
         S_k = k.shape[2]
         keep = min(self.k, S_k)
         j = torch.arange(S_k, device=q.device)
