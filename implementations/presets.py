@@ -8,6 +8,8 @@ strategy is not part of a preset (it is a strategy axis of its own; the default 
     gpt-125m  decoder-only, GPT-2 small / GPT-3 Small shape        ~124M
     gpt-350m  decoder-only, GPT-2 medium / GPT-3 Medium shape      ~354M
     gpt-1.3b  decoder-only, GPT-3 XL shape                         ~1.31B
+    llama-1b  decoder-only, Llama 3.2 1B shape: GQA, 32 query and  ~0.97B (Llama's SwiGLU FFN
+              8 key/value heads, 128k vocabulary                    has a third matrix: 1.24B)
 Parameter counts are with the embedding tied to the LM head and no learned position table.
 """
 from __future__ import annotations
@@ -31,4 +33,8 @@ PRESETS: dict[str, dict] = {
     "gpt-125m": dict(_GPT, d_model=768, n_heads=12, d_ff=3072, n_decoder_layers=12),
     "gpt-350m": dict(_GPT, d_model=1024, n_heads=16, d_ff=4096, n_decoder_layers=24),
     "gpt-1.3b": dict(_GPT, d_model=2048, n_heads=16, d_ff=8192, n_decoder_layers=24),
+    "llama-1b": dict(  # Llama 3.2 1B's shape; its FFN here is the model's GELU MLP, not SwiGLU
+        vocab_size=128256, d_model=2048, n_heads=32, n_kv_heads=8, d_ff=8192, n_encoder_layers=0,
+        n_decoder_layers=16, max_seq_len=8192, dropout=0.0, norm="pre", positions="rope",
+        pad_id=128004, bos_id=128000, eos_id=128001),
 }

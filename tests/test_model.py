@@ -173,7 +173,8 @@ def expected_params(p: dict) -> int:
     """Hand count: tied embedding; Linear = weight + bias; LayerNorm = 2C."""
     C, F, V = p["d_model"], p["d_ff"], p["vocab_size"]
     n_enc, n_dec = p["n_encoder_layers"], p["n_decoder_layers"]
-    attn = 4 * (C * C + C)
+    C_kv = C // p["n_heads"] * p.get("n_kv_heads", p["n_heads"])  # K and V widths (GQA)
+    attn = 2 * (C * C + C) + 2 * (C * C_kv + C_kv)
     ffn = (C * F + F) + (F * C + C)
     enc_layer = attn + ffn + 2 * 2 * C
     dec_layer = (2 * attn + ffn + 3 * 2 * C) if n_enc else (attn + ffn + 2 * 2 * C)
@@ -182,7 +183,8 @@ def expected_params(p: dict) -> int:
 
 
 @pytest.mark.parametrize("name, approx", [("tiny", None), ("base", 60e6), ("gpt-125m", 125e6),
-                                          ("gpt-350m", 350e6), ("gpt-1.3b", 1.3e9)])
+                                          ("gpt-350m", 350e6), ("gpt-1.3b", 1.3e9),
+                                          ("llama-1b", 0.97e9)])
 def test_preset_parameter_counts(name, approx):
     with torch.device("meta"):  # shapes only, nothing allocated
         model = build_model(ModelConfig.from_preset(name))
@@ -190,7 +192,7 @@ def test_preset_parameter_counts(name, approx):
     assert n == expected_params(PRESETS[name])
     if approx:
         assert abs(n - approx) / approx < 0.06, n
-    assert isinstance(model, DecoderOnly) == name.startswith("gpt")
+    assert isinstance(model, DecoderOnly) == (name.startswith("gpt") or name.startswith("llama"))
 
 
 def test_preset_overrides_apply_and_presets_validate():
