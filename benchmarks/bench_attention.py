@@ -49,9 +49,10 @@ def build(case: dict):
 
     strategy = registry.create("attention", case["strategy"])
     sync = torch.cuda.synchronize if case["device"] == "cuda" else (lambda: None)
+    backend = registry.create("ops", {"name": "fused", "sdpa_backend": case.get("sdpa_backend") or "auto"})
 
     def step(q, k, v):
-        with torch.set_grad_enabled(case["backward"]):
+        with torch.set_grad_enabled(case["backward"]), backend.kernel_context():
             out = strategy.attend(q, k, v, causal=case["causal"], ops=case["ops"])
             if case["backward"]:
                 out.sum().backward()

@@ -5,7 +5,8 @@
     python benchmarks/bench_kernels.py --seq-lens 4096 16384 32768 --dtype bf16 --device cuda --causal --heads 16 --head-dim 128
 
 Every pattern (``--patterns``) x kernel (``--kernels``: ``auto:eager`` and ``auto:fused`` are the
-grouped kernel with eager ops or SDPA inside, ``mask:fused`` one S x S mask handed to SDPA,
+grouped kernel with eager ops or SDPA inside, ``auto:fused:flash`` the same with SDPA held to one
+backend (flash, efficient, cudnn, math), ``mask:fused`` one S x S mask handed to SDPA,
 ``flex:fused`` FlexAttention, ``flash_attn:fused`` the flash-attn package) x S. For each S and
 pattern one fresh process times dense SDPA (``auto:fused``, the reference) and every kernel of
 the pattern round-robin (one call each per round, so drifting load hits all alike; one
@@ -46,11 +47,13 @@ def cases_for(pattern: str, kernels: list[str], settings: dict, S: int) -> list[
     spec = bench_attention.parse_strategy(pattern)
     out = [dict(settings, seq_len=S, **REFERENCE)]
     for item in kernels:
-        kernel, _, ops = item.partition(":")
+        kernel, ops, backend = (item.split(":") + ["", ""])[:3]
         if spec["name"] == "dense" and kernel == "mask":
             continue
         case = dict(settings, seq_len=S, ops=ops or "fused",
                     strategy={**spec, **({} if kernel == "auto" else {"kernel": kernel})})
+        if backend:
+            case["sdpa_backend"] = backend
         if case != out[0]:
             out.append(case)
     return out
@@ -62,8 +65,10 @@ def refusal(case: dict, max_scores_gib: float) -> str | None:
     from implementations.registry import Context
 
     strategy = registry.create("attention", case["strategy"])
-    reasons = strategy.not_supported_reasons(Context(
-        device=case["device"], workload="train" if case["backward"] else "forward"))
+    ctx = Context(device=case["device"], workload="train" if case["backward"] else "forward")
+    reasons = strategy.not_supported_reasons(ctx) + registry.create(
+        "ops", {"name": "fused", "sdpa_backend": case.get("sdpa_backend") or "auto"}
+    ).not_supported_reasons(ctx)
     if reasons:
         return "not supported: " + "; ".join(reasons)
     quadratic = strategy.kernel == "mask" or (strategy.name == "dense" and case["ops"] == "eager")
@@ -125,7 +130,8 @@ def fit_exponent(points: list[tuple[int, float]]) -> float | None:
 
 
 def kernel_name(case: dict) -> str:
-    return f"{case['strategy'].get('kernel', 'auto')}:{case['ops']}"
+    backend = f":{case['sdpa_backend']}" if case.get("sdpa_backend") else ""
+    return f"{case['strategy'].get('kernel', 'auto')}:{case['ops']}{backend}"
 
 
 def tables(rows: list[dict], largest: int) -> str:
@@ -158,7 +164,8 @@ def tables(rows: list[dict], largest: int) -> str:
             continue
         best = min(ran, key=lambda r: r["latency_ms_p50"])
         lines.append(f"| {pattern} | {best['kernel']} | {best['latency_ms_p50']:.1f} | "
-                     f"{best['speedup']:.2f}x | {best['ideal']:.1f}x | {best['speedup'] / best['ideal']:.2f} |")
+                     f"{best['speedup']:.2f}x | {best['ideal']:.1f}x "
+                     f"| {best['speedup'] / best['ideal']:.2f} |")
     return "\n".join(lines)
 
 
@@ -166,7 +173,8 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seq-lens", type=int, nargs="+", default=[1024, 2048, 4096, 8192, 16384])
     p.add_argument("--patterns", nargs="+", default=PATTERNS, help="name[:param=value,...]")
-    p.add_argument("--kernels", nargs="+", default=KERNELS, help="kernel:ops, e.g. flex:fused")
+    p.add_argument("--kernels", nargs="+", default=KERNELS,
+                   help="kernel:ops[:sdpa_backend], e.g. flex:fused, auto:fused:math")
     p.add_argument("--dtype", default="fp32", choices=sorted(bench_attention.DTYPES))
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--batch", type=int, default=1)

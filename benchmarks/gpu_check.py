@@ -11,12 +11,17 @@ never stops the next one; each step has a time budget):
      ``torch.utils.benchmark``: medians within 5% of each other;
   3. memory: dense eager attention's peak allocated memory against its S x S score tensors;
   4. energy: NVML's energy counter against mean power x time over a timed loop (within 10%);
-  5. suites: the ``quick`` variants of smoke, attention, precision, ZeRO and kernels through
+  5. kernels (issue 11): ``bench_kernels.py`` at S 4K/16K/32K, bf16, causal, B=1, H=16, D=128:
+     dense with each SDPA backend and FlexAttention, local(256) with the grouped kernel, flex and
+     flash_attn (if installed), block(256) with grouped and flex; TFLOP/s from allowed pairs;
+  6. suites: the ``quick`` variants of smoke, attention, precision, ZeRO and kernels through
      ``tbench run`` (each point records its SDPA backends); the run folders are packed into
      ``runs.tar.gz``.
 
 ``--dry-run`` runs steps 1 and 2 on the CPU at a small size (step 2 without triton when it is
-absent), checks that steps 3 and 4 have what they need, and expands step 5's suites for cuda
+absent), checks that steps 3 and 4 have what they need, runs step 5 on the CPU at a small size
+without FlexAttention (whose CPU compiles take minutes; ``tests/test_flex.py`` covers it), and
+expands step 6's suites for cuda
 with ``--dry-run``: every command the GPU run will use is exercised. ``--device cpu`` without
 ``--dry-run`` is refused: the numbers of this script are GPU numbers.
 """
@@ -38,6 +43,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from harness.measure import timing  # noqa: E402
 from harness.measure.kernels import RecordKernels  # noqa: E402
@@ -149,6 +155,42 @@ def energy(seconds: float) -> dict:
     return out
 
 
+KERNEL_CHECK = ["--patterns", "dense", "local:window=256", "block:block_size=256",
+                "--kernels", "auto:fused", "auto:fused:flash", "auto:fused:efficient",
+                "auto:fused:cudnn", "flex:fused", "flash_attn:fused", "--no-memory"]
+
+
+def kernels(out: Path, dry_run: bool, budget_s: float) -> dict:
+    """``bench_kernels.py`` on the issue's GPU shapes (a small CPU shape in a dry run); the rows
+    come back in ``kernels.json`` with TFLOP/s counted from the allowed pairs."""
+    shape = (["--device", "cpu", "--dtype", "fp32", "--seq-lens", "128", "256", "--heads", "2",
+              "--head-dim", "16", "--check-len", "64", "--min-reps", "1", "--min-time-s", "0"]
+             if dry_run else
+             ["--device", "cuda", "--dtype", "bf16", "--seq-lens", "4096", "16384", "32768",
+              "--heads", "16", "--head-dim", "128", "--check-len", "1024", "--tolerance", "3e-2",
+              "--min-reps", "3", "--min-time-s", "0.5"])
+    plan = [a for a in KERNEL_CHECK if not (dry_run and a == "flex:fused")]  # CPU compiles:
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_kernels.py"), "--causal",  # minutes
+           *plan, *shape, "--json", str(out / "kernels.json")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=budget_s, cwd=ROOT)
+    rows = json.loads((out / "kernels.json").read_text())["rows"] if proc.returncode == 0 else []
+    heads, dim = (2, 16) if dry_run else (16, 128)
+    for r in rows:  # 4 D FLOPs per allowed pair and head (q k^T and p v), B = 1
+        if "latency_ms_p50" in r:
+            pairs = registry.create("attention", _spec(r)).allowed_pairs(r["seq_len"], True)
+            r["tflops_per_s"] = 4 * pairs * dim * heads / (r["latency_ms_p50"] / 1e3) / 1e12
+    return {"rc": proc.returncode, "table": proc.stdout[-6000:], "stderr_tail": proc.stderr[-1500:],
+            "rows": rows}
+
+
+def _spec(row: dict) -> dict:
+    from bench_attention import parse_strategy
+
+    spec = parse_strategy(row["pattern"])
+    kernel = row["kernel"].split(":")[0]
+    return spec if kernel == "auto" else {**spec, "kernel": kernel}
+
+
 def suites(out: Path, dry_run: bool, deadline: float) -> list[dict]:
     """``tbench run suites/<name>.yaml --device cuda --variant quick`` for each suite."""
     rows = []
@@ -224,6 +266,7 @@ def main() -> int:
     else:
         step(report, "memory", attention_memory, 8192)
         step(report, "energy", energy, 5.0)
+    step(report, "kernels", kernels, args.out, args.dry_run, min(240.0, deadline - time.monotonic()))
     step(report, "suites", suites, args.out, args.dry_run, deadline)
     if not args.dry_run and (args.out / "runs").is_dir():
         with tarfile.open(args.out / "runs.tar.gz", "w:gz") as tar:

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_attention_registry import POSITIONAL, padding_mask, qkv, reference
 
 from implementations import registry
 from implementations.attention import flex
 from implementations.registry import Context
-from test_attention_registry import POSITIONAL, padding_mask, qkv, reference
 
 AUTO = [s for s in POSITIONAL if s.kernel == "auto"]  # topk has no positional rule
 PATTERNS = {s.name: s for s in reversed(AUTO)}  # the first small parameters of each

@@ -61,6 +61,7 @@ from harness.analyse.answers import (
     table_groups,
     value,
 )
+from harness.analyse.kernel_answers import kernel_answers
 from harness.analyse.memory_tolerance import MEM_MODEL_TOLERANCE
 from harness.analyse.results import BadInput, RunFolder, memory_metric, read_run_folder
 
@@ -375,6 +376,12 @@ def _md(text) -> str:
     return html.escape(str(text), quote=False).replace("|", "\\|").replace("\n", " ")
 
 
+KERNELS_INTRO = ("Per pattern and setting, the fastest kernel among the points that ran, its "
+                 "speed-up over dense attention on SDPA's own backend choice in the same setting, "
+                 "and the ideal speed-up from the attention pairs (dense pairs / the pattern's). "
+                 "Every kernel that runs is held to a float64 reference by the contract tests.")
+
+
 def render_markdown(run: RunFolder, baseline: str | None = None) -> str:
     s, tables = summary(run), build_tables(run.records, baseline)
     found = answer_lines(answers(run.records, baseline), limit=None)
@@ -389,6 +396,10 @@ def render_markdown(run: RunFolder, baseline: str | None = None) -> str:
         out.append(f"- environment fingerprint: `{_md(s['fingerprint'])}`")
     out += ["", "## Answers", "", answers_intro(run.records), ""]
     out += [f"- {_md(line)}" for line in found] or ["No group holds two ok points to compare."]
+    kernels = kernel_answers(run.records)
+    if kernels:
+        out += ["", "## Attention kernels", "", _md(KERNELS_INTRO), ""]
+        out += [f"- {_md(line)}" for line in kernels]
     out += ["", "## Environment", ""] + [f"- {_md(k)}: {_md(v)}" for k, v in s["env"]]
     for t in tables:
         out += ["", f"## {_md(t.title)}", ""]
@@ -439,7 +450,8 @@ def render_html(run: RunFolder, baseline: str | None = None) -> str:
         profile_figures=plots.breakdown_figures(records, tables),
         regions_text=regions_text, step_text=step_text, fmt_ms=fmt_ms,
         answers=answer_lines(answers(run.records, baseline), limit=None),
-        answers_intro=answers_intro(run.records), data_json=embedded_json(data))
+        answers_intro=answers_intro(run.records), data_json=embedded_json(data),
+        kernels=kernel_answers(run.records), kernels_intro=KERNELS_INTRO)
 
 
 def write_reports(run_dir, formats=("md", "html"), baseline: str | None = None) -> list[Path]:

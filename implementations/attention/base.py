@@ -119,7 +119,8 @@ class AttentionStrategy(Strategy):
 
         q ``(B, H, S_q, D)``; k, v ``(B, H_kv, S_k, D)`` (GQA: ``H_kv`` divides ``H``; SDPA and
         flex read each K/V head for its query heads, the other paths repeat K/V);
-        ``key_padding_mask`` ``(B, S_k)`` bool, True = real token; ``segment_ids`` ``(B, S_k)`` int, one id per absolute position: query
+        ``key_padding_mask`` ``(B, S_k)`` bool, True = real token; ``segment_ids`` ``(B, S_k)``
+        int, one id per absolute position: query
         ``q_offset + r`` sees only keys with its id; ``q_offset`` = absolute position of query 0
         (decoding with a KV cache: ``S_q = 1, q_offset = S_k - 1``); ``ops``: ``"eager"`` (plain
         tensor ops, textbook matmul-softmax-matmul) or ``"fused"``

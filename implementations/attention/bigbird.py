@@ -24,7 +24,8 @@ def mix(x):
 class BigBirdAttention(AttentionStrategy):
     """BigBird attention: a window of blocks, global blocks and random blocks.
 
-    Over blocks of ``b`` positions, query block ``I`` sees key block ``J`` iff ``|I - J| <= window_blocks`` (the sliding window), or ``I`` or ``J`` is one of the first
+    Over blocks of ``b`` positions, query block ``I`` sees key block ``J`` iff
+    ``|I - J| <= window_blocks`` (the sliding window), or ``I`` or ``J`` is one of the first
     ``global_blocks`` (global tokens see and are seen by everything), or ``J`` is one of ``I``'s
     ``random_blocks`` random blocks.
 

@@ -2,8 +2,9 @@
 
 A pattern's ``allowed(i, j)`` is plain tensor arithmetic on positions, which is exactly what a
 FlexAttention ``mask_mod(b, h, q_idx, kv_idx)`` is; the causal rule, key padding and segment ids
-are added as further terms. ``create_block_mask`` (compiled, so the S x S mask is never materialised) evaluates the rule
-once per shape and records which (128 x 128) blocks of the score matrix hold any allowed pair; the compiled kernel visits only
+are added as further terms. ``create_block_mask`` (compiled, so the S x S mask is never
+materialised) evaluates the rule once per shape and records which (128 x 128) blocks of the
+score matrix hold any allowed pair; the compiled kernel visits only
 those, so the work is O(allowed blocks). The block mask of a pattern without padding or segments
 depends only on the shape and is cached; one with them depends on the batch and is built per call.
 :data:`STATS` counts the block masks built; :func:`retime_last_block_mask` gives the steady cost

@@ -2,9 +2,9 @@
 every position (Beltagy et al., 2020)."""
 from __future__ import annotations
 
-import torch
 from typing import Annotated
 
+import torch
 from pydantic import BeforeValidator, Field
 
 from implementations.attention.base import AttentionStrategy, diagonal_pairs
@@ -41,7 +41,8 @@ class LongformerAttention(AttentionStrategy):
     dilation: int = Field(1, ge=1, description="d: of the window, only keys with (i - j) % d == 0")
     n_global: int = Field(16, ge=0, description="the first n positions are global tokens")
     global_tokens: Annotated[tuple[int, ...], BeforeValidator(
-        lambda v: tuple(v) if isinstance(v, list) else v)] = Field((), description="more global token positions (>= 0)")
+        lambda v: tuple(v) if isinstance(v, list) else v)] = Field(
+        (), description="more global token positions (>= 0)")
 
     def __post_init__(self):
         if any(p < 0 for p in self.global_tokens):
