@@ -115,6 +115,10 @@ def test_refusals_are_reasons_before_a_worker_and_not_supported_inside_one():
         with_kernel(local, "flash_attn").attend(q, q, q, causal=True,
                                                 key_padding_mask=torch.ones(1, 8, dtype=torch.bool))
     assert classify(refused.value) == "not_supported"
+    with pytest.raises(NotImplementedError, match="only dense and local") as refused:
+        with_kernel(block, "flash_attn").attend(q, q, q, causal=True)  # never a dense stand-in
+    assert classify(refused.value) == "not_supported"
+    assert classify(NotImplementedError("a pattern without allowed_pairs")) == "error"
 
 
 def test_a_sweep_records_flex_forward_and_each_refusal_with_its_reason(tmp_path):
@@ -157,7 +161,7 @@ def test_flex_reads_fewer_kv_heads_directly(eager_flex):
     strategy = with_kernel(PATTERNS["local"], "flex")
     g = torch.Generator().manual_seed(2)
     q = torch.randn(2, 4, 29, 8, generator=g, dtype=torch.float64)
-    k, v = (torch.randn(2, 1, 29, 8, generator=g, dtype=torch.float64) for _ in range(2))
+    k, v = (torch.randn(2, 2, 29, 8, generator=g, dtype=torch.float64) for _ in range(2))
     want = with_kernel(PATTERNS["local"], "auto").attend(q, repeat_kv(k, 4), repeat_kv(v, 4),
                                                         causal=True)
     torch.testing.assert_close(strategy.attend(q, k, v, causal=True), want, rtol=1e-9, atol=1e-10)

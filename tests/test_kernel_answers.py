@@ -14,7 +14,7 @@ def point(pid, name, kernel, ops, ms, pairs, S=1024, kind="forward", status="ok"
               "attention.name": name, "attention.kernel": kernel, "ops": ops, "ops.name": ops,
               **{f"attention.{k}": v for k, v in pattern.items()}}
     return record(pid, status=status, samples_ms=[ms] * 10 if status == "ok" else None,
-                  params=params, metrics={"attention_pairs": pairs} if status == "ok" else None)
+                  params=params, metrics={"attention_products": pairs} if status == "ok" else None)
 
 
 def test_fastest_kernel_per_pattern_against_dense_sdpa_and_the_ideal(tmp_path):
@@ -46,3 +46,27 @@ def test_one_kernel_everywhere_gives_no_kernel_answers():
     records = [point("d", "dense", "auto", "fused", 100.0, 1000),
                point("l", "local", "auto", "fused", 25.0, 100, window=16)]
     assert kernel_answers(records) == []
+
+
+def test_the_worker_records_attention_products_scored_plus_attended():
+    """Dense: 2 x S(S+1)/2 per causal layer; local: 2 x its pairs; topk scores every pair (as
+    dense) and attends k per query, so its ideal speed-up stays below 2."""
+    from harness.measure.measurement import attention_products
+    from harness.suite.loader import parse_suite
+    from harness.suite.sweep import expand
+
+    S = 256
+
+    def products(attention):
+        point = expand(parse_suite({
+            "name": "p", "model": {"preset": "tiny", "overrides": {"n_encoder_layers": 0}},
+            "workload": {"kind": "forward", "batch_size": 1, "seq_len": S},
+            "strategies": {"attention": attention}}, "t"), "cpu")[0]
+        return attention_products(point)
+
+    layers = 2  # tiny's decoder
+    dense, local = products("dense"), products({"name": "local", "window": 16})
+    topk = products({"name": "topk", "k": 16})
+    assert dense == layers * 2 * (S * (S + 1) // 2)
+    assert local == layers * 2 * sum(min(i, 16) + 1 for i in range(S))
+    assert dense / topk < 2 < dense / local

@@ -5,8 +5,9 @@ attention is computed (pattern parameters, sequence length, workload and every n
 setting equal; the kernel and the ops axis free), one line naming the fastest kernel with its
 latency, its speed-up over dense attention on SDPA's own choice of backend (``dense`` on the
 ``auto`` kernel with plain ``fused`` ops, the FlashAttention-backed kernel where SDPA has it)
-in the same setting, the ideal speed-up (dense's attention pairs over the pattern's, recorded
-by the worker as ``attention_pairs``) and measured / ideal. Points that did not run (not
+in the same setting, the ideal speed-up (dense's attention products over the pattern's: pairs
+scored plus pairs attended, recorded by the worker as ``attention_products``) and measured /
+ideal. Points that did not run (not
 supported, errors) are not candidates; every kernel that runs is held to the float64 reference
 by the contract tests. Never imports torch.
 """
@@ -60,7 +61,7 @@ def kernel_answers(records: list[dict]) -> list[str]:
         if base is not None and base is not best:
             speedup = base["metrics"]["latency_ms_p50"] / m["latency_ms_p50"]
             line += f"; {speedup:.2f}× dense SDPA"
-            pairs, dense_pairs = m.get("attention_pairs"), base["metrics"].get("attention_pairs")
+            pairs, dense_pairs = m.get("attention_products"), base["metrics"].get("attention_products")
             if pairs and dense_pairs:
                 ideal = dense_pairs / pairs
                 line += f" (ideal {ideal:.1f}×: {speedup / ideal:.2f} of it)"

@@ -11,7 +11,7 @@ UNITS = (  # metric-name suffix -> unit, first match wins
     ("energy_j_per_step", "J"), ("energy_j_per_token", "J"), ("energy_j_point", "J"),
     ("sdpa_backends", "list"), ("warmup_steps", "count"), ("energy_j_all_ranks", "J"),
     ("throttled_any_rank", "bool"), ("flex_block_masks", "count"),
-    ("attention_pairs", "count"),
+    ("attention_products", "count"),
     ("mem_bw_util", "fraction of peak"), ("hfu", "fraction of peak"), ("_gbs", "GB/s"),
     ("_rel_diff", "relative"), ("kv_cache_slots", "count"),
     ("generated_tokens_per_step", "tokens"), ("hardware_flops_per_step", "FLOP"),

@@ -21,6 +21,7 @@ OOM_MARKERS = (
 NOT_IMPLEMENTED_MARKER = "not implemented for '"  # a kernel missing for a dtype, e.g. 'Half'
 NO_SDPA_KERNEL_MARKERS = ("No viable backend for scaled_dot_product_attention",  # one backend forced
                          "No available kernel")  # (both wordings of torch 2.13)
+FLEX_NO_BACKWARD = "FlexAttention does not support backward"  # torch's refusal on CPU
 FAULTS = ("raise", "oom", "segfault", "hang")
 
 
@@ -31,8 +32,9 @@ def classify(exc: BaseException) -> str:
     text = str(exc).lower()
     if any(marker in text for marker in OOM_MARKERS):
         return "oom"
-    if isinstance(exc, NotImplementedError):  # a kernel without this case (FlexAttention's
-        return "not_supported"                  # CPU backward, flash_attn with padding)
+    if type(exc).__name__ == "KernelNotSupported" or (  # an attention kernel's own refusal
+            isinstance(exc, NotImplementedError) and FLEX_NO_BACKWARD in str(exc)):
+        return "not_supported"
     if isinstance(exc, RuntimeError) and (NOT_IMPLEMENTED_MARKER in str(exc)
                                           or any(m in str(exc) for m in NO_SDPA_KERNEL_MARKERS)):
         return "not_supported"

@@ -166,7 +166,7 @@ def measure_point(point, fault: str | None = None) -> dict[str, Any]:
     tokens_per_step = metrics["tokens_per_s"] * stats.mean(t.samples_ms) / 1e3  # processed/generated
     metrics.update(energy_metrics(window, whole, n_steps, tokens_per_step))
     metrics["compile_s"] = first_s if compiled else None
-    metrics["attention_pairs"] = attention_pairs(point)
+    metrics["attention_products"] = attention_products(point)
     if flex:
         metrics.update(flex_metrics())
     metrics["sdpa_backends"] = backends
@@ -245,13 +245,18 @@ def flops_metrics(wl, samples_ms: list[float], device: str, point) -> dict[str, 
             "hfu": peaks.mfu(hardware / (stats.mean(samples_ms) / 1e3), peak)}
 
 
-def attention_pairs(point) -> int:
-    """(query, key) pairs the self-attention layers of one sequence may attend at the point's
-    nominal length: encoder layers bidirectional, decoder layers causal. Over dense's, the ideal
-    speed-up of a pattern (the report's kernel answers)."""
+def attention_products(point) -> int:
+    """The self-attention products of one sequence at the point's nominal length: the (query,
+    key) pairs scored (q k^T) plus the pairs attended (p v), encoder layers bidirectional,
+    decoder layers causal; the two are equal except for topk, which scores every pair. Dense's
+    over a pattern's is the pattern's ideal speed-up (the report's kernel answers)."""
     cfg, S = workload.model_config(point), point.workload.seq_len
-    pairs = cfg.attention.allowed_pairs
-    return cfg.n_encoder_layers * pairs(S, False) + cfg.n_decoder_layers * pairs(S, True)
+    a = cfg.attention
+
+    def products(causal: bool) -> int:
+        return a.allowed_pairs(S, causal) + getattr(a, "scored_pairs", a.allowed_pairs)(S, causal)
+
+    return cfg.n_encoder_layers * products(False) + cfg.n_decoder_layers * products(True)
 
 
 def hardware_ratio(point) -> float:

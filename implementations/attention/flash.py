@@ -5,12 +5,15 @@ Ampere) the kernel is ``not_supported`` with that reason, before a worker starts
 what ``window_size`` can: dense (``(-1, -1)``) and a sliding window (``(w, w)``, ``(w, 0)``
 when causal); every other pattern is ``not_supported``. Key padding and packed segments would
 need ``flash_attn_varlen_func`` with the rows unpadded; that is not wired here, so they raise
-``NotImplementedError`` (a ``not_supported`` point). Its layout is ``(B, S, H, D)``: q, k and v
+``KernelNotSupported`` (a ``not_supported`` point), as does a pattern it cannot express. Its
+layout is ``(B, S, H, D)``: q, k and v
 are transposed in and the output back (two copies the other kernels do not pay).
 """
 from __future__ import annotations
 
 import importlib.util
+
+from implementations.attention.grid import KernelNotSupported
 
 PATTERNS = ("dense", "local")  # what window_size can express
 
@@ -34,9 +37,12 @@ def reasons(strategy, device: str, gpu_capability) -> list[str]:
 
 def flash_attention(strategy, q, k, v, causal: bool, key_padding_mask, segment_ids):
     """Self-attention (q, k, v ``(B, H, S, D)``) of a dense or local ``strategy``."""
+    if strategy.name not in PATTERNS:
+        raise KernelNotSupported(f"flash_attn expresses only dense and local (window_size); "
+                                 f"{strategy.name} needs a mask it cannot take")
     if key_padding_mask is not None or segment_ids is not None:
-        raise NotImplementedError("flash_attn kernel: key padding and segments need "
-                                  "flash_attn_varlen_func, which tbench does not wire yet")
+        raise KernelNotSupported("flash_attn kernel: key padding and segments need "
+                                 "flash_attn_varlen_func, which tbench does not wire yet")
     from flash_attn import flash_attn_func
 
     w = getattr(strategy, "window", -1)

@@ -23,6 +23,8 @@ import time
 
 import torch
 
+from implementations.attention.grid import KernelNotSupported
+
 STATS = {"block_masks": 0, "block_mask_s": 0.0}  # built so far in this process, and their time
 CPU_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 COMPILE_MASKS = True  # build block masks compiled: never the S x S mask (4 GiB at S=16K in
@@ -47,7 +49,8 @@ def mask_mod_for(strategy, causal: bool, key_padding_mask, segment_ids):
         return None
 
     def mask_mod(b, h, q_idx, kv_idx):
-        ok = kv_idx >= 0  # a bool of the right (batched) shape, always True
+        q_idx, kv_idx = q_idx.to(torch.int64), kv_idx.to(torch.int64)  # rules (bigbird's hash)
+        ok = kv_idx >= 0  # are int64 arithmetic; a bool of the right (batched) shape, True
         if rule is not None:
             ok = ok & rule(q_idx, kv_idx)
         if causal:
@@ -116,7 +119,7 @@ def one_pattern_per_compile(strategy, device) -> None:
 def flex_attention(strategy, q, k, v, causal: bool, key_padding_mask, segment_ids):
     """Self-attention (q, k, v ``(B, H, S, D)``) of ``strategy`` through FlexAttention."""
     if q.device.type == "cpu" and q.dtype not in CPU_DTYPES:
-        raise NotImplementedError(f"FlexAttention on CPU runs float32, float16 and bfloat16; got "
+        raise KernelNotSupported(f"FlexAttention on CPU runs float32, float16 and bfloat16; got "
                                   f"{q.dtype}")
     one_pattern_per_compile(strategy, q.device)
     B, S = q.shape[0], q.shape[2]

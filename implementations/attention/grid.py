@@ -13,6 +13,11 @@ from dataclasses import dataclass
 import torch
 
 
+class KernelNotSupported(NotImplementedError):
+    """An attention kernel that cannot compute this call (a dtype, a pattern, padding); the
+    harness records the point ``not_supported`` with the message."""
+
+
 @dataclass(frozen=True)
 class Grid:
     """Positions ``p[n_1, ..., n_d] = offset + sum_i n_i * strides[i]`` with ``0 <= n_i <

@@ -309,6 +309,8 @@ def make_plan(strategy, S: int, causal: bool, device, dtype) -> Plan | None:
     if found is None:
         return None
     q, k = found.q, found.k
+    if isinstance(k, Rows):  # the candidate positions live where the plan runs
+        k = Rows(k.index.to(device), k.shape)
     order = tiling_order(q, S)
     padded = isinstance(k, Rows) or min(q.offset, k.offset) < 0 or max(q.last, k.last) >= S
     is_causal = causal and found.full and not padded and q == k  # same rows: causal = tril
@@ -368,7 +370,7 @@ def grouped_attention(plan: Plan, q, k, v, key_padding_mask, segment_ids, ops) -
         return out.index_copy(2, plan.rows, rows_out)
 
 
-INTERIOR_SLICES = 4  # interior groups attended in this many calls: the peak holds 1/4 of them
+INTERIOR_SLICES = 4  # inference: interior groups in this many calls, the peak holds 1/4 of them
 
 
 def interior_attention(plan: Plan, q, k, v, ops) -> torch.Tensor:
@@ -377,12 +379,15 @@ def interior_attention(plan: Plan, q, k, v, ops) -> torch.Tensor:
 
     The interior groups read their keys as views of k and v themselves (no zero-padded copy)
     and share one ``(Lq, Lk)`` bias; only the few edge groups are taken with padding and their
-    own bias. The groups are attended a slice at a time into one output, so a forward holds
-    the output plus a quarter of it, not two copies (or the padded K and V)."""
+    own bias. Without autograd the groups are attended a slice at a time into one output, so a
+    forward holds the output plus a quarter of it, not two copies (or the padded K and V).
+    (K and V are copied once when their batch and head axes cannot merge into one.)"""
     B, H, S, D = q.shape
     lo, hi = plan.interior
     G, Lq, Lk = plan.q.count, plan.q.length, plan.k.length
     step = plan.q.strides[0]
+    if k.stride(0) != k.shape[1] * k.stride(1):  # (B, H) do not merge into one axis (B > 1
+        k, v = k.contiguous(), v.contiguous()    # heads of a (B, S, H, D) projection): copy once
     out = q.new_empty(B * H, G, Lq, D)
     edges = [g for g in range(G) if not lo <= g < hi]
     if edges:  # each edge group alone: its own padded rows and bias
@@ -391,7 +396,8 @@ def interior_attention(plan: Plan, q, k, v, ops) -> torch.Tensor:
             kg_grid = Grid((1, Lk), plan.k.strides, plan.k.offset + g * step)
             out[:, g:g + 1] = inner_attention(qg, take(k, kg_grid), take(v, kg_grid),
                                               plan.bias[:, g:g + 1], False, ops, guarded=True)
-    size = -(-(hi - lo) // INTERIOR_SLICES)
+    slices = INTERIOR_SLICES if not torch.is_grad_enabled() else 1  # training saves every
+    size = -(-(hi - lo) // slices)  # slice's inputs anyway; one call, one full-size grad buffer
     for start in range(lo, hi, size):
         n = min(size, hi - start)
         with region("attention", "gather"):

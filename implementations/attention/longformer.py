@@ -51,7 +51,7 @@ class LongformerAttention(AttentionStrategy):
     @property
     def pattern_label(self) -> str:
         d = "" if self.dilation == 1 else f"_d{self.dilation}"
-        extra = f"+{len(self.global_tokens)}" if self.global_tokens else ""
+        extra = "".join(f"+{p}" for p in self.global_tokens)  # the positions: labels stay unique
         return f"longformer_w{self.window}{d}_g{self.n_global}{extra}"
 
     def globals_(self, S: int) -> list[int]:

@@ -39,7 +39,8 @@ class TopKAttention(AttentionStrategy):
 
     @property
     def pattern_label(self) -> str:
-        return f"topk_k{self.k}"
+        chunk = "" if self.chunk == 128 else f"_c{self.chunk}"
+        return f"topk_k{self.k}{chunk}"
 
     def allowed(self, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
         """Every key is a candidate; which ones are kept depends on the scores."""
