@@ -14,12 +14,15 @@ FlexAttention pattern per process). Peak memory: a fresh process per case, the s
 its shape (``bench_attention.peak_memory``). Correct: the kernel's output at ``--check-len``
 against a float64 reference from the pattern's mask, max abs error <= ``--tolerance``. A kernel
 that cannot run a case is listed with its reason (FlexAttention has no CPU backward; flash_attn
-is CUDA only); eager and mask kernels whose S x S scores would exceed ``--max-scores-gib`` are
-skipped with that reason.
+is CUDA only); eager cases that materialise S x S scores beyond ``--max-scores-gib`` are skipped
+with that reason, and a case that fails (a backend refusing a mask, out of memory) is listed
+with its error while the others of its process still run. The rows are written to ``--json``
+after every pattern, so an interrupted run keeps what it measured.
 
 Prints one row per (pattern, kernel, S), the exponent ``a`` of the fitted time ~ S^a per
 (pattern, kernel), and per pattern the fastest correct kernel at the largest S with its speed-up
-over dense SDPA, the ideal speed-up (dense pairs / allowed pairs) and measured / ideal.
+over dense SDPA, the ideal speed-up (dense's attention products over the pattern's: pairs scored
+plus pairs attended, equal for every pattern but topk) and measured / ideal.
 """
 from __future__ import annotations
 
@@ -78,38 +81,57 @@ def refusal(case: dict, max_scores_gib: float) -> str | None:
     return None
 
 
-def check(cases: list[dict], S: int, tolerance: float) -> list[float]:
-    """Max abs error of each case's output at length S against the float64 reference."""
+def check(case: dict, S: int) -> float:
+    """Max abs error of the case's output at length S (under its SDPA backend) against the
+    float64 reference from the pattern's mask."""
     import torch
 
     from implementations import registry
 
-    errors = []
-    for case in cases:
-        strategy, _ = bench_attention.build(case)
-        dtype = getattr(torch, bench_attention.DTYPES[case["dtype"]])
-        g = torch.Generator().manual_seed(0)
-        q, k, v = (torch.randn(1, 2, S, 32, generator=g, dtype=torch.float64) for _ in range(3))
-        mask = registry.create("attention", {**case["strategy"], "kernel": "auto"}).dense_mask(
-            S, S, case["causal"])
-        scores = (q @ k.transpose(-2, -1) / 32 ** 0.5).masked_fill(~mask, float("-inf"))
-        ref = scores.softmax(-1).nan_to_num(0.0) @ v
-        dev = case["device"]
-        with torch.no_grad():
-            out = strategy.attend(q.to(dev, dtype), k.to(dev, dtype), v.to(dev, dtype),
-                                  causal=case["causal"], ops=case["ops"])
-        errors.append(float((out.double().cpu() - ref).abs().max()))
-    return errors
+    strategy = registry.create("attention", case["strategy"])
+    backend = registry.create("ops", {"name": "fused", "sdpa_backend": case.get("sdpa_backend") or "auto"})
+    dtype = getattr(torch, bench_attention.DTYPES[case["dtype"]])
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 2, S, 32, generator=g, dtype=torch.float64) for _ in range(3))
+    mask = registry.create("attention", {**case["strategy"], "kernel": "auto"}).dense_mask(
+        S, S, case["causal"])
+    scores = (q @ k.transpose(-2, -1) / 32 ** 0.5).masked_fill(~mask, float("-inf"))
+    ref = scores.softmax(-1).nan_to_num(0.0) @ v
+    dev = case["device"]
+    with torch.no_grad(), backend.kernel_context():
+        out = strategy.attend(q.to(dev, dtype), k.to(dev, dtype), v.to(dev, dtype),
+                              causal=case["causal"], ops=case["ops"])
+    return float((out.double().cpu() - ref).abs().max())
 
 
 def child(job: dict) -> dict:
-    """One (pattern, S): latencies (round-robin) and, if asked, the correctness errors."""
+    """One (pattern, S): per case, its latency (round-robin over the cases that run) or the
+    error it raised, and, if asked, its correctness error."""
     cases, S = job["cases"], job["seq_len"]
-    timed = bench_attention.time_cases(cases, S, job["warmup"], job["min_reps"], job["min_time_s"])
-    out = {"latency_ms_p50": [t for t, _ in timed], "n_samples": [n for _, n in timed]}
+    failed = {}
+    q, k, v = bench_attention.make_inputs(cases[0], S)
+    for i, case in enumerate(cases):  # one call each: a case that cannot run is set aside
+        try:
+            bench_attention.build(case)[1](q, k, v)
+        except Exception as exc:  # noqa: BLE001 -- recorded per case, the others still run
+            failed[i] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+    del q, k, v
+    ok = [i for i in range(len(cases)) if i not in failed]
+    timed = dict(zip(ok, bench_attention.time_cases([cases[i] for i in ok], S, job["warmup"],
+                                                    job["min_reps"], job["min_time_s"])))
+    out = {"latency_ms_p50": [timed[i][0] if i in timed else None for i in range(len(cases))],
+           "n_samples": [timed[i][1] if i in timed else 0 for i in range(len(cases))],
+           "error": [failed.get(i) for i in range(len(cases))]}
     if job["check_len"]:
-        out["max_abs_error"] = check(cases, job["check_len"], job["tolerance"])
+        out["max_abs_error"] = [None if i in failed else check(case, job["check_len"])
+                                for i, case in enumerate(cases)]
     return out
+
+
+def products(strategy, S: int, causal: bool) -> int:
+    """Attention products: pairs scored (q k^T) plus pairs attended (p v); they differ for
+    topk only, which scores every pair. Dense's over a pattern's is its ideal speed-up."""
+    return strategy.allowed_pairs(S, causal) + strategy.scored_pairs(S, causal)
 
 
 def run_child(job: dict) -> dict | str:
@@ -201,7 +223,7 @@ def main(argv=None) -> None:
 
     rows = []
     for pattern in args.patterns:
-        errors = None  # correctness: checked once per pattern, in its first child
+        errors = {}  # kernel -> correctness error, checked in the first child that ran it
         for S in args.seq_lens:
             cases = cases_for(pattern, args.kernels, settings, S)
             ran, skipped = [cases[0]], []
@@ -210,26 +232,39 @@ def main(argv=None) -> None:
                 (skipped if why else ran).append((case, why) if why else case)
             job = {"cases": ran, "seq_len": S, "warmup": args.warmup, "min_reps": args.min_reps,
                    "min_time_s": args.min_time_s, "tolerance": args.tolerance,
-                   "check_len": args.check_len if errors is None else 0}
+                   "check_len": args.check_len if any(kernel_name(c) not in errors
+                                                      for c in ran[1:]) else 0}
             got = run_child(job)
-            if isinstance(got, str):
-                rows += [{"pattern": pattern, "kernel": kernel_name(c), "seq_len": S, "error": got}
+            if isinstance(got, str) or got["latency_ms_p50"][0] is None:
+                why = got if isinstance(got, str) else f"dense SDPA: {got['error'][0]}"
+                rows += [{"pattern": pattern, "kernel": kernel_name(c), "seq_len": S, "error": why}
                          for c in ran[1:]]
                 continue
-            errors = got.get("max_abs_error", errors)
+            for case, err in zip(ran, got.get("max_abs_error") or []):
+                if err is not None:
+                    errors.setdefault(kernel_name(case), err)
             dense_ms = got["latency_ms_p50"][0]
-            dense_pairs = registry.create("attention", "dense").allowed_pairs(S, args.causal)
+            if bench_attention.parse_strategy(pattern) == {"name": "dense"}:  # its own SDPA row
+                rows.append({"pattern": pattern, "kernel": kernel_name(ran[0]), "seq_len": S,
+                             "label": "dense", "latency_ms_p50": dense_ms, "speedup": 1.0,
+                             "ideal": 1.0, "n_samples": got["n_samples"][0],
+                             "dense_sdpa_ms": dense_ms})
+            dense_products = products(registry.create("attention", "dense"), S, args.causal)
             for i, case in enumerate(ran[1:], start=1):
                 strategy = registry.create("attention", case["strategy"])
+                if got["latency_ms_p50"][i] is None:
+                    rows.append({"pattern": pattern, "kernel": kernel_name(case), "seq_len": S,
+                                 "error": got["error"][i]})
+                    continue
                 row = {"pattern": pattern, "kernel": kernel_name(case), "seq_len": S,
                        "label": strategy.label, "latency_ms_p50": got["latency_ms_p50"][i],
                        "n_samples": got["n_samples"][i],
                        "speedup": dense_ms / got["latency_ms_p50"][i],
-                       "ideal": dense_pairs / strategy.allowed_pairs(S, args.causal),
+                       "ideal": dense_products / products(strategy, S, args.causal),
                        "dense_sdpa_ms": dense_ms}
-                if errors is not None:
-                    row["max_abs_error"] = errors[i]
-                    row["correct"] = errors[i] <= args.tolerance
+                if kernel_name(case) in errors:
+                    row["max_abs_error"] = errors[kernel_name(case)]
+                    row["correct"] = row["max_abs_error"] <= args.tolerance
                 if not args.no_memory:
                     peak = bench_attention.measure_memory(case)
                     row.update({"mem_peak_bytes": peak} if isinstance(peak, int) else {"mem_error": peak})
@@ -237,11 +272,12 @@ def main(argv=None) -> None:
                 print(f"measured {pattern} {row['kernel']} S={S}", file=sys.stderr)
             rows += [{"pattern": pattern, "kernel": kernel_name(c), "seq_len": S, "error": why}
                      for c, why in skipped]
+        if args.json:  # after every pattern: an interrupted run keeps what it measured
+            timing = {k: getattr(args, k) for k in ("warmup", "min_reps", "min_time_s",
+                                                    "check_len", "tolerance")}
+            args.json.write_text(json.dumps({"settings": {**settings, **timing}, "rows": rows},
+                                            indent=2))
     print(tables(rows, max(args.seq_lens)))
-    if args.json:
-        timing = {k: getattr(args, k) for k in ("warmup", "min_reps", "min_time_s", "check_len",
-                                                "tolerance")}
-        args.json.write_text(json.dumps({"settings": {**settings, **timing}, "rows": rows}, indent=2))
 
 
 if __name__ == "__main__":

@@ -155,32 +155,49 @@ def energy(seconds: float) -> dict:
     return out
 
 
-KERNEL_CHECK = ["--patterns", "dense", "local:window=256", "block:block_size=256",
-                "--kernels", "auto:fused", "auto:fused:flash", "auto:fused:efficient",
-                "auto:fused:cudnn", "flex:fused", "flash_attn:fused", "--no-memory"]
+KERNEL_CHECK = {  # the issue's plan: dense on each SDPA backend and flex; the sparse patterns
+    "dense": ["--patterns", "dense", "--kernels", "auto:fused", "auto:fused:flash",
+              "auto:fused:efficient", "auto:fused:cudnn", "flex:fused"],
+    "sparse": ["--patterns", "local:window=256", "block:block_size=256",
+               "--kernels", "auto:fused", "flex:fused", "flash_attn:fused"],
+}
 
 
 def kernels(out: Path, dry_run: bool, budget_s: float) -> dict:
-    """``bench_kernels.py`` on the issue's GPU shapes (a small CPU shape in a dry run); the rows
-    come back in ``kernels.json`` with TFLOP/s counted from the allowed pairs."""
+    """``bench_kernels.py`` on the issue's GPU shapes (a small CPU shape in a dry run), dense
+    and the sparse patterns in two runs of half the budget each; the rows come back in
+    ``kernels_<part>.json`` (written after every pattern, so a run cut short keeps its rows)
+    with TFLOP/s counted from the allowed pairs. A run past its budget is killed with every
+    process it started."""
     shape = (["--device", "cpu", "--dtype", "fp32", "--seq-lens", "128", "256", "--heads", "2",
               "--head-dim", "16", "--check-len", "64", "--min-reps", "1", "--min-time-s", "0"]
              if dry_run else
              ["--device", "cuda", "--dtype", "bf16", "--seq-lens", "4096", "16384", "32768",
               "--heads", "16", "--head-dim", "128", "--check-len", "1024", "--tolerance", "3e-2",
               "--min-reps", "3", "--min-time-s", "0.5"])
-    plan = [a for a in KERNEL_CHECK if not (dry_run and a == "flex:fused")]  # CPU compiles:
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_kernels.py"), "--causal",  # minutes
-           *plan, *shape, "--json", str(out / "kernels.json")]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=budget_s, cwd=ROOT)
-    rows = json.loads((out / "kernels.json").read_text())["rows"] if proc.returncode == 0 else []
+    result, rows = {}, []
+    for part, plan in KERNEL_CHECK.items():
+        plan = [a for a in plan if not (dry_run and a == "flex:fused")]  # CPU compiles: minutes
+        target = out / f"kernels_{part}.json"
+        cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_kernels.py"), "--causal",
+               "--no-memory", *plan, *shape, "--json", str(target)]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                cwd=ROOT, start_new_session=True)
+        try:
+            stdout, stderr = proc.communicate(timeout=budget_s / len(KERNEL_CHECK))
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)  # its per-pattern children too
+            stdout, stderr = proc.communicate()
+        result[part] = {"rc": proc.returncode, "table": stdout[-6000:],
+                        "stderr_tail": stderr[-1500:]}
+        if target.exists():
+            rows += json.loads(target.read_text())["rows"]
     heads, dim = (2, 16) if dry_run else (16, 128)
     for r in rows:  # 4 D FLOPs per allowed pair and head (q k^T and p v), B = 1
         if "latency_ms_p50" in r:
             pairs = registry.create("attention", _spec(r)).allowed_pairs(r["seq_len"], True)
             r["tflops_per_s"] = 4 * pairs * dim * heads / (r["latency_ms_p50"] / 1e3) / 1e12
-    return {"rc": proc.returncode, "table": proc.stdout[-6000:], "stderr_tail": proc.stderr[-1500:],
-            "rows": rows}
+    return {**result, "rows": rows}
 
 
 def _spec(row: dict) -> dict:

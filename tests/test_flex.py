@@ -35,7 +35,7 @@ def eager_flex(monkeypatch):
 
 @pytest.mark.parametrize("batch_terms", ["none", "padding", "segments"])
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
-@pytest.mark.parametrize("strategy", AUTO, ids=[s.label for s in AUTO])
+@pytest.mark.parametrize("strategy", list(PATTERNS.values()), ids=list(PATTERNS))
 def test_each_patterns_rule_as_a_mask_mod_matches_the_reference(strategy, causal, batch_terms,
                                                                  eager_flex):
     B, H, S = 2, 3, 29

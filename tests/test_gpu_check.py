@@ -23,9 +23,13 @@ def test_dry_run_validates_every_step(tmp_path):
         assert all(r["fused_backends"] for r in rows)  # every fused run reached SDPA
     assert report["timing"]["result"]["tbench_ms"] > 0
     kernels = report["kernels"]["result"]
-    assert kernels["rc"] == 0, kernels["stderr_tail"]
+    for part in ("dense", "sparse"):
+        assert kernels[part]["rc"] == 0, kernels[part]["stderr_tail"]
     ran = {(r["pattern"], r["kernel"]): r for r in kernels["rows"] if "latency_ms_p50" in r}
-    assert ran[("local:window=256", "auto:fused:flash")]["tflops_per_s"] > 0
+    assert ran[("local:window=256", "auto:fused")]["tflops_per_s"] > 0
+    assert ran[("dense", "auto:fused:flash")]["tflops_per_s"] > 0
+    efficient = [r for r in kernels["rows"] if r["kernel"] == "auto:fused:efficient"]
+    assert efficient and all("CUDA only" in r["error"] for r in efficient)
     assert all(r["correct"] for r in ran.values())
     refused = [r for r in kernels["rows"] if r["kernel"] == "flash_attn:fused"]
     assert refused and all("CUDA only" in r["error"] for r in refused)
