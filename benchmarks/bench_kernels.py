@@ -249,6 +249,9 @@ def main(argv=None) -> None:
                              "label": "dense", "latency_ms_p50": dense_ms, "speedup": 1.0,
                              "ideal": 1.0, "n_samples": got["n_samples"][0],
                              "dense_sdpa_ms": dense_ms})
+                if kernel_name(ran[0]) in errors:
+                    rows[-1]["max_abs_error"] = errors[kernel_name(ran[0])]
+                    rows[-1]["correct"] = rows[-1]["max_abs_error"] <= args.tolerance
             dense_products = products(registry.create("attention", "dense"), S, args.causal)
             for i, case in enumerate(ran[1:], start=1):
                 strategy = registry.create("attention", case["strategy"])
