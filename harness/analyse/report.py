@@ -379,7 +379,8 @@ def _md(text) -> str:
 KERNELS_INTRO = ("Per pattern and setting, the fastest kernel among the points that ran, its "
                  "speed-up over dense attention on SDPA's own backend choice in the same setting, "
                  "and the ideal speed-up from the attention products (q·k scored plus p·v "
-                 "attended, dense's over the pattern's). The contract tests hold every kernel "
+                 "attended, dense's over the pattern's), an ideal for attention alone: a whole "
+                 "step also runs projections and the FFN. The contract tests hold every kernel "
                  "that runs on CPU to a float64 reference; a CUDA-only kernel (flash_attn) is "
                  "held to one only where the GPU check ran it.")
 
