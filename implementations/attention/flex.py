@@ -25,7 +25,7 @@ import torch
 
 from implementations.attention.grid import KernelNotSupported
 
-STATS = {"block_masks": 0, "block_mask_s": 0.0}  # built so far in this process, and their time
+STATS = {"block_masks": 0}  # block masks built so far in this process
 CPU_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 COMPILE_MASKS = True  # build block masks compiled: never the S x S mask (4 GiB at S=16K in
 #                       eager), 0.2 s instead of 4.7 s at S=16K on CPU
@@ -70,10 +70,8 @@ _last_build = []  # the arguments of the last block mask built (for retime_last_
 def build_block_mask(mask_mod, B, S: int, device):
     from torch.nn.attention.flex_attention import create_block_mask
 
-    t0 = time.perf_counter()
     block_mask = create_block_mask(mask_mod, B, None, S, S, device=device, _compile=COMPILE_MASKS)
     STATS["block_masks"] += 1
-    STATS["block_mask_s"] += time.perf_counter() - t0
     _last_build[:] = [mask_mod, B, S, device]
     return block_mask
 

@@ -389,13 +389,11 @@ def interior_attention(plan: Plan, q, k, v, ops) -> torch.Tensor:
     if k.stride(0) != k.shape[1] * k.stride(1):  # (B, H) do not merge into one axis (B > 1
         k, v = k.contiguous(), v.contiguous()    # heads of a (B, S, H, D) projection): copy once
     out = q.new_empty(B * H, G, Lq, D)
-    edges = [g for g in range(G) if not lo <= g < hi]
-    if edges:  # each edge group alone: its own padded rows and bias
-        for g in edges:
-            qg = take(q, Grid((1, Lq), plan.q.strides, plan.q.offset + g * step))
-            kg_grid = Grid((1, Lk), plan.k.strides, plan.k.offset + g * step)
-            out[:, g:g + 1] = inner_attention(qg, take(k, kg_grid), take(v, kg_grid),
-                                              plan.bias[:, g:g + 1], False, ops, guarded=True)
+    for g in (g for g in range(G) if not lo <= g < hi):  # each edge group alone: its own
+        qg = take(q, Grid((1, Lq), plan.q.strides, plan.q.offset + g * step))  # padded rows, bias
+        kg_grid = Grid((1, Lk), plan.k.strides, plan.k.offset + g * step)
+        out[:, g:g + 1] = inner_attention(qg, take(k, kg_grid), take(v, kg_grid),
+                                          plan.bias[:, g:g + 1], False, ops, guarded=True)
     slices = INTERIOR_SLICES if not torch.is_grad_enabled() else 1  # training saves every
     size = -(-(hi - lo) // slices)  # slice's inputs anyway; one call, one full-size grad buffer
     for start in range(lo, hi, size):
