@@ -50,10 +50,14 @@ def build(case: dict):
     strategy = registry.create("attention", case["strategy"])
     sync = torch.cuda.synchronize if case["device"] == "cuda" else (lambda: None)
     backend = registry.create("ops", {"name": "fused", "sdpa_backend": case.get("sdpa_backend") or "auto"})
+    torch.manual_seed(0)
+    weights = strategy.make_weights(case["seq_len"])  # linformer's projections; else None
+    if weights is not None:
+        weights = weights.to(case["device"], getattr(torch, DTYPES[case["dtype"]]))
 
     def step(q, k, v):
         with torch.set_grad_enabled(case["backward"]), backend.kernel_context():
-            out = strategy.attend(q, k, v, causal=case["causal"], ops=case["ops"])
+            out = strategy.attend(q, k, v, causal=case["causal"], ops=case["ops"], weights=weights)
             if case["backward"]:
                 out.sum().backward()
         sync()

@@ -95,12 +95,21 @@ def check(case: dict, S: int) -> float:
     q, k, v = (torch.randn(1, 2, S, 32, generator=g, dtype=torch.float64) for _ in range(3))
     mask = registry.create("attention", {**case["strategy"], "kernel": "auto"}).dense_mask(
         S, S, case["causal"])
-    scores = (q @ k.transpose(-2, -1) / 32 ** 0.5).masked_fill(~mask, float("-inf"))
-    ref = scores.softmax(-1).nan_to_num(0.0) @ v
+    k_ref, v_ref = k, v
+    weights = strategy.make_weights(S)  # linformer: the reference attends its projected K and V
+    if weights is not None:
+        weights = weights.double()
+        with torch.no_grad():
+            k_ref, v_ref = weights(k, v)
+        mask = torch.ones(S, k_ref.shape[2], dtype=torch.bool)
+    scores = (q @ k_ref.transpose(-2, -1) / 32 ** 0.5).masked_fill(~mask, float("-inf"))
+    ref = scores.softmax(-1).nan_to_num(0.0) @ v_ref
     dev = case["device"]
+    if weights is not None:
+        weights = weights.to(dev, dtype)
     with torch.no_grad(), backend.kernel_context():
         out = strategy.attend(q.to(dev, dtype), k.to(dev, dtype), v.to(dev, dtype),
-                              causal=case["causal"], ops=case["ops"])
+                              causal=case["causal"], ops=case["ops"], weights=weights)
     return float((out.double().cpu() - ref).abs().max())
 
 
@@ -129,9 +138,11 @@ def child(job: dict) -> dict:
 
 
 def products(strategy, S: int, causal: bool) -> int:
-    """Attention products: pairs scored (q k^T) plus pairs attended (p v); they differ for
-    topk only, which scores every pair. Dense's over a pattern's is its ideal speed-up."""
-    return strategy.allowed_pairs(S, causal) + strategy.scored_pairs(S, causal)
+    """Attention products: pairs scored (q k^T) plus pairs attended (p v), plus linformer's
+    projections of K and V; scored and attended differ for topk only, which scores every pair.
+    Dense's over a pattern's is its ideal speed-up."""
+    return (strategy.allowed_pairs(S, causal) + strategy.scored_pairs(S, causal)
+            + strategy.projection_products(S))
 
 
 def run_child(job: dict) -> dict | str:

@@ -9,7 +9,10 @@ Counted, as ``2 * m * n * k`` per matrix product (one multiply + one add per ter
     sparse pattern is charged only the pairs it may attend, so MFU is never inflated by work a
     kernel does on masked-out scores. A pattern that picks its keys by score (topk) is charged
     ``q k^T`` over every pair it must score (``strategy.scored_pairs``) and ``p v`` over the
-    pairs it keeps. Cross-attention is dense: ``S_tgt * S_src`` pairs.
+    pairs it keeps. Linformer is charged its ``S * k`` pairs plus its sequence projections of
+    K and V, ``2 * k * S * D`` each per K/V head (``strategy.projection_products``); the decoder
+    of a model whose pattern has no causal form is dense (``cfg.decoder_attention``).
+    Cross-attention is dense: ``S_tgt * S_src`` pairs.
 Not counted (as in the usual 6N-style accounting and in ``torch.utils.flop_counter``):
 bias adds, softmax, LayerNorm, ReLU, residual adds, embedding lookups, positions, dropout.
 Key padding is not known here: padded positions are charged like real ones.
@@ -49,9 +52,11 @@ def flops_breakdown(cfg, batch: int, seq_len: int, tgt_len: int | None = None) -
         return 2 * (pairs + (pairs if scored is None else scored)) * D * H * B
 
     def self_scores(S: int, causal: bool) -> int:
-        attention = cfg.attention
+        attention = cfg.decoder_attention if causal else cfg.attention
         scored = getattr(attention, "scored_pairs", attention.allowed_pairs)  # a plain pattern
-        return scores(attention.allowed_pairs(S, causal), scored(S, causal))
+        projection = getattr(attention, "projection_products", lambda S: 0)(S)  # per K/V head
+        return (scores(attention.allowed_pairs(S, causal), scored(S, causal))
+                + 2 * projection * D * cfg.kv_heads * B)
 
     out = {
         "encoder.self_attn.proj": n_enc * 2 * (linear(B * S, C, C) + linear(B * S, C, C_kv)),
@@ -112,8 +117,8 @@ def decode_step_flops(cfg, batch: int, context_len: int, src_len: int | None = N
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"{name} must be an integer >= {low}; got {value!r}")
     B, C, F, H, D, V = batch, cfg.d_model, cfg.d_ff, cfg.n_heads, cfg.head_dim, cfg.vocab_size
-    pairs = cfg.attention.allowed_pairs
-    scored = getattr(cfg.attention, "scored_pairs", pairs)
+    pairs = cfg.decoder_attention.allowed_pairs
+    scored = getattr(cfg.decoder_attention, "scored_pairs", pairs)
     keys = pairs(context_len + 1, True) - pairs(context_len, True) if context_len else 1
     keys_scored = scored(context_len + 1, True) - scored(context_len, True) if context_len else 1
     C_kv = cfg.kv_heads * D  # GQA: K and V are projected to fewer heads

@@ -110,15 +110,18 @@ class Rotary(nn.Module):
 class MultiHeadAttention(nn.Module):
     """``W_o · concat_h attend(x W_q^h, m W_k^h, m W_v^h)`` with ``m = x`` (self) or memory (cross).
 
-    The pattern of keys each query sees is the attention ``strategy``; rotary positions (if any)
-    rotate q and k of self-attention only (cross-attention has no shared position axis).
+    The pattern of keys each query sees is the attention ``strategy``; a pattern that owns
+    parameters (linformer's projections) has them made here, for sequences up to ``max_len``, as
+    ``self.pattern``. Rotary positions (if any) rotate q and k of self-attention only
+    (cross-attention has no shared position axis).
     """
 
     region_name = ""
 
     def __init__(self, d_model: int, n_heads: int, strategy, ops: str, causal: bool,
-                 rotary: Rotary | None = None, n_kv_heads: int | None = None):
+                 rotary: Rotary | None = None, n_kv_heads: int | None = None, max_len: int = 0):
         super().__init__()
+        self.pattern = strategy.make_weights(max_len)  # parameters the pattern owns (linformer)
         self.n_kv_heads = n_kv_heads or n_heads  # GQA: each K/V head serves n_heads / n_kv_heads
         kv_width = self.n_kv_heads * (d_model // n_heads)
         self.W_q = nn.Linear(d_model, d_model)
@@ -163,7 +166,8 @@ class MultiHeadAttention(nn.Module):
                 y = self.grouped_queries(q, k, v)
             else:  # GQA: the kernel reads the H_kv heads (SDPA, flex) or repeats them
                 y = self.strategy.attend(q, k, v, causal=self.causal, key_padding_mask=key_padding_mask,
-                                         segment_ids=segment_ids, q_offset=offset, ops=self.ops)
+                                         segment_ids=segment_ids, q_offset=offset, ops=self.ops,
+                                         weights=self.pattern)
             with region("attention", "out_proj"):
                 y = y.transpose(1, 2).reshape(B, S, C)  # (B, S, H*D)
                 return self.W_o(y)
@@ -201,8 +205,9 @@ class Block(nn.Module):
                  rotary: Rotary | None = None):
         super().__init__()
         C = cfg.d_model
-        self.self_attn = MultiHeadAttention(C, cfg.n_heads, cfg.attention, cfg.ops, causal, rotary,
-                                            cfg.kv_heads)
+        strategy = cfg.decoder_attention if causal else cfg.attention
+        self.self_attn = MultiHeadAttention(C, cfg.n_heads, strategy, cfg.ops, causal, rotary,
+                                            cfg.kv_heads, cfg.max_seq_len)
         self.norm1 = LayerNorm(C, cfg.ops)
         self.cross_attn = self.norm2 = None
         if cross:

@@ -7,8 +7,9 @@
     model.loss(logits, targets, ignore_index=-100) -> scalar
 
 Masks: ``key_padding_mask`` ``(B, S)`` bool, True = real token. Self-attention uses the
-configured strategy (encoder bidirectional, decoder causal); cross-attention is always dense over
-the memory, with the source padding mask. The token embedding is shared by source, target and the
+configured strategy (encoder bidirectional, decoder causal; a strategy with no causal form,
+linformer, is the encoder's only, the decoder's self-attention being dense); cross-attention is
+always dense over the memory, with the source padding mask. The token embedding is shared by source, target and the
 LM head (section 3.4 of the paper) and scaled by ``sqrt(d_model)``; positions are added
 sinusoids or rotary (applied to q and k inside self-attention).
 
@@ -93,6 +94,10 @@ class ModelConfig:
         if not all(hasattr(self.attention, a) for a in ("attend", "allowed_pairs", "label")):
             raise ValueError("ModelConfig.attention must be an attention strategy object (from "
                              f"registry.create('attention', ...)); got {self.attention!r}")
+        if not self.is_encoder_decoder and not self.attention.supports_causal:
+            raise ValueError(f"ModelConfig.attention {self.attention.label} has no causal form, and "
+                             "a decoder-only model's self-attention is causal; use it in an "
+                             "encoder-decoder model (n_encoder_layers >= 1)")
 
     @property
     def head_dim(self) -> int:
@@ -102,6 +107,12 @@ class ModelConfig:
     def kv_heads(self) -> int:
         """Key/value heads: ``n_kv_heads``, or ``n_heads`` (MHA) when unset."""
         return self.n_kv_heads or self.n_heads
+
+    @property
+    def decoder_attention(self):
+        """The strategy of the decoder's causal self-attention: ``attention``, or dense when that
+        has no causal form (linformer), which then serves the encoder alone."""
+        return self.attention.in_self_attention(True)
 
     @property
     def is_encoder_decoder(self) -> bool:
@@ -168,7 +179,7 @@ class Transformer(nn.Module):
     def new_cache(self, max_len: int) -> list[KVCache]:
         """One empty self-attention K/V cache per decoder layer, for ``max_len`` positions,
         keeping only what the attention pattern's decode step reads (its ``cache_policy``)."""
-        return [KVCache(max_len, self.cfg.attention.cache_policy()) for _ in self.decoder]
+        return [KVCache(max_len, self.cfg.decoder_attention.cache_policy()) for _ in self.decoder]
 
     @staticmethod
     def loss(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:

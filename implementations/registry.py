@@ -51,6 +51,7 @@ class Context:
     max_nproc: int = 1  # ranks this machine can host
     workload: str = "forward"  # train | forward | generate
     gpu_capability: tuple[int, int] | None = None  # CUDA compute capability (from NVML); None: unknown
+    decoder_only: bool = False  # the model has no encoder: every self-attention is causal
     extra: dict = field(default_factory=dict)
 
 
@@ -176,7 +177,8 @@ def to_spec(strategy) -> dict[str, Any]:
 
 
 def describe(axis: str) -> list[dict[str, Any]]:
-    """Name, summary and documented parameters of each strategy of ``axis`` (for ``tbench list``)."""
+    """Name, summary, documented parameters and (where the axis states it: ``refuses``) what it
+    cannot run, of each strategy of ``axis`` (for ``tbench list``)."""
     rows = []
     for name in names(axis):
         cls = _REGISTRY[axis][name]
@@ -188,5 +190,6 @@ def describe(axis: str) -> list[dict[str, Any]]:
                            "default": info.get_default(call_default_factory=True),
                            "doc": info.description or ""})
         doc = (cls.__doc__ or "").strip().splitlines()
-        rows.append({"name": name, "summary": doc[0] if doc else "", "params": params})
+        rows.append({"name": name, "summary": doc[0] if doc else "", "params": params,
+                     "refuses": getattr(cls, "refuses", None)})
     return rows

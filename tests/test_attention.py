@@ -243,9 +243,8 @@ def test_topk_picks_the_highest_scores_and_equals_dense_when_k_covers_every_key(
     torch.testing.assert_close(one.attend(q, k, v, causal=False), want)
 
 
-def test_topk_never_builds_an_s_by_s_tensor():
-    """Every score is computed, but chunk by chunk: no tensor of the forward holds more than
-    chunk x S scores (nor the backward: it only scatters the kept scores back per chunk)."""
+def largest_tensor(fn) -> int:
+    """Elements of the largest tensor any operator of ``fn()`` returns (forward and backward)."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
     class Largest(TorchDispatchMode):
@@ -258,12 +257,19 @@ def test_topk_never_builds_an_s_by_s_tensor():
                     self.most = max(self.most, t.numel())
             return out
 
+    with Largest() as seen:
+        fn()
+    return seen.most
+
+
+def test_topk_never_builds_an_s_by_s_tensor():
+    """Every score is computed, but chunk by chunk: no tensor of the forward holds more than
+    chunk x S scores (nor the backward: it only scatters the kept scores back per chunk)."""
     S, chunk = 240, 16
     s = registry.create("attention", {"name": "topk", "k": 8, "chunk": chunk})
     q = torch.randn(1, 1, S, 4, requires_grad=True)
-    with Largest() as seen:
-        s.attend(q, q, q, causal=True).sum().backward()
-    assert chunk * S <= seen.most < S * S / 4
+    most = largest_tensor(lambda: s.attend(q, q, q, causal=True).sum().backward())
+    assert chunk * S <= most < S * S / 4
     assert s.scored_pairs(S, True) == S * (S + 1) // 2  # FLOPs: every score is charged
 
 

@@ -23,8 +23,10 @@ SMALL = {
     "bigbird": [{"block_size": 4, "window_blocks": 1, "global_blocks": 1, "random_blocks": 2},
                 {"block_size": 6, "window_blocks": 0, "global_blocks": 0, "random_blocks": 1}],
     "topk": [{"k": 5, "chunk": 7}],
+    "linformer": [{"k": 5}, {"k": 40, "share_kv": True}],  # 40: more projected keys than S
 }
 BY_SCORE = {"topk"}  # picks keys by score: no positional rule for a mask kernel
+PROJECTED = {"linformer"}  # attends to keys projected along the sequence, by its own weights
 SEQ_LENS = (24, 29)  # 24 is divisible by 6, 4 and 3; 29 by none of them
 
 
@@ -35,7 +37,7 @@ def strategies():
     for name in registry.names("attention"):
         for params in SMALL.get(name, [{}]):
             out.append(registry.create("attention", {"name": name, **params}))
-        if name != "dense" and name not in BY_SCORE:
+        if name != "dense" and name not in BY_SCORE | PROJECTED:
             masked.append(registry.create("attention", {"name": name, **SMALL.get(name, [{}])[0],
                                                         "kernel": "mask"}))
     return out + masked
@@ -83,17 +85,55 @@ def padding_mask(B, S, seed=1):
     return kpm
 
 
+def weights_for(strategy, max_len=64):
+    """The parameters a pattern owns (linformer's projections), seeded, in float64; else None."""
+    torch.manual_seed(7)
+    weights = strategy.make_weights(max_len)
+    return None if weights is None else weights.double()
+
+
+def projected(weights, k, v, kpm):
+    """Linformer's float64 reference: padded keys and values zeroed, then projected along the
+    sequence by ``E[:, :S]`` and ``F[:, :S]`` (``F = E`` when shared)."""
+    S = k.shape[2]
+    real = torch.ones(k.shape[0], S, dtype=k.dtype) if kpm is None else kpm.to(k.dtype)
+    E = weights.E[:, :S]
+    F = E if weights.F is None else weights.F[:, :S]
+    return (torch.einsum("rs,bhsd,bs->bhrd", E, k, real),
+            torch.einsum("rs,bhsd,bs->bhrd", F, v, real))
+
+
 def check_against_reference(strategy, q, k, v, mask, **kwargs):
-    out = strategy.attend(q, k, v, **kwargs)
-    ref = reference(q, k, v, expected_mask(strategy, q, k, mask.expand(*q.shape[:3], k.shape[2])))
+    """The pattern's output and gradients (w.r.t. q, k, v and its own weights) equal the float64
+    reference under ``mask``; a projected pattern attends, unmasked, to its projected keys."""
+    weights = weights_for(strategy)
+    out = strategy.attend(q, k, v, weights=weights, **kwargs)
+    if weights is not None:
+        k_ref, v_ref = projected(weights, k, v, kwargs.get("key_padding_mask"))
+        ref = reference(q, k_ref, v_ref, torch.ones(1, dtype=torch.bool))
+    else:
+        ref = reference(q, k, v, expected_mask(strategy, q, k, mask.expand(*q.shape[:3], k.shape[2])))
     assert out.shape == ref.shape
     torch.testing.assert_close(out, ref, rtol=1e-9, atol=1e-10)
     g = torch.randn_like(ref)
-    grads = torch.autograd.grad((out * g).sum(), (q, k, v))
-    ref_grads = torch.autograd.grad((ref * g).sum(), (q, k, v))
-    for got, want, name in zip(grads, ref_grads, "qkv"):
+    inputs = (q, k, v) + (() if weights is None else tuple(weights.parameters()))
+    grads = torch.autograd.grad((out * g).sum(), inputs)
+    ref_grads = torch.autograd.grad((ref * g).sum(), inputs)
+    for got, want, name in zip(grads, ref_grads, ["q", "k", "v", "E", "F"]):
         assert torch.isfinite(got).all(), f"non-finite d{name}"
         torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-10, msg=f"d{name} differs")
+
+
+def refuses_causal(strategy, q, k, v, **kwargs) -> bool:
+    """True (after checking the refusal) when ``strategy`` has no causal form and the call is
+    causal or packed: it raises ``KernelNotSupported`` naming why, never a wrong answer."""
+    from implementations.attention.grid import KernelNotSupported
+
+    if strategy.supports_causal or not (kwargs["causal"] or kwargs.get("segment_ids") is not None):
+        return False
+    with pytest.raises(KernelNotSupported, match="not causal"):
+        strategy.attend(q, k, v, weights=weights_for(strategy), **kwargs)
+    return True
 
 
 @pytest.mark.parametrize("S", SEQ_LENS)
@@ -108,7 +148,9 @@ def test_matches_dense_reference(strategy, ops, causal, padded, S):
     kpm = padding_mask(B, S) if padded else None
     if padded:
         mask = mask & kpm[:, None, None, :]
-    check_against_reference(strategy, q, k, v, mask, causal=causal, key_padding_mask=kpm, ops=ops)
+    if not refuses_causal(strategy, q, k, v, causal=causal, key_padding_mask=kpm, ops=ops):
+        check_against_reference(strategy, q, k, v, mask, causal=causal, key_padding_mask=kpm,
+                                ops=ops)
 
 
 CPU_SDPA = {"math": "math", "flash": "flash_cpu"}  # the backends a CPU build has -> recorded name
@@ -128,6 +170,8 @@ def test_each_sdpa_backend_matches_the_reference(strategy, causal, backend):
     q, k, v = qkv(B, H, S, S, seed=5)
     kpm = padding_mask(B, S)
     mask = strategy.dense_mask(S, S, causal) & kpm[:, None, None, :]
+    if refuses_causal(strategy, q, k, v, causal=causal, key_padding_mask=kpm, ops="fused"):
+        return
     with ops.kernel_context(), RecordKernels() as seen:
         check_against_reference(strategy, q, k, v, mask, causal=causal, key_padding_mask=kpm,
                                 ops="fused")
@@ -146,8 +190,10 @@ def test_segment_ids_and_padding(strategy, ops, causal):
     kpm[1, 26:] = False
     mask = strategy.dense_mask(S, S, causal) & (seg[:, None, :, None] == seg[:, None, None, :])
     mask = mask & kpm[:, None, None, :]
-    check_against_reference(strategy, q, k, v, mask, causal=causal, key_padding_mask=kpm,
-                            segment_ids=seg, ops=ops)
+    if not refuses_causal(strategy, q, k, v, causal=causal, key_padding_mask=kpm,
+                          segment_ids=seg, ops=ops):
+        check_against_reference(strategy, q, k, v, mask, causal=causal, key_padding_mask=kpm,
+                                segment_ids=seg, ops=ops)
 
 
 @pytest.mark.parametrize("ops", ["eager", "fused"])
@@ -158,6 +204,8 @@ def test_decode_with_q_offset_matches_full_causal(strategy, ops):
     B, H, S = 2, 2, 29
     q, k, v = qkv(B, H, S, S, seed=4)
     kpm = padding_mask(B, S)
+    if refuses_causal(strategy, q, k, v, causal=True, key_padding_mask=kpm, ops=ops):
+        return
     full = strategy.attend(q, k, v, causal=True, key_padding_mask=kpm, ops=ops)
     for t in (0, 1, 7, 17, S - 1):
         step = strategy.attend(q[:, :, t:t + 1], k[:, :, :t + 1], v[:, :, :t + 1], causal=True,
@@ -182,6 +230,13 @@ def test_cross_attention_shapes(strategy, ops):
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
 @pytest.mark.parametrize("strategy", STRATEGIES, ids=IDS)
 def test_allowed_pairs_is_exact(strategy, causal, S):
+    if strategy.name in PROJECTED:  # S queries x the rows of its projections, never causal
+        if causal:
+            with pytest.raises(ValueError, match="not causal"):
+                strategy.allowed_pairs(S, causal)
+        else:
+            assert strategy.allowed_pairs(S, causal) == S * weights_for(strategy).E.shape[0]
+        return
     rows = strategy.dense_mask(S, S, causal).sum(-1)  # candidates per query
     if strategy.name in BY_SCORE:  # keeps the k best of them
         rows = rows.clamp(max=strategy.k)
@@ -196,23 +251,25 @@ def test_no_nan_when_every_key_is_padding(strategy, ops):
     q, k, v = qkv(2, 2, 13, 13, seed=6)
     kpm = torch.ones(2, 13, dtype=torch.bool)
     kpm[1] = False
-    out = strategy.attend(q, k, v, causal=True, key_padding_mask=kpm, ops=ops)
+    causal, weights = strategy.supports_causal, weights_for(strategy)
+    out = strategy.attend(q, k, v, causal=causal, key_padding_mask=kpm, ops=ops, weights=weights)
     assert torch.equal(out[1], torch.zeros_like(out[1]))
     grads = torch.autograd.grad(out.square().sum(), (q, k, v))
     for grad in grads:
         assert torch.isfinite(grad).all()
         assert torch.equal(grad[1], torch.zeros_like(grad[1]))
-    alone = strategy.attend(q[:1], k[:1], v[:1], causal=True, ops=ops)
+    alone = strategy.attend(q[:1], k[:1], v[:1], causal=causal, ops=ops, weights=weights)
     torch.testing.assert_close(out[:1], alone)
 
 
-POSITIONAL = [s for s in STRATEGIES if s.name not in BY_SCORE]  # topk: test_attention.py
+POSITIONAL = [s for s in STRATEGIES if s.name not in BY_SCORE | PROJECTED]  # topk: test_attention.py
+BOUNDED = [s for s in STRATEGIES if s.name not in BY_SCORE]
 
 
-@pytest.mark.parametrize("strategy", POSITIONAL, ids=[s.label for s in POSITIONAL])
+@pytest.mark.parametrize("strategy", BOUNDED, ids=[s.label for s in BOUNDED])
 def test_sparse_work_is_bounded(strategy, monkeypatch):
     """No S x S score matrix: the scores computed are at most a small multiple of the allowed
-    pairs (block: 1x, local and atrous: chunk overlap <= 3x plus edge padding)."""
+    pairs (block and linformer: 1x, local and atrous: chunk overlap <= 3x plus edge padding)."""
     from implementations.attention import kernel
 
     seen = []
@@ -225,7 +282,7 @@ def test_sparse_work_is_bounded(strategy, monkeypatch):
     monkeypatch.setattr(kernel, "inner_attention", spy)
     S = 240
     q = torch.randn(1, 1, S, 4)
-    strategy.attend(q, q, q, causal=False, ops="eager")
+    strategy.attend(q, q, q, causal=False, ops="eager", weights=strategy.make_weights(S))
     quadratic = strategy.name == "dense" or strategy.kernel == "mask"
     budget = S * S if quadratic else 4 * strategy.allowed_pairs(S, False) + 16 * S
     assert seen and sum(seen) <= budget

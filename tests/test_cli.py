@@ -180,6 +180,19 @@ def test_list_shows_strategies_parameters_presets_and_metric_units():
         assert text in result.output
 
 
+def test_list_says_what_each_attention_pattern_cannot_run():
+    """The attention table has a "not supported" column; the axes that state nothing have none."""
+    from harness.cli.catalog import strategy_tables
+
+    tables = {t.title: t for t in strategy_tables()}
+    attention = tables["attention strategies"]
+    assert [c.header for c in attention.columns] == ["name", "summary", "parameters", "not supported"]
+    rules = dict(zip(attention.columns[0]._cells, attention.columns[3]._cells))
+    assert rules["linformer"].startswith("causal self-attention: a decoder-only model")
+    assert rules["topk"].startswith("any kernel but auto") and rules["local"] == "-"
+    assert len(tables["padding strategies"].columns) == 3
+
+
 def test_env_prints_the_environment_as_json():
     result = invoke("env")
     assert result.exit_code == 0, result.output

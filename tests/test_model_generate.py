@@ -39,13 +39,15 @@ SMALL = {"local": [{"window": 2}, {"window": 3}], "block": [{"block_size": 4}],
          "atrous": [{"dilation": 2}, {"dilation": 3, "window": 5}],
          "longformer": [{"window": 2, "n_global": 1, "global_tokens": [7]}],
          "bigbird": [{"block_size": 4, "window_blocks": 0, "global_blocks": 1, "random_blocks": 1}],
-         "topk": [{"k": 3, "chunk": 4}]}
+         "topk": [{"k": 3, "chunk": 4}], "linformer": [{"k": 4}]}
 MASKED_DECODE = {"longformer", "bigbird", "topk"}  # global keys stay readable: keep all, mask each step
 POSITIONS_NORMS = [("rope", "pre"), ("sinusoidal", "pre")]
 CASES = [({"name": name, **params}, positions, norm)  # every registered pattern
          for name in registry.names("attention") for params in SMALL.get(name, [{}])
          for positions, norm in POSITIONS_NORMS] + [({"name": "local", "window": 3}, "sinusoidal", "post")]
 IDS = [f"{registry.create('attention', s).label}-{p}-{n}" for s, p, n in CASES]
+CAUSAL = [(case, i) for case, i in zip(CASES, IDS)  # linformer has no causal form: encoder only
+          if registry.create("attention", case[0]).supports_causal]
 
 
 @pytest.mark.parametrize("strategy, positions, norm", CASES, ids=IDS)
@@ -60,7 +62,8 @@ def test_cached_decode_equals_uncached_encoder_decoder(strategy, positions, norm
     assert len(set(cached.flatten().tolist())) >= 6  # a non-trivial sequence, not one repeated id
 
 
-@pytest.mark.parametrize("strategy, positions, norm", CASES, ids=IDS)
+@pytest.mark.parametrize("strategy, positions, norm", [c for c, _ in CAUSAL],
+                         ids=[i for _, i in CAUSAL])
 def test_cached_decode_equals_uncached_decoder_only(strategy, positions, norm):
     model = make(strategy, n_encoder_layers=0, positions=positions, norm=norm)
     prompt = tokens(2, 6, seed=2)
@@ -79,7 +82,7 @@ def test_every_pattern_declares_a_cache_policy_that_reads_exactly_its_allowed_ke
               "atrous": [{"dilation": 3, "window": 50}]}
     for name in registry.names("attention"):
         for params in SMALL.get(name, [{}]) + longer.get(name, []):
-            strategy = registry.create("attention", {"name": name, **params})
+            strategy = registry.create("attention", {"name": name, **params}).in_self_attention(True)
             policy = strategy.cache_policy()
             if name in MASKED_DECODE:
                 assert policy is None, strategy.label

@@ -47,10 +47,12 @@ def test_attention_suite_covers_every_attention_strategy_both_ops_and_kinds():
     eager and fused ops on CPU, fused on CUDA."""
     from implementations import registry
 
+    causal = {n for n in registry.names("attention")  # linformer has no causal form: encoder.yaml
+              if registry.create("attention", n).supports_causal}
     for device, ops, kernels in (("cpu", {"eager", "fused"}, {"auto", "flex"}),
                                  ("cuda", {"fused"}, {"auto", "flex", "flash_attn"})):
         _, points = load_points(SUITES[0].parent / "attention.yaml", device)
-        assert {p.strategies.attention.name for p in points} == set(registry.names("attention"))
+        assert {p.strategies.attention.name for p in points} == causal
         assert {p.strategies.ops.label for p in points} == ops
         assert {p.strategies.attention.kernel for p in points} == kernels
         assert {p.model.overrides.get("n_kv_heads") for p in points} == (
@@ -68,3 +70,20 @@ def test_smoke_suite_touches_every_registered_strategy_axis():
     for axis in registry.AXES:
         if registry.names(axis):
             assert len({getattr(p.strategies, axis).label for p in points}) >= 2, axis
+
+
+def test_encoder_suite_runs_every_pattern_without_a_causal_form_in_an_encoder():
+    """A pattern with no causal form (linformer) is swept in encoder.yaml, whose model has an
+    encoder: none of its points is refused for being causal, on either device."""
+    from harness.measure.workload import unsupported_reasons
+    from implementations import registry
+
+    bidirectional = {n for n in registry.names("attention")
+                     if not registry.create("attention", n).supports_causal}
+    assert bidirectional == {"linformer"}
+    for device in ("cpu", "cuda"):
+        _, points = load_points(SUITES[0].parent / "encoder.yaml", device)
+        assert bidirectional < {p.strategies.attention.name for p in points}
+        assert all(p.model.resolved()["n_encoder_layers"] > 0 for p in points)
+        if device == "cpu":
+            assert not any(unsupported_reasons(p) for p in points)

@@ -38,14 +38,15 @@ def strategy_tables() -> list[Table]:
     tables = []
     for axis in registry.AXES:
         table = Table(title=f"{axis} strategies", title_justify="left")
-        for name in ("name", "summary", "parameters"):
-            table.add_column(name, overflow="fold")
         rows = registry.describe(axis)
+        refuses = any(row["refuses"] for row in rows)  # the axis states what each cannot run
+        for name in ("name", "summary", "parameters") + (("not supported",) if refuses else ()):
+            table.add_column(name, overflow="fold")
         for row in rows:
             shown = [p for p in row["params"] if not (axis == "attention" and p["name"] == "kernel")]
             params = "\n".join(f"{p['name']}: {p['type']} = {p['default']!r}  {p['doc']}".rstrip()
                                 for p in shown) or "-"
-            table.add_row(row["name"], row["summary"], params)
+            table.add_row(row["name"], row["summary"], params, *([row["refuses"]] if refuses else []))
         tables.append(table)
         if axis == "attention":
             tables.append(kernels_table())

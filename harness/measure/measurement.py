@@ -248,13 +248,15 @@ def flops_metrics(wl, samples_ms: list[float], device: str, point) -> dict[str, 
 def attention_products(point) -> int:
     """The self-attention products of one sequence at the point's nominal length: the (query,
     key) pairs scored (q k^T) plus the pairs attended (p v), encoder layers bidirectional,
-    decoder layers causal; the two are equal except for topk, which scores every pair. Dense's
+    decoder layers causal; the two are equal except for topk, which scores every pair; linformer
+    adds its K and V projections (per query head's share of its K/V head). Dense's
     over a pattern's is the pattern's ideal speed-up (the report's kernel answers)."""
     cfg, S = workload.model_config(point), point.workload.seq_len
-    a = cfg.attention
 
     def products(causal: bool) -> int:
-        return a.allowed_pairs(S, causal) + getattr(a, "scored_pairs", a.allowed_pairs)(S, causal)
+        a = cfg.attention.in_self_attention(causal)
+        return (a.allowed_pairs(S, causal) + a.scored_pairs(S, causal)
+                + a.projection_products(S) * cfg.kv_heads // cfg.n_heads)
 
     return cfg.n_encoder_layers * products(False) + cfg.n_decoder_layers * products(True)
 

@@ -71,16 +71,20 @@ class Prediction:
         return asdict(self)
 
 
-def param_count(m: dict) -> int:
-    """Parameters of the model (``implementations.model``; the LM head tied to the embedding)."""
+def param_count(m: dict, attention=None) -> int:
+    """Parameters of the model (``implementations.model``; the LM head tied to the embedding),
+    with those its attention pattern owns in each encoder layer (linformer's projections)."""
     C, F = m["d_model"], m["d_ff"]
     C_kv = C // m["n_heads"] * (m.get("n_kv_heads") or m["n_heads"])  # GQA: narrower K and V
     attn, norm, ffn = 2 * (C * C + C) + 2 * (C * C_kv + C_kv), 2 * C, C * F + F + F * C + C
     block = attn + norm + ffn + norm
     cross = attn + norm if m["n_encoder_layers"] else 0
     final = 2 * C * (1 + (m["n_encoder_layers"] > 0)) if m.get("norm") == "pre" else 0
-    return (m["vocab_size"] * C + m["n_encoder_layers"] * block
-            + m["n_decoder_layers"] * (block + cross) + final)
+    def own(causal: bool) -> int:  # the pattern's parameters in one self-attention layer
+        return 0 if attention is None else attention.in_self_attention(causal).param_count(m["max_seq_len"])
+
+    return (m["vocab_size"] * C + m["n_encoder_layers"] * (block + own(False))
+            + m["n_decoder_layers"] * (block + own(True) + cross) + final)
 
 
 def score_elements(attention, S: int, causal: bool, ops: str) -> int:
@@ -88,10 +92,7 @@ def score_elements(attention, S: int, causal: bool, ops: str) -> int:
     kernels, S^2 for eager dense, the groups' scores for eager sparse patterns."""
     if ops == "fused":
         return 0
-    groups = attention.groups(S, causal)
-    if groups is None:
-        return S * S
-    return groups.q.count * groups.q.length * groups.k.length
+    return attention.in_self_attention(causal).score_elements(S, causal)
 
 
 def state_bytes(parallel, P: int, mixed: bool) -> tuple[int, int, int]:
@@ -149,7 +150,7 @@ def predict(point) -> Prediction:
     """The predicted peak bytes of one rank of ``point`` (see the module docstring)."""
     m = point.model.resolved()
     s, w = point.strategies, point.workload
-    P = param_count(m)
+    P = param_count(m, s.attention)
     train = w.kind == "train"
     mixed = s.precision.label in ("amp_fp16", "amp_bf16")
     params, grads, optim = state_bytes(s.parallel, P, mixed and s.parallel.name == "zero")

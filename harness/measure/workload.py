@@ -71,7 +71,8 @@ def context(point) -> registry.Context:
         max_nproc = os.cpu_count() or 1
     return registry.Context(device=point.device, precision=point.strategies.precision.label,
                             nproc=nproc_of(point), max_nproc=max_nproc, workload=point.workload.kind,
-                            gpu_capability=tuple(cap) if cap else None)
+                            gpu_capability=tuple(cap) if cap else None,
+                            decoder_only=point.model.resolved()["n_encoder_layers"] == 0)
 
 
 def unsupported_reasons(point) -> list[str]:

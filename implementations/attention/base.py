@@ -20,7 +20,7 @@ from pydantic import Field
 
 from implementations.attention import flash, flex, kernel
 from implementations.attention.grid import Groups
-from implementations.registry import ADDED_LATER, STRICT, Context, Strategy
+from implementations.registry import ADDED_LATER, STRICT, Context, Strategy, create
 
 OWN_KERNELS = {"flex": flex.flex_attention, "flash_attn": flash.flash_attention}
 KERNELS = {  # kernel -> (how it computes a pattern, where it runs, what it cannot do)
@@ -61,6 +61,8 @@ class AttentionStrategy(Strategy):
                     "(the flash-attn package: dense and local only, CUDA)")
 
     everything_allowed = False  # True for dense: the causal rule is the only mask
+    supports_causal = True  # False: no causal form (linformer); a decoder's self-attention is dense
+    refuses = "-"  # what the pattern itself cannot run, in words (tbench list; the kernels add theirs)
 
     @property
     def pattern_label(self) -> str:
@@ -98,6 +100,31 @@ class AttentionStrategy(Strategy):
         keys by score (topk computes every score)."""
         return self.allowed_pairs(S, causal)
 
+    def in_self_attention(self, causal: bool) -> "AttentionStrategy":
+        """The strategy a self-attention runs: this one, or dense where it must be causal and this
+        pattern has no causal form (linformer in a decoder: ``ModelConfig.decoder_attention``)."""
+        return self if not causal or self.supports_causal else create("attention", {"name": "dense"})
+
+    def projection_products(self, S: int) -> int:
+        """Length-``D`` products per K/V head a length-``S`` self-attention spends before its pairs
+        (linformer's sequence projections); 0 for a pattern of pairs."""
+        return 0
+
+    def score_elements(self, S: int, causal: bool) -> int:
+        """Scores one (sequence, head) holds when computed eagerly: ``S * S`` for one call, the
+        groups' scores for a grouped pattern."""
+        groups = self.groups(S, causal)
+        return S * S if groups is None else groups.q.count * groups.q.length * groups.k.length
+
+    def make_weights(self, max_len: int):
+        """Parameters the pattern owns in each attention layer (an ``nn.Module`` passed back to
+        :meth:`attend` as ``weights``), or None: a pattern of pairs owns none."""
+        return None
+
+    def param_count(self, max_len: int) -> int:
+        """Parameters of :meth:`make_weights` (0 for a pattern of pairs)."""
+        return 0
+
     def cache_policy(self):
         """What a causal decode step must keep and read (``implementations.kv_cache``), or
         None: keep every key and mask each step (correct, O(S) per token)."""
@@ -114,7 +141,7 @@ class AttentionStrategy(Strategy):
         return mask & (j <= i) if causal else mask.clone()
 
     def attend(self, q, k, v, *, causal: bool, key_padding_mask=None, segment_ids=None,
-               q_offset: int = 0, ops: str = "eager") -> torch.Tensor:
+               q_offset: int = 0, ops: str = "eager", weights=None) -> torch.Tensor:
         """Attention under this pattern. Returns ``(B, H, S_q, D)``.
 
         q ``(B, H, S_q, D)``; k, v ``(B, H_kv, S_k, D)`` (GQA: ``H_kv`` divides ``H``; SDPA and
@@ -124,7 +151,8 @@ class AttentionStrategy(Strategy):
         ``q_offset + r`` sees only keys with its id; ``q_offset`` = absolute position of query 0
         (decoding with a KV cache: ``S_q = 1, q_offset = S_k - 1``); ``ops``: ``"eager"`` (plain
         tensor ops, textbook matmul-softmax-matmul) or ``"fused"``
-        (``scaled_dot_product_attention``). A query with no allowed key returns zeros.
+        (``scaled_dot_product_attention``); ``weights``: the layer's :meth:`make_weights` (None
+        for a pattern of pairs). A query with no allowed key returns zeros.
 
         Self-attention (``S_q == S_k``, ``q_offset == 0``) of a sparse pattern runs group by group
         (never an ``S x S`` score matrix); any other shape (decoding, cross-attention) uses one

@@ -28,6 +28,8 @@ class TopKAttention(AttentionStrategy):
     keeps every key (any of them may score in the top k later).
     """
 
+    refuses = "any kernel but auto (keys chosen by score: no positional rule)"
+
     k: int = Field(64, ge=1, description="keys kept per query (the highest scores)")
     chunk: int = Field(128, ge=1, description="queries scored at a time (memory: chunk x S scores)")
 
@@ -61,7 +63,7 @@ class TopKAttention(AttentionStrategy):
         return None
 
     def attend(self, q, k, v, *, causal: bool, key_padding_mask=None, segment_ids=None,
-               q_offset: int = 0, ops: str = "eager") -> torch.Tensor:
+               q_offset: int = 0, ops: str = "eager", weights=None) -> torch.Tensor:
         kernel.check_inputs(q, k, v, key_padding_mask, segment_ids, q_offset, ops)
         B, H, S_q, D = q.shape
         k, v = kernel.repeat_kv(k, H), kernel.repeat_kv(v, H)  # GQA
