@@ -35,7 +35,9 @@ class LinformerProjections(nn.Module):
                              f"(max_seq_len); got a sequence of {S}")
         E = self.E[:, :S]
         F = E if self.F is None else self.F[:, :S]
-        return E @ k, F @ v  # (k, S) @ (B, H_kv, S, D)
+        # (k, S) x (B, H_kv, S, D): einsum makes it one GEMM over S; ``E @ k`` broadcasts E per
+        # head, 2x slower forward and 1.5x forward + backward at S=16K, k=256 on CPU
+        return torch.einsum("rs,bhsd->bhrd", E, k), torch.einsum("rs,bhsd->bhrd", F, v)
 
 
 @register("attention", "linformer")
