@@ -7,6 +7,9 @@ Steps, in order (each one's result, or its error, goes to ``gpu_check.json``; a 
 never stops the next one; each step has a time budget):
   1. parity: fused (SDPA) vs eager attention, outputs and gradients, for every pattern, causal
      and not, with and without key padding, in fp32 and bf16; plus the SDPA backend each ran;
+  1b. flash_varlen: the flash_attn kernel on padded and packed rows (``flash_attn_varlen_func``)
+     against SDPA at the real positions, dense and local(128), causal, bf16, GQA; skipped
+     without the flash-attn package;
   2. timing: one fixed op (a bf16 matmul) timed by tbench, ``triton.testing.do_bench`` and
      ``torch.utils.benchmark``: medians within 5% of each other;
   3. memory: dense eager attention's peak allocated memory against its S x S score tensors;
@@ -90,6 +93,46 @@ def parity(device: str, S: int, dtype: torch.dtype) -> list[dict]:
                              "dtype": str(dtype).split(".")[-1], "S": S, "err_out": errs[0],
                              "err_grad_max": max(errs[1:]), "ok": max(errs) <= TOLERANCE[dtype],
                              "fused_backends": backends["fused"]})
+    return rows
+
+
+def flash_varlen(device: str, S: int, dtype: torch.dtype) -> list[dict] | dict:
+    """The flash_attn kernel with key padding and packed rows (``flash_attn_varlen_func``) against
+    the auto kernel (SDPA) at the real positions, outputs and gradients; padded ones must be 0."""
+    import importlib.util
+
+    if importlib.util.find_spec("flash_attn") is None:
+        return {"skipped": "the flash-attn package is not installed"}
+    gen = torch.Generator().manual_seed(0)
+    B, H, H_kv, D = 2, 8, 2, 64
+    base = [torch.randn(B, n, S, D, generator=gen) for n in (H, H_kv, H_kv)]
+    pad = torch.ones(B, S, dtype=torch.bool)
+    pad[1, S - S // 4:] = False  # right padding
+    seg = torch.ones(B, S, dtype=torch.long)
+    seg[:, S // 3:] = 2
+    seg[0, S - S // 8:] = 0  # packed: two sequences and a padded tail (id 0)
+    layouts = {"padded": (pad, None), "packed": (seg > 0, seg)}
+    rows = []
+    for spec in ({"name": "dense"}, {"name": "local", "window": 128}):
+        for layout, (kpm, ids) in layouts.items():
+            kpm, ids = kpm.to(device), None if ids is None else ids.to(device)
+            outs, grads = {}, {}
+            for kernel in ("auto", "flash_attn"):
+                s = registry.create("attention", {**spec, "kernel": kernel})
+                q, k, v = (x.to(device, dtype).requires_grad_() for x in base)
+                out = s.attend(q, k, v, causal=True, key_padding_mask=kpm, segment_ids=ids,
+                               ops="fused")
+                real = kpm[:, None, :, None]
+                (out.float() * real).square().sum().backward()
+                outs[kernel], grads[kernel] = out.detach(), (q.grad, k.grad, v.grad)
+            real = kpm[:, None, :, None]
+            errs = [rel_err(outs["flash_attn"] * real, outs["auto"] * real)]
+            errs += [rel_err(f, a) for f, a in zip(grads["flash_attn"], grads["auto"])]
+            padded_zero = bool((outs["flash_attn"] * ~real == 0).all())
+            rows.append({"pattern": s.pattern_label, "layout": layout, "S": S,
+                         "dtype": str(dtype).split(".")[-1], "err_out": errs[0],
+                         "err_grad_max": max(errs[1:]), "padded_rows_zero": padded_zero,
+                         "ok": max(errs) <= TOLERANCE[dtype] and padded_zero})
     return rows
 
 
@@ -276,6 +319,7 @@ def main() -> int:
     S, n = (64, 128) if args.dry_run else (4096, 8192)  # the dry run checks the code, not numbers
     step(report, "parity_fp32", parity, device, S, torch.float32)
     step(report, "parity_bf16", parity, device, S, torch.bfloat16)
+    step(report, "flash_varlen", flash_varlen, device, S, torch.bfloat16)
     step(report, "timing", timing_agreement, device, n)
     if args.dry_run:
         report["memory"] = {"planned": "dense eager attention, S=8192, bf16, CUDA allocator peak"}

@@ -111,9 +111,9 @@ def test_refusals_are_reasons_before_a_worker_and_not_supported_inside_one():
     with pytest.raises(NotImplementedError) as refused:  # no float64 in CPU FlexAttention
         with_kernel(local, "flex").attend(q, q, q, causal=True)
     assert classify(refused.value) == "not_supported"
-    with pytest.raises(NotImplementedError) as refused:
+    with pytest.raises(NotImplementedError, match="recurs apart") as refused:  # not one sequence
         with_kernel(local, "flash_attn").attend(q, q, q, causal=True,
-                                                key_padding_mask=torch.ones(1, 8, dtype=torch.bool))
+                                                segment_ids=torch.tensor([[1, 1, 2, 2, 1, 1, 3, 3]]))
     assert classify(refused.value) == "not_supported"
     with pytest.raises(NotImplementedError, match="only dense and local") as refused:
         with_kernel(block, "flash_attn").attend(q, q, q, causal=True)  # never a dense stand-in

@@ -22,6 +22,7 @@ def test_dry_run_validates_every_step(tmp_path):
         assert len(rows) == 5 * 2 * 2 and all(r["ok"] for r in rows), rows  # patterns x causal x pad
         assert all(r["fused_backends"] for r in rows)  # every fused run reached SDPA
     assert report["timing"]["result"]["tbench_ms"] > 0
+    assert report["flash_varlen"]["result"] == {"skipped": "the flash-attn package is not installed"}
     kernels = report["kernels"]["result"]
     for part in ("dense", "sparse"):
         assert kernels[part]["rc"] == 0, kernels[part]["stderr_tail"]
@@ -43,3 +44,20 @@ def test_without_a_gpu_only_the_dry_run_is_allowed(tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--out",
                            str(tmp_path)], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert proc.returncode == 2 and "allowed without one: --dry-run" in proc.stderr
+
+
+def test_the_flash_varlen_step_compares_at_the_real_positions(monkeypatch):
+    """Step 1b on the CPU against the stand-in package (tests/fake_flash_attn.py): every row is
+    within tolerance and has zeros at the padded positions; on the GPU it runs the real one."""
+    import fake_flash_attn
+    import torch
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import gpu_check
+
+    monkeypatch.setitem(sys.modules, "flash_attn", fake_flash_attn.module())
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: object())
+    rows = gpu_check.flash_varlen("cpu", 256, torch.float32)
+    assert [(r["pattern"], r["layout"]) for r in rows] == [
+        ("dense", "padded"), ("dense", "packed"), ("local_w128", "padded"), ("local_w128", "packed")]
+    assert all(r["ok"] and r["err_out"] < 1e-5 for r in rows), rows

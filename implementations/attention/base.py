@@ -32,9 +32,10 @@ KERNELS = {  # kernel -> (how it computes a pattern, where it runs, what it cann
     "flex": ("FlexAttention, compiled, with a block mask from the pattern's rule (compile_s and "
              "flex_block_mask_ms reported)", "cpu (fp32/fp16/bf16), cuda",
              "train on CPU (no backward in torch 2.13); needs a C++ compiler on CPU"),
-    "flash_attn": ("the flash-attn package's flash_attn_func with window_size", "cuda (>= sm80)",
-                   "patterns other than dense and local; key padding and segments; CPU; "
-                   "without the package"),
+    "flash_attn": ("the flash-attn package's flash_attn_func with window_size; key padding and "
+                   "packed rows through flash_attn_varlen_func (a padded position's output is 0)",
+                   "cuda (>= sm80)", "patterns other than dense and local; local with padding "
+                   "inside a sequence; CPU; without the package"),
 }
 
 
