@@ -229,13 +229,20 @@ def test_cross_attention_shapes(strategy, ops):
 @pytest.mark.parametrize("S", [1, 2, 5, 24, 29, 40])
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
 @pytest.mark.parametrize("strategy", STRATEGIES, ids=IDS)
-def test_allowed_pairs_is_exact(strategy, causal, S):
-    if strategy.name in PROJECTED:  # S queries x the rows of its projections, never causal
+def test_allowed_pairs_is_exact(strategy, causal, S, monkeypatch):
+    if strategy.name in PROJECTED:  # the (query, projected key) scores its attention computes
         if causal:
             with pytest.raises(ValueError, match="not causal"):
                 strategy.allowed_pairs(S, causal)
-        else:
-            assert strategy.allowed_pairs(S, causal) == S * weights_for(strategy).E.shape[0]
+            return
+        from implementations.attention import kernel
+
+        seen, inner = [], kernel.inner_attention
+        monkeypatch.setattr(kernel, "inner_attention", lambda q, k, *a, **kw: (
+            seen.append(q.shape[-2] * k.shape[-2]), inner(q, k, *a, **kw))[1])
+        q = torch.randn(1, 1, S, 4, dtype=torch.float64)
+        strategy.attend(q, q, q, causal=False, weights=weights_for(strategy))
+        assert strategy.allowed_pairs(S, causal) == sum(seen) > 0
         return
     rows = strategy.dense_mask(S, S, causal).sum(-1)  # candidates per query
     if strategy.name in BY_SCORE:  # keeps the k best of them

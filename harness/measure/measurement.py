@@ -256,7 +256,7 @@ def attention_products(point) -> int:
     def products(causal: bool) -> int:
         a = cfg.attention.in_self_attention(causal)
         return (a.allowed_pairs(S, causal) + a.scored_pairs(S, causal)
-                + a.projection_products(S) * cfg.kv_heads // cfg.n_heads)
+                + round(a.projection_products(S) * cfg.kv_heads / cfg.n_heads))
 
     return cfg.n_encoder_layers * products(False) + cfg.n_decoder_layers * products(True)
 

@@ -57,7 +57,9 @@ class LinformerAttention(AttentionStrategy):
     (``ModelConfig.decoder_attention``), a decoder-only model cannot use it. Key padding zeroes the
     padded keys and values before the projection, so a right-padded sequence gives exactly what
     the sequence alone gives; a row with no real key returns zeros. Packed segments cannot be
-    kept apart (``not_supported``). Any ``kernel`` but ``auto`` is ``not_supported``: the
+    kept apart (``not_supported``). With rotary positions the keys arrive rotated and are
+    projected as they are (the paper uses learned absolute positions; this combination is
+    ours). Any ``kernel`` but ``auto`` is ``not_supported``: the
     attention after the projection is unmasked, and the ops axis already computes it with eager
     or SDPA.
     """
