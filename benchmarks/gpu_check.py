@@ -99,40 +99,42 @@ def parity(device: str, S: int, dtype: torch.dtype) -> list[dict]:
 def flash_varlen(device: str, S: int, dtype: torch.dtype) -> list[dict] | dict:
     """The flash_attn kernel with key padding and packed rows (``flash_attn_varlen_func``) against
     the auto kernel (SDPA) at the real positions, outputs and gradients; padded ones must be 0."""
-    import importlib.util
-
-    if importlib.util.find_spec("flash_attn") is None:
+    try:
+        import flash_attn  # noqa: F401
+    except ImportError:
         return {"skipped": "the flash-attn package is not installed"}
     gen = torch.Generator().manual_seed(0)
     B, H, H_kv, D = 2, 8, 2, 64
     base = [torch.randn(B, n, S, D, generator=gen) for n in (H, H_kv, H_kv)]
-    pad = torch.ones(B, S, dtype=torch.bool)
-    pad[1, S - S // 4:] = False  # right padding
+    right = torch.ones(B, S, dtype=torch.bool)
+    right[1, S - S // 4:] = False  # the second row's last quarter is padding
     seg = torch.ones(B, S, dtype=torch.long)
     seg[:, S // 3:] = 2
     seg[0, S - S // 8:] = 0  # packed: two sequences and a padded tail (id 0)
-    layouts = {"padded": (pad, None), "packed": (seg > 0, seg)}
+    layouts = {"right": (right, None), "left": (right.flip(1), None), "packed": (seg > 0, seg)}
     rows = []
-    for spec in ({"name": "dense"}, {"name": "local", "window": 128}):
-        for layout, (kpm, ids) in layouts.items():
-            kpm, ids = kpm.to(device), None if ids is None else ids.to(device)
-            outs, grads = {}, {}
-            for kernel in ("auto", "flash_attn"):
-                s = registry.create("attention", {**spec, "kernel": kernel})
-                q, k, v = (x.to(device, dtype).requires_grad_() for x in base)
-                out = s.attend(q, k, v, causal=True, key_padding_mask=kpm, segment_ids=ids,
-                               ops="fused")
-                real = kpm[:, None, :, None]
-                (out.float() * real).square().sum().backward()
-                outs[kernel], grads[kernel] = out.detach(), (q.grad, k.grad, v.grad)
+    cases = [(spec, causal, layout) for spec in ({"name": "dense"}, {"name": "local", "window": 128})
+             for causal in (True, False) for layout in layouts]
+    for spec, causal, layout in cases:
+        kpm, ids = layouts[layout]
+        kpm, ids = kpm.to(device), None if ids is None else ids.to(device)
+        outs, grads = {}, {}
+        for kernel in ("auto", "flash_attn"):
+            s = registry.create("attention", {**spec, "kernel": kernel})
+            q, k, v = (x.to(device, dtype).requires_grad_() for x in base)
+            out = s.attend(q, k, v, causal=causal, key_padding_mask=kpm, segment_ids=ids,
+                           ops="fused")
             real = kpm[:, None, :, None]
-            errs = [rel_err(outs["flash_attn"] * real, outs["auto"] * real)]
-            errs += [rel_err(f, a) for f, a in zip(grads["flash_attn"], grads["auto"])]
-            padded_zero = bool((outs["flash_attn"] * ~real == 0).all())
-            rows.append({"pattern": s.pattern_label, "layout": layout, "S": S,
-                         "dtype": str(dtype).split(".")[-1], "err_out": errs[0],
-                         "err_grad_max": max(errs[1:]), "padded_rows_zero": padded_zero,
-                         "ok": max(errs) <= TOLERANCE[dtype] and padded_zero})
+            (out.float() * real).square().sum().backward()
+            outs[kernel], grads[kernel] = out.detach(), (q.grad, k.grad, v.grad)
+        real = kpm[:, None, :, None]
+        errs = [rel_err(outs["flash_attn"] * real, outs["auto"] * real)]
+        errs += [rel_err(f, a) for f, a in zip(grads["flash_attn"], grads["auto"])]
+        padded_zero = bool((outs["flash_attn"] * ~real == 0).all())
+        rows.append({"pattern": s.pattern_label, "causal": causal, "layout": layout, "S": S,
+                     "dtype": str(dtype).split(".")[-1], "err_out": errs[0],
+                     "err_grad_max": max(errs[1:]), "padded_rows_zero": padded_zero,
+                     "ok": max(errs) <= TOLERANCE[dtype] and padded_zero})
     return rows
 
 

@@ -118,3 +118,23 @@ def test_a_model_trains_exactly_as_on_the_auto_kernel(spec, padding):
     torch.testing.assert_close(losses[1], losses[0], rtol=1e-12, atol=1e-12)
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+
+def test_the_sequences_are_found_once_per_mask_not_per_layer(monkeypatch):
+    """Every layer of a step gets the same mask objects: their varlen sequences (several GPU
+    syncs to find) are computed once; a new or modified mask is computed again."""
+    from implementations.attention import flash as module
+
+    calls = []
+    real_sequences = module.sequences
+    monkeypatch.setattr(module, "sequences", lambda *a, **kw: calls.append(1) or real_sequences(*a, **kw))
+    kpm, _ = LAYOUTS["right"]
+    kpm = kpm.clone()
+    strategy, q = flash({"name": "dense"}), torch.randn(3, 2, S, 8)
+    first = strategy.attend(q, q, q, causal=True, key_padding_mask=kpm)
+    strategy.attend(q, q, q, causal=True, key_padding_mask=kpm)
+    assert len(calls) == 1
+    kpm[0, -3:] = False  # in place: a new version of the mask
+    changed = strategy.attend(q, q, q, causal=True, key_padding_mask=kpm)
+    assert len(calls) == 2 and torch.equal(changed[0, :, -3:], torch.zeros_like(changed[0, :, -3:]))
+    assert torch.equal(changed[1:], first[1:])

@@ -56,8 +56,8 @@ def test_the_flash_varlen_step_compares_at_the_real_positions(monkeypatch):
     import gpu_check
 
     monkeypatch.setitem(sys.modules, "flash_attn", fake_flash_attn.module())
-    monkeypatch.setattr("importlib.util.find_spec", lambda name: object())
     rows = gpu_check.flash_varlen("cpu", 256, torch.float32)
-    assert [(r["pattern"], r["layout"]) for r in rows] == [
-        ("dense", "padded"), ("dense", "packed"), ("local_w128", "padded"), ("local_w128", "packed")]
+    assert [(r["pattern"], r["causal"], r["layout"]) for r in rows] == [
+        (p, c, layout) for p in ("dense", "local_w128") for c in (True, False)
+        for layout in ("right", "left", "packed")]
     assert all(r["ok"] and r["err_out"] < 1e-5 for r in rows), rows

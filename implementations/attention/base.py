@@ -34,8 +34,9 @@ KERNELS = {  # kernel -> (how it computes a pattern, where it runs, what it cann
              "train on CPU (no backward in torch 2.13); needs a C++ compiler on CPU"),
     "flash_attn": ("the flash-attn package's flash_attn_func with window_size; key padding and "
                    "packed rows through flash_attn_varlen_func (a padded position's output is 0)",
-                   "cuda (>= sm80)", "patterns other than dense and local; local with padding "
-                   "inside a sequence; CPU; without the package"),
+                   "cuda (>= sm80), fp16/bf16", "patterns other than dense and local; fp32; local "
+                   "with padding inside a sequence; a segment id recurring apart in a row; CPU; "
+                   "without the package"),
 }
 
 
@@ -174,7 +175,7 @@ class AttentionStrategy(Strategy):
 
     def not_supported_reasons(self, ctx: Context) -> list[str]:
         if self.kernel == "flash_attn":
-            return flash.reasons(self, ctx.device, ctx.gpu_capability)
+            return flash.reasons(self, ctx.device, ctx.gpu_capability, ctx.precision)
         if self.kernel == "flex" and ctx.device == "cpu":
             out = []
             if ctx.workload == "train":

@@ -31,9 +31,12 @@ from implementations.attention.grid import KernelNotSupported
 PATTERNS = ("dense", "local")  # what window_size can express
 
 
-def reasons(strategy, device: str, gpu_capability) -> list[str]:
+def reasons(strategy, device: str, gpu_capability, precision: str = "amp_bf16") -> list[str]:
     """Why the flash_attn kernel cannot run ``strategy`` here (empty: it can)."""
     out = []
+    if not precision.startswith(("amp_fp16", "amp_bf16")):
+        out.append(f"flash_attn computes in fp16 or bf16 only (precision amp_fp16 or amp_bf16); "
+                   f"got {precision}")
     if strategy.name not in PATTERNS:
         out.append(f"flash_attn expresses only dense and local (window_size); {strategy.name} "
                    f"needs a mask it cannot take")
@@ -62,6 +65,25 @@ def flash_attention(strategy, q, k, v, causal: bool, key_padding_mask, segment_i
     out = flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), causal=causal,
                           window_size=window)
     return out.transpose(1, 2)  # (B, S, H, D) -> (B, H, S, D)
+
+
+_LAST: list = []  # [(key_padding_mask, segment_ids, their versions, windowed, sequences)]
+
+
+def cached_sequences(key_padding_mask, segment_ids, B: int, S: int, device, windowed: bool):
+    """:func:`sequences`, computed once for the masks every layer of a step receives: finding
+    them syncs the GPU several times (``nonzero``, ``.any()``), which the other kernels do not
+    pay per layer. The cache holds the mask tensors themselves, so an identical object with an
+    unchanged version is the same mask."""
+    versions = tuple(None if t is None else t._version for t in (key_padding_mask, segment_ids))
+    if _LAST:
+        kpm, seg, seen, was_windowed, got = _LAST[0]
+        if kpm is key_padding_mask and seg is segment_ids and seen == versions \
+                and was_windowed == windowed:
+            return got
+    got = sequences(key_padding_mask, segment_ids, B, S, device, windowed)
+    _LAST[:] = [(key_padding_mask, segment_ids, versions, windowed, got)]
+    return got
 
 
 def sequences(key_padding_mask, segment_ids, B: int, S: int, device, windowed: bool):
@@ -95,8 +117,8 @@ def varlen_attention(q, k, v, causal: bool, window, key_padding_mask, segment_id
     """q ``(B, H, S, D)``, k, v ``(B, H_kv, S, D)`` -> ``(B, H, S, D)`` through
     ``flash_attn_varlen_func`` over the real tokens; padded positions' outputs are zero."""
     B, H, S, D = q.shape
-    index, cu, max_len = sequences(key_padding_mask, segment_ids, B, S, q.device,
-                                   windowed=window[0] >= 0)
+    index, cu, max_len = cached_sequences(key_padding_mask, segment_ids, B, S, q.device,
+                                          windowed=window[0] >= 0)
     out = q.new_zeros(B * S, H, D)
     if len(index):
         from flash_attn import flash_attn_varlen_func
