@@ -50,6 +50,18 @@ def test_median_ci_ranks(n, ranks):
     assert stats.median_ci_ranks(n) == ranks
 
 
+@pytest.mark.parametrize("n", [1024, 1025, 5000])
+def test_median_ci_of_many_samples_is_exact_and_does_not_overflow(n):
+    """Past 1023 samples 2.0 ** n overflows a float: a fast step on a quiet machine reached it.
+    The ranks are the defining ones (P(B <= l - 1) <= 2.5% < P(B <= l)), near the normal
+    approximation n/2 -+ 1.96 sqrt(n) / 2."""
+    low, high = stats.median_ci_ranks(n)
+    assert stats.binom_cdf_half(low - 1, n) <= 0.025 < stats.binom_cdf_half(low, n)
+    assert high == n + 1 - low and abs(low - (n / 2 - 1.96 * n ** 0.5 / 2)) <= 2
+    samples = [float(i % 97) for i in range(n)]
+    assert stats.summarize(samples)["latency_ms_p50_ci_low"] is not None
+
+
 def test_median_ci_values_are_order_statistics():
     values = [10.0, 3.0, 7.0, 1.0, 9.0, 2.0, 8.0, 4.0, 6.0, 5.0]  # 1..10 shuffled
     assert stats.median_ci(values) == (2.0, 9.0)
