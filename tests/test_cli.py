@@ -53,7 +53,7 @@ BAD = [  # (suite content, extra args, expected message)
      "strategies.attention.window: got -2, allowed: integer >= 0"),
     (edit(workload__seq_len=0), [], "workload.seq_len: got 0, allowed: integer >= 1"),
     (edit(sweep__grid={"workload.seq_len": [16, -4]}), [], "sweep.grid.workload.seq_len: got -4, allowed: integer >= 1"),
-    (edit(strategies__attention="lcoal"), [], "strategies.attention.name: got 'lcoal', allowed: atrous, bigbird, block, dense, local, longformer, topk (did you mean 'local'?)"),
+    (edit(strategies__attention="lcoal"), [], "strategies.attention.name: got 'lcoal', allowed: atrous, bigbird, block, dense, linformer, local, longformer, topk (did you mean 'local'?)"),
     (edit(model__preset="gpt-12m"), [], "model.preset: got 'gpt-12m', allowed: "),
     (edit(sweep__grid={"workload.seqlen": [1]}), [], "sweep.grid.workload.seqlen: unknown key 'seqlen' (did you mean 'seq_len'?)"),
     (GOOD, ["--set", "workload.batchsize=4"], "--set workload.batchsize: unknown key 'batchsize' (did you mean 'batch_size'?)"),

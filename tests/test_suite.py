@@ -51,7 +51,7 @@ def errors_of(data) -> str:
     ({"name": "t", "strategies": {"parallel": {"name": "zero", "stage": 1, "offload_params": True}}},
      "strategies.parallel.offload_params: offload_params=True needs stage 3, got stage=1"),
     ({"name": "t", "strategies": {"attention": "lcoal"}},
-     "strategies.attention.name: got 'lcoal', allowed: atrous, bigbird, block, dense, local, longformer, topk (did you mean 'local'?)"),
+     "strategies.attention.name: got 'lcoal', allowed: atrous, bigbird, block, dense, linformer, local, longformer, topk (did you mean 'local'?)"),
     ({"name": "t", "strategies": {"attention": {"window": 3}}}, "strategies.attention.name: required, missing"),
     ({"name": "t", "strategies": {"attenton": "dense"}},
      "strategies.attenton: unknown key 'attenton' (did you mean 'attention'?)"),
