@@ -8,7 +8,8 @@ never stops the next one; each step has a time budget):
   1. parity: fused (SDPA) vs eager attention, outputs and gradients, for every pattern, causal
      and not, with and without key padding, in fp32 and bf16; plus the SDPA backend each ran;
   1b. flash_varlen: the flash_attn kernel on padded and packed rows (``flash_attn_varlen_func``)
-     against SDPA at the real positions, dense and local(128), causal, bf16, GQA; skipped
+     against SDPA at the real positions, dense and local(128), causal and not, right, left and
+     packed rows, bf16, GQA; skipped
      without the flash-attn package;
   2. timing: one fixed op (a bf16 matmul) timed by tbench, ``triton.testing.do_bench`` and
      ``torch.utils.benchmark``: medians within 5% of each other;

@@ -34,9 +34,9 @@ KERNELS = {  # kernel -> (how it computes a pattern, where it runs, what it cann
              "train on CPU (no backward in torch 2.13); needs a C++ compiler on CPU"),
     "flash_attn": ("the flash-attn package's flash_attn_func with window_size; key padding and "
                    "packed rows through flash_attn_varlen_func (a padded position's output is 0)",
-                   "cuda (>= sm80), fp16/bf16", "patterns other than dense and local; fp32; local "
-                   "with padding inside a sequence; a segment id recurring apart in a row; CPU; "
-                   "without the package"),
+                   "cuda (>= sm80), fp16/bf16", "patterns other than dense and local; fp32 and "
+                   "tf32; local with padding inside a sequence; a segment id recurring apart in "
+                   "a row; CPU; without the package"),
 }
 
 
