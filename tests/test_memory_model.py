@@ -70,7 +70,8 @@ def test_states_per_rank_and_checkpointing_order():
 
 
 MEASURED = [  # (preset, B, S, strategies): tiny runtime-dominated and activation-dominated, base
-    ("tiny", 16, 256, {}), ("tiny", 16, 256, {"ops": "eager"}), ("base", 2, 64, {})]
+    ("tiny", 16, 256, {}), ("tiny", 16, 256, {"ops": "eager"}), ("base", 2, 64, {}),
+    ("tiny", 16, 256, {"attention": {"name": "linformer", "k": 64}})]  # its own parameters and saves
 
 
 def test_prediction_within_tolerance_of_measured_cpu_peaks(tmp_path):

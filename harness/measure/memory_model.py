@@ -127,6 +127,8 @@ def activation_bytes(point, m: dict) -> tuple[int, int]:
         cross = stack == "decoder" and m["n_encoder_layers"] > 0
         scores = B * H * score_elements(s.attention, S, causal, ops)
         attn = T * ATTN_C[ops] * C + int(SCORES_SAVED * scores)
+        if s.attention.in_self_attention(causal).projection_products(S):
+            attn += 2 * T * C // H * (m.get("n_kv_heads") or H)  # linformer: K, V saved re-laid out
         if cross:
             cross_scores = B * H * S * S if ops == "eager" else 0  # cross-attention is dense
             attn += T * (CROSS_C + 2) * C + int(SCORES_SAVED * cross_scores)
