@@ -9,8 +9,7 @@ never stops the next one; each step has a time budget):
      and not, with and without key padding, in fp32 and bf16; plus the SDPA backend each ran;
   1b. flash_varlen: the flash_attn kernel on padded and packed rows (``flash_attn_varlen_func``)
      against SDPA at the real positions, dense and local(128), causal and not, right, left and
-     packed rows, bf16, GQA; skipped
-     without the flash-attn package;
+     packed rows, bf16, GQA; skipped without the flash-attn package;
   2. timing: one fixed op (a bf16 matmul) timed by tbench, ``triton.testing.do_bench`` and
      ``torch.utils.benchmark``: medians within 5% of each other;
   3. memory: dense eager attention's peak allocated memory against its S x S score tensors;
@@ -119,16 +118,15 @@ def flash_varlen(device: str, S: int, dtype: torch.dtype) -> list[dict] | dict:
     for spec, causal, layout in cases:
         kpm, ids = layouts[layout]
         kpm, ids = kpm.to(device), None if ids is None else ids.to(device)
+        real = kpm[:, None, :, None]
         outs, grads = {}, {}
         for kernel in ("auto", "flash_attn"):
             s = registry.create("attention", {**spec, "kernel": kernel})
             q, k, v = (x.to(device, dtype).requires_grad_() for x in base)
             out = s.attend(q, k, v, causal=causal, key_padding_mask=kpm, segment_ids=ids,
                            ops="fused")
-            real = kpm[:, None, :, None]
             (out.float() * real).square().sum().backward()
             outs[kernel], grads[kernel] = out.detach(), (q.grad, k.grad, v.grad)
-        real = kpm[:, None, :, None]
         errs = [rel_err(outs["flash_attn"] * real, outs["auto"] * real)]
         errs += [rel_err(f, a) for f, a in zip(grads["flash_attn"], grads["auto"])]
         padded_zero = bool((outs["flash_attn"] * ~real == 0).all())

@@ -53,10 +53,8 @@ def flops_breakdown(cfg, batch: int, seq_len: int, tgt_len: int | None = None) -
 
     def self_scores(S: int, causal: bool) -> int:
         attention = cfg.decoder_attention if causal else cfg.attention
-        scored = getattr(attention, "scored_pairs", attention.allowed_pairs)  # a plain pattern
-        projection = getattr(attention, "projection_products", lambda S: 0)(S)  # per K/V head
-        return (scores(attention.allowed_pairs(S, causal), scored(S, causal))
-                + 2 * projection * D * cfg.kv_heads * B)
+        return (scores(attention.allowed_pairs(S, causal), attention.scored_pairs(S, causal))
+                + 2 * attention.projection_products(S) * D * cfg.kv_heads * B)  # per K/V head
 
     out = {
         "encoder.self_attn.proj": n_enc * 2 * (linear(B * S, C, C) + linear(B * S, C, C_kv)),
@@ -118,7 +116,7 @@ def decode_step_flops(cfg, batch: int, context_len: int, src_len: int | None = N
             raise ValueError(f"{name} must be an integer >= {low}; got {value!r}")
     B, C, F, H, D, V = batch, cfg.d_model, cfg.d_ff, cfg.n_heads, cfg.head_dim, cfg.vocab_size
     pairs = cfg.decoder_attention.allowed_pairs
-    scored = getattr(cfg.decoder_attention, "scored_pairs", pairs)
+    scored = cfg.decoder_attention.scored_pairs
     keys = pairs(context_len + 1, True) - pairs(context_len, True) if context_len else 1
     keys_scored = scored(context_len + 1, True) - scored(context_len, True) if context_len else 1
     C_kv = cfg.kv_heads * D  # GQA: K and V are projected to fewer heads

@@ -9,9 +9,9 @@
 Masks: ``key_padding_mask`` ``(B, S)`` bool, True = real token. Self-attention uses the
 configured strategy (encoder bidirectional, decoder causal; a strategy with no causal form,
 linformer, is the encoder's only, the decoder's self-attention being dense); cross-attention is
-always dense over the memory, with the source padding mask. The token embedding is shared by source, target and the
-LM head (section 3.4 of the paper) and scaled by ``sqrt(d_model)``; positions are added
-sinusoids or rotary (applied to q and k inside self-attention).
+always dense over the memory, with the source padding mask. The token embedding is shared by
+source, target and the LM head (section 3.4 of the paper) and scaled by ``sqrt(d_model)``;
+positions are added sinusoids or rotary (applied to q and k inside self-attention).
 
 Profiler ranges (``implementations.regions``, off unless profiling): ``embedding``, ``lm_head``,
 ``loss``, and ``forward_other`` around :func:`forward_batch` (what of the forward no finer range

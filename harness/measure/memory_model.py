@@ -71,15 +71,21 @@ class Prediction:
         return asdict(self)
 
 
+def kv_width(m: dict) -> int:
+    """Width of the K and V projections: ``n_kv_heads`` heads (GQA), ``n_heads`` when unset."""
+    return m["d_model"] // m["n_heads"] * (m.get("n_kv_heads") or m["n_heads"])
+
+
 def param_count(m: dict, attention=None) -> int:
     """Parameters of the model (``implementations.model``; the LM head tied to the embedding),
     with those its attention pattern owns in each encoder layer (linformer's projections)."""
     C, F = m["d_model"], m["d_ff"]
-    C_kv = C // m["n_heads"] * (m.get("n_kv_heads") or m["n_heads"])  # GQA: narrower K and V
+    C_kv = kv_width(m)
     attn, norm, ffn = 2 * (C * C + C) + 2 * (C * C_kv + C_kv), 2 * C, C * F + F + F * C + C
     block = attn + norm + ffn + norm
     cross = attn + norm if m["n_encoder_layers"] else 0
     final = 2 * C * (1 + (m["n_encoder_layers"] > 0)) if m.get("norm") == "pre" else 0
+
     def own(causal: bool) -> int:  # the pattern's parameters in one self-attention layer
         return 0 if attention is None else attention.in_self_attention(causal).param_count(m["max_seq_len"])
 
@@ -128,7 +134,7 @@ def activation_bytes(point, m: dict) -> tuple[int, int]:
         scores = B * H * score_elements(s.attention, S, causal, ops)
         attn = T * ATTN_C[ops] * C + int(SCORES_SAVED * scores)
         if s.attention.in_self_attention(causal).projection_products(S):
-            attn += 2 * T * C // H * (m.get("n_kv_heads") or H)  # linformer: K, V saved re-laid out
+            attn += 2 * T * kv_width(m)  # linformer: K and V saved re-laid out for the backward
         if cross:
             cross_scores = B * H * S * S if ops == "eager" else 0  # cross-attention is dense
             attn += T * (CROSS_C + 2) * C + int(SCORES_SAVED * cross_scores)
