@@ -129,8 +129,8 @@ def main() -> int:
         return 0
     if args.rounds < 2:
         p.error("--rounds must be >= 2: the rule judges on round medians")
-    from harness.analyse import stats
     from harness.analyse.compare import rounds_verdict, timing_verdict
+    from harness.records import stats
     rules = ("rounds", "samples")
     counts = {(rule, t, kind): {} for rule in rules for t in args.thresholds for kind in ("aa", "slow")}
     ratios, cvs = {"aa": [], "slow": []}, []

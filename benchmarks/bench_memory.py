@@ -13,7 +13,7 @@ checkpointing saves and costs, and FSDP beside ZeRO-3 on 2 ranks.
    selective attention and selective FFN.
 3. FSDP (fully_shard, reshard on) vs DeepSpeed ZeRO-3 on 2 CPU ranks (gloo), the model of
    ``suites/zero.yaml``: per-rank model-state bytes and step time (slowest rank).
-Every point runs in a fresh worker through the harness (``runner.run_sweep``); results are
+Every point runs in a fresh worker through the harness (``harness.run.lifecycle.run`` of a ``points_plan``); results are
 written as JSON to ``--out`` and printed as Markdown tables. ``--quick`` shrinks every part (a
 check that it runs, about a minute); the full run takes about 11 minutes on a 2-core CPU.
 ``--parts``: run only these parts, the others kept from the JSON already at ``--out``.
@@ -30,10 +30,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from harness.analyse import results  # noqa: E402
-from harness.analyse.answers import fmt_bytes  # noqa: E402
-from harness.run import extensions, runner  # noqa: E402
+from harness import records
+from harness.analyse.units import fmt_bytes  # noqa: E402
+from harness.run import extensions, lifecycle  # noqa: E402
 from harness.run import frontier as fr  # noqa: E402
+from harness.run.plan import points_plan  # noqa: E402
 from harness.suite.loader import parse_suite  # noqa: E402
 from harness.suite.sweep import expand  # noqa: E402
 
@@ -67,9 +68,9 @@ def checkpoint_part(quick: bool, tmp: Path) -> list[dict]:
     pts = points({"model": {"preset": preset}, "strategies": {"ops": "fused"},
                   "workload": {"kind": "train", "batch_size": B, "seq_len": S, "num_batches": 1},
                   "sweep": {"grid": {"strategies.memory": policies}}})
-    runner.run_sweep(pts, tmp / "checkpoint")
+    lifecycle.run(points_plan(pts, tmp / "checkpoint"), reports=False)
     rows = []
-    for rec in results.read_records(tmp / "checkpoint"):
+    for rec in records.read_records(tmp / "checkpoint"):
         m = rec["metrics"]
         rows.append({"memory": rec["params"]["memory"], "status": rec["status"], "preset": preset,
                      "batch": B, "seq_len": S,
@@ -89,9 +90,9 @@ def parallel_part(quick: bool, tmp: Path) -> list[dict]:
                   "measure": dict(FAST, timeout_s=300),
                   "sweep": {"grid": {"strategies.parallel": parallel[:2] if quick else parallel}}})
     extensions.prepare(pts, lambda line: print(line, file=sys.stderr))
-    runner.run_sweep(pts, tmp / "parallel")
+    lifecycle.run(points_plan(pts, tmp / "parallel"), reports=False)
     rows = []
-    for rec in results.read_records(tmp / "parallel"):
+    for rec in records.read_records(tmp / "parallel"):
         m = rec["metrics"]
         rows.append({"parallel": rec["params"]["parallel"], "status": rec["status"],
                      "model_state_bytes_per_rank": [r.get("model_state_bytes") for r in rec["ranks"]],

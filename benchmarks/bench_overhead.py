@@ -5,7 +5,7 @@
 
 Runs ``tbench run SUITE --out <tmp>`` as a user would (a subprocess, so process start-up, suite
 validation, every worker's start, model build, warm-up and writing results all count), then
-reads the run with ``harness.analyse.results.load_run``. Measured work = the sum of every
+reads the run with ``harness.records.load_run``. Measured work = the sum of every
 point's ``samples_ms``. Prints wall time, measured time, their ratio and the per-point breakdown.
 
 ``--points N``: a generated suite of N tiny single-process CPU points (one round each), and the
@@ -63,7 +63,7 @@ def sweep(suite: str, device: str, extra: list[str], folder: Path):
     if done.returncode not in (0, 3):
         print(done.stdout[-2000:], done.stderr[-2000:], file=sys.stderr)
         raise SystemExit(done.returncode)
-    from harness.analyse.results import load_run
+    from harness.analyse.frame import load_run
 
     return wall_s, out, load_run(out)
 

@@ -13,7 +13,7 @@ variants rotating between rounds):
 * ``on``: ranges on, no profiler attached (``record_function`` entered; profiling only).
 
 Prints each variant's median of round medians, and for ``off / without`` and ``on / without``
-the median of the per-round ratios with its 95% CI (``harness.analyse.stats.median_ci``;
+the median of the per-round ratios with its 95% CI (``harness.records.stats.median_ci``;
 "within noise": the CI covers 1), the ranges one step opens, and the cost of one disabled
 range over 10^6 calls (an upper bound of what the ranges add: ranges x cost). Torch runs with
 ``--threads`` threads (default 1: steadier when shared).
@@ -34,8 +34,8 @@ import types
 
 import torch
 
-from harness.analyse import stats
 from harness.measure import steps
+from harness.records import stats
 from harness.suite.loader import parse_suite
 from harness.suite.sweep import expand
 from implementations import layers, model, regions

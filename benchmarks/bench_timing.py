@@ -19,8 +19,8 @@ from types import SimpleNamespace
 import torch
 import torch.utils.benchmark as tub
 
-from harness.analyse import stats
 from harness.measure import timing
+from harness.records import stats
 
 TOLERANCE = 0.05
 

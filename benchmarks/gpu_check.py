@@ -281,7 +281,7 @@ def suites(out: Path, dry_run: bool, deadline: float) -> list[dict]:
 
 
 def backends_of(run: Path) -> list[dict]:
-    from harness.analyse.results import read_records
+    from harness.records import read_records
 
     try:
         records = read_records(run)

@@ -1,7 +1,7 @@
 """Hand-built run folders (docs/DESIGN.md "Run folder") for report/compare/export tests.
 
 ``record(...)`` builds one result record; its latency metrics come from ``samples_ms`` through
-``harness.analyse.stats.summarize`` (as the worker does), other metrics are given explicitly.
+``harness.records.stats.summarize`` (as the worker does), other metrics are given explicitly.
 ``write_run(dir, records, ...)`` writes results.jsonl, run.json, env.json, suite.resolved.json.
 """
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from harness.analyse import stats
+from harness.records import stats
 
 
 def record(point_id: str, *, status: str = "ok", samples_ms=None, index: int = 0,

@@ -5,9 +5,11 @@ from __future__ import annotations
 import pytest
 from results_factory import timed
 
-from harness.analyse.answers import Answer, answer_lines, answers, fmt_bytes, fmt_ms, fmt_num, point_flags
+from harness.analyse.answers import Answer, answer_lines, answers
+from harness.analyse.layout import point_flags
 from harness.analyse.report import build_tables
-from harness.analyse.results import BadInput
+from harness.analyse.units import fmt_bytes, fmt_ms, fmt_num
+from harness.records import BadInput
 
 MiB = 2**20
 

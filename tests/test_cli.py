@@ -7,12 +7,11 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from harness import cli
-from harness.analyse import results
+from harness import cli, records
 
 GOOD = {"name": "t", "model": {"preset": "tiny"}, "workload": {"seq_len": 32, "batch_size": 2},
         "strategies": {"attention": {"name": "local", "window": 8}},
-        "measure": {"min_time_s": 0.0, "max_samples": 10},
+        "measure": {"min_time_s": 0.0, "max_samples": 10, "rounds": 1},
         "sweep": {"grid": {"workload.seq_len": [16, 32]}}}
 
 
@@ -81,7 +80,7 @@ BAD = [  # (suite content, extra args, expected message)
 @pytest.mark.parametrize("content, args, expected", BAD, ids=[b[2][:40] for b in BAD])
 def test_bad_input_exits_2_with_a_clear_message_and_runs_nothing(tmp_path, monkeypatch, content, args, expected):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("harness.run.runner.run_points", lambda *a, **k: pytest.fail("a point ran"))
+    monkeypatch.setattr("harness.run.lifecycle.sweep", lambda *a, **k: pytest.fail("a point ran"))
     result = invoke("run", write(tmp_path, content), "--out", tmp_path / "run", *args)
     assert result.exit_code == 2, result.output
     assert expected in result.output
@@ -108,47 +107,41 @@ def test_dry_run_lists_points_and_writes_nothing(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.yaml"]
 
 
-class FakeRunner:
-    """Stands in for harness.run.runner.run_points: checks what the CLI wrote first, writes results."""
+class FakeRounds:
+    """Stands in for harness.run.rounds.run_round: checks what the CLI wrote first, then gives
+    each point the status of its index."""
 
     def __init__(self, statuses):
         self.statuses, self.calls = statuses, []
 
-    def __call__(self, points, out_dir, done, *, progress, kill_grace_s):
-        from harness.run.runner import ProgressEvent, RunSummary
-
-        resolved = json.loads((Path(out_dir) / results.RESOLVED_FILE).read_text())  # written before
-        assert [p["id"] for p in resolved["points"]] == [p.id for p in points]
-        self.calls.append(done)
-        summary = RunSummary(Path(out_dir), Path(out_dir) / "results.jsonl", len(points))
-        with open(summary.results_path, "a") as f:
-            for i, (point, status) in enumerate(zip(points, self.statuses)):
-                progress(ProgressEvent("start", i, len(points), point.id, point.label))
-                f.write(json.dumps({"point_id": point.id, "label": point.label, "status": status,
-                                    "error": "boom" if status == "error" else None}) + "\n")
-                summary.counts[status] = summary.counts.get(status, 0) + 1
-                progress(ProgressEvent("finish", i, len(points), point.id, point.label, status, 0.1))
-        return summary
+    def __call__(self, point, run_dir, grace_s, round_no, where=None):
+        resolved = json.loads((Path(run_dir) / records.RESOLVED_FILE).read_text())  # written before
+        assert point.id in [p["id"] for p in resolved["points"]]
+        self.calls.append(point.id)
+        status = self.statuses[point.index]
+        return {"status": status, "error": "boom" if status == "error" else None,
+                "samples_ms": [1.0] * 10 if status == "ok" else [], "metrics": {}, "warnings": [],
+                "contention": {"contended": False, "reasons": []}, "round": round_no,
+                "started_at": "t", "duration_s": 0.1}
 
 
 @pytest.mark.parametrize("statuses, code", [(["ok", "not_supported"], 0), (["ok", "error"], 3)])
 def test_run_writes_resolved_suite_first_and_prints_results_path_last(tmp_path, monkeypatch, statuses, code):
-    fake = FakeRunner(statuses)
-    monkeypatch.setattr("harness.run.runner.run_points", fake)
+    monkeypatch.setattr("harness.run.rounds.run_round", FakeRounds(statuses))
     monkeypatch.setattr("harness.analyse.report.write_reports", lambda run_dir: [])
     run_dir = tmp_path / "run"
     result = invoke("run", write(tmp_path, GOOD), "--out", run_dir, "--device", "cpu")
     assert result.exit_code == code, result.output
     assert result.stdout.strip().splitlines()[-1] == str((run_dir / "results.jsonl").resolve())
     assert f"[2/2] {statuses[1]}: local_w8/fused/S32/forward" in result.stderr
-    resolved = json.loads((run_dir / results.RESOLVED_FILE).read_text())
+    resolved = json.loads((run_dir / records.RESOLVED_FILE).read_text())
     assert resolved["device"] == "cpu" and resolved["suite"]["profiles"] == {} and len(resolved["points"]) == 2
     if code == 3:
         assert "failed: local_w8/fused/S32/forward: error: boom" in result.stderr
 
 
 def test_existing_results_need_resume_and_resume_needs_the_same_points(tmp_path, monkeypatch):
-    monkeypatch.setattr("harness.run.runner.run_points", FakeRunner(["ok", "ok"]))
+    monkeypatch.setattr("harness.run.rounds.run_round", FakeRounds(["ok", "ok"]))
     monkeypatch.setattr("harness.analyse.report.write_reports", lambda run_dir: [])
     suite, run_dir = write(tmp_path, GOOD), tmp_path / "run"
     assert invoke("run", suite, "--out", run_dir, "--device", "cpu").exit_code == 0
@@ -160,7 +153,7 @@ def test_existing_results_need_resume_and_resume_needs_the_same_points(tmp_path,
 
 
 def test_a_failing_report_is_a_warning_not_lost_results(tmp_path, monkeypatch):
-    monkeypatch.setattr("harness.run.runner.run_points", FakeRunner(["ok", "ok"]))
+    monkeypatch.setattr("harness.run.rounds.run_round", FakeRounds(["ok", "ok"]))
 
     def broken(run_dir):
         raise RuntimeError("template missing")
@@ -242,7 +235,7 @@ def test_cuda_without_a_cuda_device_exits_2_before_anything_runs(tmp_path, monke
                                                                   args, where):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
-    monkeypatch.setattr("harness.run.runner.run_points", lambda *a, **k: pytest.fail("a point ran"))
+    monkeypatch.setattr("harness.run.lifecycle.sweep", lambda *a, **k: pytest.fail("a point ran"))
     suite = write(tmp_path, edit(device=suite_device))
     where = where.replace("s.yaml", str(suite))
     result = invoke("run", suite, "--out", tmp_path / "run", *args)

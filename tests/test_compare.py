@@ -17,8 +17,8 @@ from harness.analyse.compare import (
     timing_verdict,
     to_markdown,
 )
-from harness.analyse.results import BadInput, read_run_folder
 from harness.cli import app as tbench_app
+from harness.records import BadInput, read_run_folder
 from harness.run.gate import parse_spec, pool
 
 BASE = [10.0 + 0.1 * i for i in range(10)]  # median 10.45
@@ -219,18 +219,19 @@ def test_ab_gate_alternates_order_and_pools_rounds(monkeypatch, tmp_path):
 
     pts = {side: [SimpleNamespace(id=f"{side}{i}", label=f"{side}{i}") for i in range(2)]
            for side in "AB"}
-    monkeypatch.setattr(gate, "load_points",
-                        lambda path, sets: (None, pts["A" if "ops.name=eager" in sets else "B"]))
+    def side(sets):
+        return pts["A" if "ops.name=eager" in sets else "B"]
+
+    monkeypatch.setattr(gate, "side_points", lambda path, sets: side(sets))
     calls = []
 
-    def fake_run(suite_path, sets, resolved, points, out_dir):
-        (p,) = points
+    def fake_run(suite_path, sets, index, out_dir):
+        p = side(sets)[index]
         calls.append(p.id)
         slow = 1.2 if p.id == "B1" else 1.0  # the candidate is 20% slower on pair 1 only
-        write_run(out_dir, [record(p.id, samples_ms=[x * slow for x in BASE])])
-        return out_dir
+        return [record(p.id, samples_ms=[x * slow for x in BASE])]
 
-    monkeypatch.setattr(gate, "_run", fake_run)
+    monkeypatch.setattr(gate, "run_point", fake_run)
     cmp = gate.ab_gate("s.yaml", ["ops.name=eager"], ["ops.name=fused"], tmp_path, [], rounds=2)
     assert calls == ["A0", "B0", "B1", "A1", "B0", "A0", "A1", "B1"]  # AB BA / BA AB
     assert [(p.point_id, p.verdict) for p in cmp.points] == [("A0", "ok"), ("A1", "regression")]

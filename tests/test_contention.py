@@ -9,9 +9,10 @@ import time
 
 import pytest
 
-from harness.analyse import results
+from harness import records
 from harness.measure.contention import HostWindow, judge, others_busy
-from harness.run import runner
+from harness.run import lifecycle
+from harness.run.plan import points_plan
 from harness.suite.loader import parse_suite
 from harness.suite.sweep import expand
 
@@ -27,8 +28,8 @@ def _point(tmp_name: str):
 
 
 def _measure(tmp_path):
-    runner.run_sweep(_point("contention"), tmp_path)
-    (rec,) = results.read_records(tmp_path)
+    lifecycle.run(points_plan(_point("contention"), tmp_path), reports=False)
+    (rec,) = records.read_records(tmp_path)
     assert rec["status"] == "ok", rec.get("error")
     return rec
 

@@ -1,5 +1,5 @@
 """``tbench run --devices``: slots from the option (harness.run.devices), rounds at once on them
-with results in a stable order (harness.run.schedule.Pool under harness.run.runner).
+with results in a stable order (harness.run.schedule.Pool under harness.run.lifecycle).
 
 GPU model names are the NVML boundary (no driver here) and are given as a dict; the scheduler
 is tested with a stand-in round that sleeps (to force out-of-order ends) and, end to end, with
@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.analyse import results
-from harness.run import devices, runner, schedule
+from harness import records
+from harness.run import devices, lifecycle, rundir
+from harness.run.plan import points_plan
 from harness.suite.errors import SuiteError
 from harness.suite.loader import parse_suite
 from harness.suite.sweep import expand, load_points
@@ -78,8 +79,8 @@ def test_rounds_run_at_once_and_results_keep_the_suite_order(tmp_path, monkeypat
     naps = {p.id: nap for p, nap in zip(points, (0.6, 0.1, 0.4, 0.1, 0.2))}  # ends out of order
     lock, running, seen = threading.Lock(), [], {"max": 0, "ends": [], "devices": {}}
 
-    def measured_round(point, run_dir, grace_s, round_no):
-        mine = schedule.launch_options()["devices"]
+    def measured_round(point, run_dir, grace_s, round_no, where):
+        mine = where.devices
         with lock:
             assert not set(mine) & {d for r in running for d in r}  # no device shared
             running.append(mine)
@@ -93,12 +94,12 @@ def test_rounds_run_at_once_and_results_keep_the_suite_order(tmp_path, monkeypat
                 "contention": {"contended": False, "reasons": []}, "round": round_no,
                 "started_at": "t", "duration_s": naps[point.id]}
 
-    monkeypatch.setattr(runner, "measured_round", measured_round)
-    monkeypatch.setattr(runner.rundir.env_mod, "collect_env", lambda: {"python": "3", "git": {}})
-    summary = runner.run_sweep(points, tmp_path, slots=[(0,), (1,), (2,)], warm=False)
+    monkeypatch.setattr(rundir.env_mod, "collect_env", lambda: {"python": "3", "git": {}})
+    summary = lifecycle.run(points_plan(points, tmp_path, slots=[(0,), (1,), (2,)], warm=False),
+                            measure_round=measured_round, reports=False)
     assert summary.counts == {"ok": 5}
     assert seen["max"] == 3 and seen["ends"] != [p.id for p in points]  # at once, out of order
-    assert [r["point_id"] for r in results.read_records(tmp_path)] == [p.id for p in points]
+    assert [r["point_id"] for r in records.read_records(tmp_path)] == [p.id for p in points]
     assert len(seen["devices"][points[-1].id]) == 2  # the 2-rank point took two devices
     assert all(len(d) == 1 for pid, d in seen["devices"].items() if pid != points[-1].id)
 
@@ -127,13 +128,13 @@ def test_cpu_slots_with_real_workers_ctrl_c_and_resume(tmp_path):
     finally:
         proc.kill()
     assert wait_for(lambda: not run_processes(out), 5.0), run_processes(out)
-    assert [(r["point_id"], r["status"]) for r in results.read_records(out)] == [
+    assert [(r["point_id"], r["status"]) for r in records.read_records(out)] == [
         (points[0].id, "ok"), (points[1].id, "interrupted"), (points[2].id, "interrupted")]
     again = tbench([suite, "--out", out, "--devices", "cpu:2", "--resume"], tmp_path,
                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     stdout, stderr = again.communicate(timeout=300)
     assert again.returncode == 0, stderr[-3000:]
-    oks = [r["point_id"] for r in results.read_records(out) if r["status"] == "ok"]
+    oks = [r["point_id"] for r in records.read_records(out) if r["status"] == "ok"]
     assert oks == [p.id for p in points]  # each once, in the suite's order
 
 
@@ -192,7 +193,7 @@ def test_bad_run_options_are_one_line(tmp_path, monkeypatch, args, extra, says):
 
     from harness import cli
 
-    monkeypatch.setattr("harness.run.runner.run_points", lambda *a, **k: pytest.fail("a point ran"))
+    monkeypatch.setattr("harness.run.lifecycle.sweep", lambda *a, **k: pytest.fail("a point ran"))
     if "PATH" in extra:
         monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch here
     suite = write_suite(tmp_path, **{k: v for k, v in extra.items() if k != "PATH"})

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.analyse import results
+from harness import records
+from harness.analyse import frame as frame_mod
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,7 +48,7 @@ def test_smoke_suite_through_the_cli(smoke_run):
     assert run["suite"] == "smoke" and run["state"] == "finished"
     assert run["fingerprint"] and run["points_total"] > 0
 
-    df = results.load_run(out)
+    df = frame_mod.load_run(out)
     assert len(df) == run["points_total"] and df["point_id"].is_unique
     assert set(df["status"]) <= {"ok", "not_supported"}  # nothing in the smoke suite may break
     ok = df[df["status"] == "ok"]
@@ -72,7 +73,7 @@ def test_smoke_deterministic_metrics_match_the_committed_baseline(smoke_run, tmp
     assert gate.returncode == 0, gate.stdout[-3000:] + gate.stderr[-2000:]
     verdict = json.loads(verdict_file.read_text())
     points = verdict["points"]
-    baseline_ids = {r["point_id"] for r in results.read_records(BASELINE)}
+    baseline_ids = {r["point_id"] for r in records.read_records(BASELINE)}
     matched = {p["point_id"] for p in points if p["presence"] == "matched"}
     assert matched == baseline_ids  # every baseline point ran again: none went missing
     compared = [m for p in points for m in p["metrics"]

@@ -23,10 +23,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from harness import cli
-from harness.analyse import results
+from harness import cli, records
 from harness.measure import lifeline
-from harness.run import rundir, runner
+from harness.records import files as record_files
+from harness.run import rounds, rundir
 from harness.suite.sweep import load_points
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -105,10 +105,10 @@ def resume(suite, out, tmp_path) -> subprocess.CompletedProcess:
 
 
 def assert_each_point_once(out, points):
-    latest = results.latest_records(results.read_records(out))
+    latest = records.latest_records(records.read_records(out))
     assert sorted(r["point_id"] for r in latest) == sorted(p.id for p in points)
     assert all(r["status"] == "ok" for r in latest), latest
-    oks = [r["point_id"] for r in results.read_records(out) if r["status"] == "ok"]
+    oks = [r["point_id"] for r in records.read_records(out) if r["status"] == "ok"]
     assert sorted(oks) == sorted(p.id for p in points)  # none measured twice
 
 
@@ -124,7 +124,7 @@ def test_kill_9_mid_point_leaves_no_process_and_resume_runs_each_point_once(tmp_
         proc.kill()
         proc.wait()
     assert wait_for(lambda: not run_processes(out), 2.0), run_processes(out)
-    assert [r["status"] for r in results.read_records(out)] == ["ok"]
+    assert [r["status"] for r in records.read_records(out)] == ["ok"]
     assert json.loads((out / "run.json").read_text())["state"] == "running"  # died unannounced
 
     again = resume(suite, out, tmp_path)
@@ -149,7 +149,7 @@ def test_sigterm_mid_point_records_interrupted_and_exits_143(tmp_path):
     assert wait_for(lambda: not run_processes(out), 2.0), run_processes(out)
     stderr = (tmp_path / "stderr").read_text()
     assert "Traceback" not in stderr and "interrupted (SIGTERM); finish with:" in stderr
-    (rec,) = results.read_records(out)
+    (rec,) = records.read_records(out)
     assert rec["status"] == "interrupted" and "SIGTERM" in rec["error"]
     run = json.loads((out / "run.json").read_text())
     assert run["state"] == "interrupted" and run["reason"] == "SIGTERM"
@@ -165,17 +165,17 @@ def test_a_signal_mid_point_exits_128_plus_it_and_restores_the_handlers(
         tmp_path, monkeypatch, quick_env, sig, code, says):
     before = signal.getsignal(sig)
 
-    def run_round(point, run_dir, grace_s, round_no):  # the signal arrives while it "runs"
+    def run_round(point, run_dir, grace_s, round_no, where=None):  # the signal arrives while it "runs"
         os.kill(os.getpid(), sig)
         time.sleep(30)
         pytest.fail("the signal did not stop the point")
 
-    monkeypatch.setattr(runner, "run_round", run_round)
+    monkeypatch.setattr(rounds, "run_round", run_round)
     out = tmp_path / "run"
     result = invoke("run", write_suite(tmp_path), "--out", out)
     assert result.exit_code == code, result.output
     assert f"interrupted ({sig.name}); finish with:" in result.stderr
-    (rec,) = results.read_records(out)
+    (rec,) = records.read_records(out)
     assert rec["status"] == "interrupted" and says in rec["error"]
     assert json.loads((out / "run.json").read_text())["reason"] == sig.name
     assert signal.getsignal(sig) is before
@@ -267,13 +267,13 @@ def fake_point_runs(monkeypatch) -> list[str]:
     """Points "run" in no time (an ok record); the ids that ran."""
     ran = []
 
-    def run_round(point, run_dir, grace_s, round_no):
+    def run_round(point, run_dir, grace_s, round_no, where=None):
         ran.append(point.id)
         return {"status": "ok", "samples_ms": [1.0] * 10, "metrics": {}, "warnings": [],
                 "contention": {"contended": False, "reasons": []}, "round": round_no,
                 "started_at": rundir.now_iso(), "duration_s": 0.0}
 
-    monkeypatch.setattr(runner, "run_round", run_round)
+    monkeypatch.setattr(rounds, "run_round", run_round)
     return ran
 
 
@@ -293,10 +293,10 @@ def refuse(err: int):
 ])
 def test_an_unwritable_out_folder_is_one_error_line(tmp_path, monkeypatch, quick_env, err, hint):
     ran = fake_point_runs(monkeypatch)
-    monkeypatch.setattr(results, "open", refuse(err), raising=False)  # every write of the folder
+    monkeypatch.setattr(record_files, "open", refuse(err), raising=False)  # every write of the folder
     out = tmp_path / "run"
     result = invoke("run", write_suite(tmp_path), "--out", out)
-    assert_one_error_line(result, f"{out / results.RESOLVED_FILE}: {hint}")
+    assert_one_error_line(result, f"{out / records.RESOLVED_FILE}: {hint}")
     assert not ran and not list(out.glob("*.tmp"))
 
 
@@ -307,7 +307,7 @@ def test_disk_full_mid_sweep_keeps_earlier_records_and_resume_finishes(tmp_path,
     real_write, appends = os.write, []
 
     def write(fd, data):  # results.jsonl: the 2nd record gets half a line on disk, then ENOSPC
-        if os.readlink(f"/proc/self/fd/{fd}").endswith(results.RESULTS_FILE):
+        if os.readlink(f"/proc/self/fd/{fd}").endswith(records.RESULTS_FILE):
             appends.append(fd)
             if len(appends) == 2:
                 return real_write(fd, bytes(data[:len(data) // 2]))
@@ -318,9 +318,9 @@ def test_disk_full_mid_sweep_keeps_earlier_records_and_resume_finishes(tmp_path,
     monkeypatch.setattr(os, "write", write)
     result = invoke("run", suite, "--out", out)
     monkeypatch.setattr(os, "write", real_write)
-    assert_one_error_line(result, f"{out / results.RESULTS_FILE}: No space left on device")
-    assert (out / results.RESULTS_FILE).read_bytes().endswith(b"\n")  # the half line was cut
-    (first,) = results.read_records(out)
+    assert_one_error_line(result, f"{out / records.RESULTS_FILE}: No space left on device")
+    assert (out / records.RESULTS_FILE).read_bytes().endswith(b"\n")  # the half line was cut
+    (first,) = records.read_records(out)
     assert first["status"] == "ok"
     run = json.loads((out / "run.json").read_text())
     assert run["state"] == "failed" and "No space left on device" in run["reason"]
@@ -330,7 +330,7 @@ def test_disk_full_mid_sweep_keeps_earlier_records_and_resume_finishes(tmp_path,
     assert again.exit_code == 0, again.output
     # the second point's round was durable in rounds.jsonl before its record hit the full
     # disk: resume writes that record from it, measuring nothing again
-    assert len(ran) == 0 and len(results.read_records(out)) == 2
+    assert len(ran) == 0 and len(records.read_records(out)) == 2
 
 
 @pytest.fixture
@@ -340,7 +340,7 @@ def finished_run(tmp_path, monkeypatch, quick_env):
     out = tmp_path / "run"
     fake_point_runs(monkeypatch)
     assert invoke("run", suite, "--out", out).exit_code == 0
-    path = out / results.RESULTS_FILE
+    path = out / records.RESULTS_FILE
     first, second = path.read_text().splitlines()
     path.write_text('{"point_id": "trunc\n' + second + "\n")
     return suite, out, json.loads(first)["point_id"]
@@ -348,10 +348,10 @@ def finished_run(tmp_path, monkeypatch, quick_env):
 
 def test_a_corrupt_line_refuses_resume_naming_file_and_line(finished_run):
     suite, out, _ = finished_run
-    before = (out / results.RESULTS_FILE).read_bytes()
+    before = (out / records.RESULTS_FILE).read_bytes()
     result = invoke("run", suite, "--out", out, "--resume")
-    assert_one_error_line(result, f"{out / results.RESULTS_FILE}:1: corrupt record", "--on-corrupt skip")
-    assert (out / results.RESULTS_FILE).read_bytes() == before  # nothing touched
+    assert_one_error_line(result, f"{out / records.RESULTS_FILE}:1: corrupt record", "--on-corrupt skip")
+    assert (out / records.RESULTS_FILE).read_bytes() == before  # nothing touched
 
 
 def test_on_corrupt_skip_sets_the_line_aside_and_reruns_its_point(finished_run, monkeypatch):
@@ -359,19 +359,19 @@ def test_on_corrupt_skip_sets_the_line_aside_and_reruns_its_point(finished_run, 
     ran = fake_point_runs(monkeypatch)
     result = invoke("run", suite, "--out", out, "--resume", "--on-corrupt", "skip")
     assert result.exit_code == 0, result.output
-    assert f"warning: {out / results.RESULTS_FILE}:1: corrupt record skipped" in result.stderr
+    assert f"warning: {out / records.RESULTS_FILE}:1: corrupt record skipped" in result.stderr
     # its measured round is still in rounds.jsonl: the record is written again from it
-    assert ran == [] and lost in {r["point_id"] for r in results.read_records(out)}
-    assert (out / results.CORRUPT_FILE).read_text() == '{"point_id": "trunc\n'
-    assert len(results.read_run_folder(out).records) == 2
+    assert ran == [] and lost in {r["point_id"] for r in records.read_records(out)}
+    assert (out / records.CORRUPT_FILE).read_text() == '{"point_id": "trunc\n'
+    assert len(records.read_run_folder(out).records) == 2
     (out / rundir.ROUNDS_FILE).unlink()  # without its rounds, the point is measured again
-    (out / results.RESULTS_FILE).write_text('{"point_id": "trunc\n')
+    (out / records.RESULTS_FILE).write_text('{"point_id": "trunc\n')
     result = invoke("run", suite, "--out", out, "--resume", "--on-corrupt", "skip")
     assert result.exit_code == 0 and sorted(ran) == sorted(lost_and_other(out, lost))
 
 
 def lost_and_other(out, lost) -> list[str]:
-    return [lost] + [r["point_id"] for r in results.read_records(out) if r["point_id"] != lost][:1]
+    return [lost] + [r["point_id"] for r in records.read_records(out) if r["point_id"] != lost][:1]
 
 
 def test_a_corrupt_run_json_refuses_resume(finished_run):

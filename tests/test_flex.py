@@ -11,6 +11,8 @@ import pytest
 import torch
 from test_attention_registry import POSITIONAL, padding_mask, qkv, reference
 
+from harness.run import lifecycle
+from harness.run.plan import points_plan
 from implementations import registry
 from implementations.attention import flex
 from implementations.registry import Context
@@ -125,8 +127,7 @@ def test_a_sweep_records_flex_forward_and_each_refusal_with_its_reason(tmp_path)
     """Through real workers: flex forward runs (compile_s and block-mask cost recorded, the
     loss equal to the auto kernel's); flex train on CPU and flash_attn are not_supported with
     their reasons, nothing crashed."""
-    from harness.analyse import results
-    from harness.run import runner
+    from harness import records
     from harness.suite.loader import parse_suite
     from harness.suite.sweep import expand
 
@@ -140,9 +141,9 @@ def test_a_sweep_records_flex_forward_and_each_refusal_with_its_reason(tmp_path)
                                                     for k in ("flex", "flash_attn")],
                            "workload.kind": ["forward", "train"]}},
     }, "t"), "cpu")
-    runner.run_sweep(points, tmp_path / "run")
+    lifecycle.run(points_plan(points, tmp_path / "run"), reports=False)
     got = {(r["params"]["attention"], r["params"]["kind"]): r
-           for r in results.read_records(tmp_path / "run")}
+           for r in records.read_records(tmp_path / "run")}
     ran = got[("local_w4_flex", "forward")]
     assert ran["status"] == "ok", ran["error"]
     assert ran["metrics"]["compile_s"] > 0 and ran["metrics"]["flex_block_masks"] >= 1

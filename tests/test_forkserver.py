@@ -111,7 +111,7 @@ def test_a_forked_worker_keeps_none_of_its_parents_signal_handlers(tmp_path):
 def test_a_server_that_cannot_start_is_one_user_error_line(tmp_path, capsys):
     import typer
 
-    from harness.cli.errors import user_errors
+    from harness.cli.user_errors import user_errors
 
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     with forkserver.ForkServer(tmp_path / "run", module="tests.no_such_worker", env=env) as server:

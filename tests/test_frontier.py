@@ -9,11 +9,12 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from typer.testing import CliRunner
 
-from harness.analyse import results
+from harness import records
 from harness.analyse.frontier_report import read_frontiers, render_markdown
 from harness.cli import app
 from harness.run import frontier as fr
-from harness.run import runner
+from harness.run import lifecycle, rounds
+from harness.run.plan import points_plan
 from harness.suite.loader import parse_suite
 from harness.suite.sweep import expand
 
@@ -83,9 +84,9 @@ def measured_budget(base, tmp_path) -> int:
     below 3's. Unpinned (and unbudgeted) the same need moved by 13 MiB between runs and the
     peaks of 3 and 4 sequences could even come out in the wrong order."""
     points = [fr.probe_point(base, "workload.batch_size", v, 2**31) for v in (2, 3)]
-    runner.run_sweep(points, tmp_path / "calibrate")
+    lifecycle.run(points_plan(points, tmp_path / "calibrate"), reports=False)
     peaks = {r["point_id"]: r["metrics"]["mem_peak_rss_above_baseline_bytes"]
-             for r in results.read_records(tmp_path / "calibrate")}
+             for r in records.read_records(tmp_path / "calibrate")}
     two, three = (peaks[p.id] for p in points)
     assert three > two  # one more sequence needs more memory
     return (two + three) // 2
@@ -101,14 +102,14 @@ def test_cpu_frontier_equals_a_linear_scan(tmp_path):
 
     def scan(v):  # the same probe point, run again in a fresh worker of a separate folder
         point = fr.probe_point(base, "workload.batch_size", v, BUDGET)
-        return v, fr.probe_status(runner.measured_round(point, tmp_path / f"scan{v}", 5.0, 1))
+        return v, fr.probe_status(rounds.measured_round(point, tmp_path / f"scan{v}", 5.0, 1))
 
     with ThreadPoolExecutor(2) as pool:  # status only: two probes at once change no allocation
         statuses = dict(pool.map(scan, range(1, top + 1)))
     assert statuses[top] == "oom" and statuses[found.value] == "ok"
     assert max(v for v, s in statuses.items() if s == "ok") == found.value, statuses
 
-    recorded = results.read_records(out)  # every probe, durable, as a point record of its own
+    recorded = records.read_records(out)  # every probe, durable, as a point record of its own
     assert sorted(r["frontier"]["value"] for r in recorded) == sorted(p.value for p in found.probes)
     assert all(r["frontier"]["budget_bytes"] == BUDGET for r in recorded)
     oom = [r for r in recorded if r["status"] == "oom"]
@@ -122,7 +123,7 @@ def test_cpu_frontier_equals_a_linear_scan(tmp_path):
 
     again = fr.run_frontier([base], "workload.batch_size", BUDGET, out, cap=16, resume=True)
     assert again[0].value == found.value
-    assert len(results.read_records(out)) == len(recorded)  # replayed: no probe ran again
+    assert len(records.read_records(out)) == len(recorded)  # replayed: no probe ran again
     assert [f["value"] for f in read_frontiers(out)] == [found.value]  # the latest line per point
     assert json.loads((out / "run.json").read_text())["state"] == "finished"
 

@@ -16,6 +16,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from harness.measure import memory_model as mm
+from harness.run import lifecycle
+from harness.run.plan import points_plan
 from harness.suite.errors import SuiteError
 from harness.suite.loader import parse_suite
 from implementations import registry
@@ -152,8 +154,7 @@ def test_a_bad_n_kv_heads_is_one_line(bad, allowed):
 def test_a_decode_point_measures_a_kv_heads_wide_cache(tmp_path):
     """Through a real worker: a decode point with 2 K/V heads holds, and reads, half the KV
     bytes of its MHA twin, measured and analytic equal to the count by hand."""
-    from harness.analyse import results
-    from harness.run import runner
+    from harness import records
     from harness.suite.sweep import expand
 
     points = expand(parse_suite({
@@ -163,8 +164,8 @@ def test_a_decode_point_measures_a_kv_heads_wide_cache(tmp_path):
         "measure": {"warmup_iters": 1, "warmup_s": 0.0, "min_samples": 10, "min_time_s": 0.0,
                     "max_samples": 10, "rounds": 1},
         "sweep": {"grid": {"model.overrides.n_kv_heads": [None, 2]}}}, "t"), "cpu")
-    runner.run_sweep(points, tmp_path / "run")
-    mha, gqa = (r["metrics"] for r in results.read_records(tmp_path / "run"))
+    lifecycle.run(points_plan(points, tmp_path / "run"), reports=False)
+    mha, gqa = (r["metrics"] for r in records.read_records(tmp_path / "run"))
     by_hand = 2 * 2 * 2 * 2 * 64 * 16 * 4  # layers x (K, V) x B x H_kv x slots x D x fp32 bytes
     assert gqa["kv_cache_bytes"] == gqa["kv_cache_analytic_bytes"] == by_hand
     assert mha["kv_cache_bytes"] == mha["kv_cache_analytic_bytes"] == 2 * by_hand

@@ -4,7 +4,7 @@ from results_factory import record, write_run
 
 from harness.analyse.kernel_answers import kernel_answers
 from harness.analyse.report import render_markdown
-from harness.analyse.results import read_run_folder
+from harness.records import read_run_folder
 
 
 def point(pid, name, kernel, ops, ms, pairs, S=1024, kind="forward", status="ok", **pattern):

@@ -5,6 +5,8 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from harness.measure.kernels import RecordKernels, record_backends
+from harness.run import lifecycle
+from harness.run.plan import points_plan
 from implementations import registry
 
 
@@ -32,9 +34,8 @@ def test_a_points_sdpa_backend_is_the_one_that_runs(tmp_path):
     """``ops: {name: fused, sdpa_backend: ...}`` through real workers: math and flash run and
     record exactly that backend (``auto`` picks CPU flash here); efficient is CUDA-only, known
     before a worker starts; a backend SDPA cannot use for a call is ``not_supported``."""
-    from harness.analyse import results
+    from harness import records
     from harness.measure.faults import classify
-    from harness.run import runner
     from harness.suite.loader import parse_suite
     from harness.suite.sweep import expand
 
@@ -48,8 +49,8 @@ def test_a_points_sdpa_backend_is_the_one_that_runs(tmp_path):
     }, "t"), "cpu")
     assert [p.strategies.ops.label for p in points] == ["fused", "fused_sdpa_math", "fused_sdpa_flash",
                                                          "fused_sdpa_efficient"]
-    runner.run_sweep(points, tmp_path / "run")
-    got = {r["params"]["ops"]: r for r in results.read_records(tmp_path / "run")}
+    lifecycle.run(points_plan(points, tmp_path / "run"), reports=False)
+    got = {r["params"]["ops"]: r for r in records.read_records(tmp_path / "run")}
     assert got["fused"]["metrics"]["sdpa_backends"] == ["flash_cpu"]
     assert got["fused_sdpa_math"]["metrics"]["sdpa_backends"] == ["math"]
     assert got["fused_sdpa_flash"]["metrics"]["sdpa_backends"] == ["flash_cpu"]

@@ -119,6 +119,6 @@ def test_the_walk_sees_lazy_imports(tmp_path):
     """The checker itself: an import inside a function counts, a TYPE_CHECKING one does not."""
     src = tmp_path / "m.py"
     src.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import pandas\n"
-                   "def f():\n    import torch\n    from harness.analyse import stats\n")
-    found = imports_of("harness.x.m", src, {"harness.analyse.stats", "harness.analyse"})
-    assert found == {"typing", "torch", "harness.analyse.stats", "harness.analyse"}
+                   "def f():\n    import torch\n    from harness.records import stats\n")
+    found = imports_of("harness.x.m", src, {"harness.records.stats", "harness.records"})
+    assert found == {"typing", "torch", "harness.records.stats", "harness.records"}

@@ -18,9 +18,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.analyse import results
+from harness import records
 from harness.measure import memory_model as mm
-from harness.run import runner
+from harness.run import lifecycle
+from harness.run.plan import points_plan
 from harness.suite.loader import parse_suite
 from harness.suite.sweep import expand
 from implementations import registry
@@ -76,8 +77,8 @@ MEASURED = [  # (preset, B, S, strategies): tiny runtime-dominated and activatio
 
 def test_prediction_within_tolerance_of_measured_cpu_peaks(tmp_path):
     points = [point(p, B, S, **s) for p, B, S, s in MEASURED]
-    runner.run_sweep(points, tmp_path)
-    for rec in results.read_records(tmp_path):
+    lifecycle.run(points_plan(points, tmp_path), reports=False)
+    for rec in records.read_records(tmp_path):
         assert rec["status"] == "ok", (rec["label"], rec["error"])
         m = rec["metrics"]
         measured, predicted = m["mem_peak_rss_above_baseline_bytes"], m["mem_predicted_bytes"]

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from harness.measure import telemetry, workload
-from harness.run import rundir, runner
+from harness.run import rounds, rundir
 from harness.suite.loader import parse_suite
 from harness.suite.sweep import expand, resolve
 from tests.fake_nvml import FakeGPU, FakeNVML
@@ -60,6 +60,6 @@ def test_planning_a_cuda_sweep_creates_no_cuda_context(one_fake_gpu, tmp_path, c
         assert (f"precision {precision}:" in why) == (precision in refused), (point.label, why)
         if point.strategies.parallel.nproc == 2:
             assert "needs 2 ranks, this machine hosts 1" in why
-    assert runner.contention_warnings(points[0]) == []
+    assert rounds.contention_warnings(points[0]) == []
     rundir.open_run(tmp_path / "run", points, doc=None)
     assert not torch.cuda.is_initialized()

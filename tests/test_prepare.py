@@ -18,7 +18,8 @@ from pathlib import Path
 import yaml
 from typer.testing import CliRunner
 
-from harness.run import extensions
+from harness.run import extensions, lifecycle
+from harness.run.plan import points_plan
 
 OP = "deepspeed_shm_comm"  # the one op a CPU ZeRO point builds (DeepSpeed 0.19, torch 2.13)
 HOLD_BATON = """
@@ -129,16 +130,15 @@ def test_only_points_that_will_run_zero_need_ops(monkeypatch):
 def test_zero_point_runs_within_its_timeout_despite_a_stale_lock(tmp_path):
     """A build killed while holding torch's lock leaves ``<folder>/<op>/lock``; every later rank
     used to poll it until the point's timeout. The runner now removes it before the launch."""
-    from harness.analyse import results
-    from harness.run import runner
+    from harness import records
 
     (point,) = points_of(suite(stage=2))
     said = []
     assert extensions.prepare([point], said.append), said  # built outside any point's timeout
     lock = extensions.extensions_dir() / OP / "lock"
     lock.touch()  # what the killed build left (no process holds it)
-    runner.run_sweep([point], tmp_path)
-    (rec,) = results.read_records(tmp_path)
+    lifecycle.run(points_plan([point], tmp_path), reports=False)
+    (rec,) = records.read_records(tmp_path)
     assert rec["status"] == "ok", (rec["error"], rec["stderr_tail"])
     assert rec["duration_s"] < point.measure.timeout_s and not lock.exists()
     assert len(rec["ranks"]) == 2
@@ -148,16 +148,17 @@ def test_tbench_run_prepares_before_the_first_point_only_with_zero_points(tmp_pa
     """The preparing phase runs (here: finds the op built, removes a stale lock) before the first
     point starts; a sweep without ZeRO points has none."""
     from harness import cli
-    from harness.run.runner import RunSummary
 
     lock = extensions.extensions_dir() / OP / "lock"
     seen = {}
 
-    def first_point(points, run_dir, done, **kwargs):  # stands in for run_points
+    def first_point(point, run_dir, grace_s, round_no, where=None):  # stands in for a round
         seen["lock_at_first_point"] = lock.exists()
-        return RunSummary(run_dir, run_dir / "results.jsonl", len(points))
+        return {"status": "not_supported", "error": "stand-in", "round": round_no,
+                "started_at": "t", "duration_s": 0.0,
+                "contention": {"contended": False, "reasons": []}}
 
-    monkeypatch.setattr("harness.run.runner.run_points", first_point)
+    monkeypatch.setattr("harness.run.rounds.measured_round", first_point)
     monkeypatch.setattr("harness.analyse.report.write_reports", lambda run_dir: [])
     for data, zero in ((suite(stage=2), True), (suite(), False)):
         path = tmp_path / "s.yaml"

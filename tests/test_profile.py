@@ -244,7 +244,7 @@ def test_run_profile_then_profile_a_point_again(tmp_path, monkeypatch):
 
 
 def test_a_profiled_and_an_unprofiled_run_are_told_apart():
-    from harness.analyse.results import BadInput
+    from harness.records import BadInput
 
     plain = record("a", samples_ms=[10.0 * x for x in PATTERN])
     profiled = record("b", samples_ms=[10.0 * x for x in PATTERN], metrics=profile({"ffn": 1.0}))

@@ -12,8 +12,8 @@ from results_factory import attention_sweep, profile, record, write_run
 from typer.testing import CliRunner
 
 from harness.analyse.report import build_tables, render_html, render_markdown, write_reports
-from harness.analyse.results import BadInput, read_run_folder
 from harness.cli import app as tbench_app
+from harness.records import BadInput, read_run_folder
 
 ROOT = Path(__file__).parents[1]
 FAILS = {("dense", 1024): ("oom", "CUDA out of memory"),

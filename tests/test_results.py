@@ -1,9 +1,10 @@
-"""harness.analyse.results: durable append, tolerant read, one DataFrame row per point."""
+"""harness.records: durable append, tolerant read, one DataFrame row per point."""
 import json
 
 import pytest
 
-from harness.analyse import results
+from harness import records
+from harness.analyse import frame as frame_mod
 
 
 def record(pid, status="ok", **metrics):
@@ -24,55 +25,55 @@ def run_dir(tmp_path):
 
 
 def test_append_then_read_in_order(run_dir):
-    path = run_dir / results.RESULTS_FILE
+    path = run_dir / records.RESULTS_FILE
     for pid in ("a", "b"):
-        results.append_record(path, record(pid))
-    assert [r["point_id"] for r in results.read_records(run_dir)] == ["a", "b"]
+        records.append_record(path, record(pid))
+    assert [r["point_id"] for r in records.read_records(run_dir)] == ["a", "b"]
 
 
 def test_partial_last_line_is_skipped(run_dir):
-    path = run_dir / results.RESULTS_FILE
-    results.append_record(path, record("a"))
+    path = run_dir / records.RESULTS_FILE
+    records.append_record(path, record("a"))
     with open(path, "a") as f:
         f.write('{"point_id": "b", "sta')  # writer killed mid-line
-    assert [r["point_id"] for r in results.read_records(run_dir)] == ["a"]
-    results.append_record(path, record("c"))  # the next append cuts the partial line first
-    assert [r["point_id"] for r in results.read_records(run_dir)] == ["a", "c"]
+    assert [r["point_id"] for r in records.read_records(run_dir)] == ["a"]
+    records.append_record(path, record("c"))  # the next append cuts the partial line first
+    assert [r["point_id"] for r in records.read_records(run_dir)] == ["a", "c"]
 
 
 def test_corrupt_line_in_the_middle_is_an_error(run_dir):
-    path = run_dir / results.RESULTS_FILE
+    path = run_dir / records.RESULTS_FILE
     path.write_text('{"point_id": "a"}\nnot json\n{"point_id": "c"}\n')
     with pytest.raises(ValueError, match=":2: corrupt record"):
-        results.read_records(run_dir)
+        records.read_records(run_dir)
 
 
 def test_missing_file_reads_empty(tmp_path):
-    assert results.read_records(tmp_path) == []
-    with pytest.raises(results.BadInput, match="results.jsonl"):
-        results.load_run(tmp_path)  # not a run folder: no silent empty table
-    (tmp_path / results.RUN_FILE).write_text('{"state": "running"}')
-    assert results.load_run(tmp_path).empty  # a run that started and recorded nothing yet
+    assert records.read_records(tmp_path) == []
+    with pytest.raises(records.BadInput, match="results.jsonl"):
+        frame_mod.load_run(tmp_path)  # not a run folder: no silent empty table
+    (tmp_path / records.RUN_FILE).write_text('{"state": "running"}')
+    assert frame_mod.load_run(tmp_path).empty  # a run that started and recorded nothing yet
 
 
 def test_latest_record_per_point_wins(run_dir):
-    path = run_dir / results.RESULTS_FILE
-    results.append_record(path, record("a", status="interrupted"))
-    results.append_record(path, record("b"))
-    results.append_record(path, record("a"))
-    latest = results.latest_records(results.read_records(run_dir))
+    path = run_dir / records.RESULTS_FILE
+    records.append_record(path, record("a", status="interrupted"))
+    records.append_record(path, record("b"))
+    records.append_record(path, record("a"))
+    latest = records.latest_records(records.read_records(run_dir))
     assert [(r["point_id"], r["status"]) for r in latest] == [("a", "ok"), ("b", "ok")]
 
 
 def test_load_run_columns(run_dir):
-    path = run_dir / results.RESULTS_FILE
-    results.append_record(path, record("a", tokens_per_s=100.0))
-    results.append_record(path, record("b", status="oom"))
-    df = results.load_run(run_dir)
+    path = run_dir / records.RESULTS_FILE
+    records.append_record(path, record("a", tokens_per_s=100.0))
+    records.append_record(path, record("b", status="oom"))
+    df = frame_mod.load_run(run_dir)
     assert list(df["point_id"]) == ["a", "b"]
     cols = list(df.columns)
-    assert cols[:len(results.PROVENANCE)] == list(results.PROVENANCE)
-    for col in ("attention", "attention.window", "seq_len", *results.METRICS, "samples_ms"):
+    assert cols[:len(records.PROVENANCE)] == list(records.PROVENANCE)
+    for col in ("attention", "attention.window", "seq_len", *records.METRICS, "samples_ms"):
         assert col in cols
     row = df.iloc[0]
     assert row["device_name"] == "Some CPU" and row["git_commit"] == "abc"

@@ -9,9 +9,12 @@ import math
 
 import pytest
 
-from harness.analyse import results, stats
+from harness import records
 from harness.analyse.compare import compare_pair, rounds_verdict
-from harness.run import rundir, runner
+from harness.records import stats
+from harness.run import lifecycle, rounds, rundir
+from harness.run.record import merge_metrics
+from harness.run.plan import points_plan
 from harness.suite.loader import parse_suite
 from harness.suite.sweep import expand
 
@@ -47,7 +50,7 @@ def test_one_round_is_the_plain_summary():
 
 
 def test_merge_metrics_rules():
-    merged = runner.merge_metrics([
+    merged = merge_metrics([
         {"mem_peak_rss_bytes": 10, "tokens_per_s": 100.0, "sm_clock_mhz_min": 900, "throttled": False,
          "flops_per_step": 7, "sdpa_backends": ["math"], "mfu": None},
         {"mem_peak_rss_bytes": 30, "tokens_per_s": 300.0, "sm_clock_mhz_min": 800, "throttled": True,
@@ -81,7 +84,7 @@ class FakeRounds:
     def __init__(self, script=None):
         self.order, self.script = [], script or {}
 
-    def __call__(self, point, run_dir, grace_s, round_no):
+    def __call__(self, point, run_dir, grace_s, round_no, where=None):
         self.order.append((point.index, round_no))
         rec = self.script.get((point.index, round_no)) or _round([10.0 + round_no] * 10)
         return dict(rec, round=round_no)
@@ -90,12 +93,11 @@ class FakeRounds:
 def test_rounds_are_interleaved_and_merged(tmp_path, monkeypatch):
     pts = _points()
     fake = FakeRounds({(1, 2): _round([20.0] * 10, contended=True)})
-    monkeypatch.setattr(runner, "measured_round", fake)
     events = []
-    summary = runner.run_sweep(pts, tmp_path, progress=events.append)
+    summary = lifecycle.run(points_plan(pts, tmp_path), measure_round=fake, progress=events.append, reports=False)
     assert fake.order == [(0, 1), (1, 1), (0, 2), (1, 2), (0, 3), (1, 3)]  # round by round
     assert [e.total for e in events if e.kind == "finish"] == [6] * 6
-    recs = {r["index"]: r for r in results.read_records(tmp_path)}
+    recs = {r["index"]: r for r in records.read_records(tmp_path)}
     first, second = recs[0], recs[1]
     assert first["metrics"]["latency_ms_round_p50s"] == [11.0, 12.0, 13.0]
     assert first["metrics"]["latency_ms_p50"] == pytest.approx(12.0)
@@ -103,16 +105,15 @@ def test_rounds_are_interleaved_and_merged(tmp_path, monkeypatch):
     assert first["flags"] == ["drift"]  # CV 1/12 > 5%
     assert "contended" in second["flags"] and second["rounds"][1]["contention"]["contended"]
     assert summary.counts == {"ok": 2} and summary.flags == {"drift": 2, "contended": 1}
-    assert len((tmp_path / rundir.ROUNDS_FILE).read_text().splitlines()) == 6
+    assert len((tmp_path / records.ROUNDS_FILE).read_text().splitlines()) == 6
 
 
 def test_a_failed_round_ends_its_point_and_the_others_go_on(tmp_path, monkeypatch):
     pts = _points()
     fake = FakeRounds({(0, 2): _round([], status="oom")})
-    monkeypatch.setattr(runner, "measured_round", fake)
-    runner.run_sweep(pts, tmp_path)
+    lifecycle.run(points_plan(pts, tmp_path), measure_round=fake, reports=False)
     assert fake.order == [(0, 1), (1, 1), (0, 2), (1, 2), (1, 3)]
-    recs = {r["index"]: r for r in results.read_records(tmp_path)}
+    recs = {r["index"]: r for r in records.read_records(tmp_path)}
     assert recs[0]["status"] == "oom" and [r["status"] for r in recs[0]["rounds"]] == ["ok", "oom"]
     assert recs[1]["status"] == "ok" and recs[1]["metrics"]["n_rounds"] == 3
 
@@ -120,21 +121,20 @@ def test_a_failed_round_ends_its_point_and_the_others_go_on(tmp_path, monkeypatc
 def test_resume_measures_only_the_rounds_not_done(tmp_path, monkeypatch):
     pts = _points()
     fake = FakeRounds()
-    monkeypatch.setattr(runner, "measured_round", fake)
-    runner.run_sweep(pts, tmp_path)
+    lifecycle.run(points_plan(pts, tmp_path), measure_round=fake, reports=False)
     # as if tbench died after point 0's second round and point 1's first
-    lines = (tmp_path / rundir.ROUNDS_FILE).read_text().splitlines()
-    (tmp_path / rundir.ROUNDS_FILE).write_text("\n".join(lines[:3]) + "\n{\"point_id\": \"torn")
-    (tmp_path / results.RESULTS_FILE).write_text("")
+    lines = (tmp_path / records.ROUNDS_FILE).read_text().splitlines()
+    (tmp_path / records.ROUNDS_FILE).write_text("\n".join(lines[:3]) + "\n{\"point_id\": \"torn")
+    (tmp_path / records.RESULTS_FILE).write_text("")
     fake.order.clear()
-    runner.run_sweep(pts, tmp_path, resume=True)
+    lifecycle.run(points_plan(pts, tmp_path, resume=True), measure_round=fake, reports=False)
     assert fake.order == [(1, 2), (0, 3), (1, 3)]
-    recs = results.read_records(tmp_path)
+    recs = records.read_records(tmp_path)
     assert sorted(r["metrics"]["n_rounds"] for r in recs) == [3, 3]
 
 
 def test_a_new_run_refuses_a_folder_holding_rounds(tmp_path):
-    (tmp_path / rundir.ROUNDS_FILE).write_text(json.dumps({"point_id": "x"}) + "\n")
+    (tmp_path / records.ROUNDS_FILE).write_text(json.dumps({"point_id": "x"}) + "\n")
     with pytest.raises(rundir.RunDirError, match="already holds results"):
         rundir.open_run(tmp_path, _points(1))
 
@@ -143,17 +143,17 @@ def test_on_contention_retry_then_flag_and_fail(tmp_path, monkeypatch):
     pt = _points(1, on_contention="retry", contention_wait_s=0.0)[0]
     calls = []
 
-    def contended_round(point, run_dir, grace_s, round_no):
+    def contended_round(point, run_dir, grace_s, round_no, where=None):
         calls.append(round_no)
         return dict(_round([10.0] * 10, contended=True), round=round_no)
 
-    monkeypatch.setattr(runner, "run_round", contended_round)
-    rec = runner.measured_round(pt, tmp_path, 1.0, 1)
+    monkeypatch.setattr(rounds, "run_round", contended_round)
+    rec = rounds.measured_round(pt, tmp_path, 1.0, 1)
     assert calls == [1, 1, 1] and rec["attempts"] == 3 and rec["status"] == "ok"
     assert rec["contention"]["contended"]  # still flagged after the retries
     calls.clear()
     fail = _points(1, on_contention="fail")[0]
-    rec = runner.measured_round(fail, tmp_path, 1.0, 1)
+    rec = rounds.measured_round(fail, tmp_path, 1.0, 1)
     assert calls == [1] and rec["status"] == "contended" and "1.00 CPU cores" in rec["error"]
 
 

@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from harness.analyse import results
+from harness import records
+from harness.analyse import frame as frame_mod
 from harness.measure import faults, worker
-from harness.run import launcher, rundir, runner
+from harness.run import launcher, lifecycle, rundir
+from harness.run.plan import points_plan
 from harness.suite.loader import parse_suite
 from harness.suite.sweep import expand
 
@@ -32,7 +34,7 @@ def points(seq_lens, timeouts=None, **extra):
 
 
 def by_id(run_dir):
-    return {r["point_id"]: r for r in results.read_records(run_dir)}
+    return {r["point_id"]: r for r in records.read_records(run_dir)}
 
 
 def test_every_failure_is_recorded_and_the_sweep_finishes(tmp_path, monkeypatch):
@@ -43,7 +45,7 @@ def test_every_failure_is_recorded_and_the_sweep_finishes(tmp_path, monkeypatch)
         "name": "runner-test-ns", "workload": {"kind": "forward"},
         "strategies": {"parallel": {"name": "zero", "nproc": 2}}}, "test"), "cpu")
     events = []
-    summary = runner.run_sweep(pts + unsupported, tmp_path, progress=events.append, kill_grace_s=1.0)
+    summary = lifecycle.run(points_plan(pts + unsupported, tmp_path), progress=events.append, grace_s=1.0, reports=False)
 
     recs = by_id(tmp_path)
     assert len(recs) == 6 and summary.total == 6 and not summary.interrupted
@@ -103,30 +105,30 @@ def test_interrupt_then_resume_loses_and_repeats_nothing(tmp_path, monkeypatch):
         if event.kind == "start" and event.position == 1:  # Ctrl-C while its worker runs
             threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT)).start()
 
-    first = runner.run_sweep(pts, tmp_path, progress=ctrl_c_during_second_point, kill_grace_s=1.0)
+    first = lifecycle.run(points_plan(pts, tmp_path), progress=ctrl_c_during_second_point, grace_s=1.0, reports=False)
     assert first.interrupted and first.counts == {"ok": 1, "interrupted": 1}
-    assert [r["status"] for r in results.read_records(tmp_path)] == ["ok", "interrupted"]
+    assert [r["status"] for r in records.read_records(tmp_path)] == ["ok", "interrupted"]
     assert not live_workers(tmp_path)
     assert json.loads((tmp_path / "run.json").read_text())["state"] == "interrupted"
     monkeypatch.delenv("TBENCH_FAULT")
 
     with pytest.raises(rundir.RunDirError, match="--resume"):
-        runner.run_sweep(pts, tmp_path)
-    second = runner.run_sweep(pts, tmp_path, resume=True)
+        lifecycle.run(points_plan(pts, tmp_path), reports=False)
+    second = lifecycle.run(points_plan(pts, tmp_path, resume=True), reports=False)
     assert second.skipped == 1 and second.counts == {"ok": 2}
-    latest = results.latest_records(results.read_records(tmp_path))
+    latest = records.latest_records(records.read_records(tmp_path))
     assert sorted(r["point_id"] for r in latest) == sorted(p.id for p in pts)
     assert all(r["status"] == "ok" for r in latest)
-    oks = [r["point_id"] for r in results.read_records(tmp_path) if r["status"] == "ok"]
+    oks = [r["point_id"] for r in records.read_records(tmp_path) if r["status"] == "ok"]
     assert len(oks) == len(set(oks)) == 3  # no point measured twice
-    assert len(results.load_run(tmp_path)) == 3
+    assert len(frame_mod.load_run(tmp_path)) == 3
 
 
 def test_a_relative_run_folder_works_although_workers_run_in_their_own_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    summary = runner.run_sweep(points([8]), Path("runs") / "rel")
-    assert summary.counts == {"ok": 1}, results.read_records(tmp_path / "runs" / "rel")
-    assert summary.results_path == tmp_path / "runs" / "rel" / results.RESULTS_FILE
+    summary = lifecycle.run(points_plan(points([8]), Path("runs") / "rel"), reports=False)
+    assert summary.counts == {"ok": 1}, records.read_records(tmp_path / "runs" / "rel")
+    assert summary.results_path == tmp_path / "runs" / "rel" / records.RESULTS_FILE
 
 
 def test_resume_refuses_a_changed_environment(tmp_path, monkeypatch):
@@ -161,7 +163,7 @@ def test_fault_hook_matches_ids_only(monkeypatch):
 def test_rank_results_merge(tmp_path):
     result = tmp_path / "result.json"
     for rank, state, p50, joules, hot in ((0, 100, 1.0, 40.0, False), (1, 60, 1.3, 50.0, True)):
-        results.write_json_atomic(worker.rank_result_path(result, rank), {
+        records.write_json_atomic(worker.rank_result_path(result, rank), {
             "status": "ok", "error": None, "rank": rank,
             "metrics": {"latency_ms_p50": p50, "energy_j": joules, "throttled": hot},
             "rank_metrics": {"rank": rank, "model_state_bytes": state, "mem_peak_bytes": 5}})

@@ -24,9 +24,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.analyse import results
+from harness import records
 from harness.run import env as env_mod
-from harness.run import runner
+from harness.run import lifecycle
+from harness.run.plan import points_plan
 from harness.suite.sweep import load_points
 from tests.slurm_cluster import SlurmCluster, wait_for, why_not
 
@@ -74,7 +75,7 @@ def tbench(cluster, tmp_path, *args, fault=None, timeout=240) -> subprocess.Comp
 
 
 def latest(out) -> dict[str, dict]:
-    return {r["point_id"]: r for r in results.latest_records(results.read_records(out))}
+    return {r["point_id"]: r for r in records.latest_records(records.read_records(out))}
 
 
 def test_a_suite_on_slurm_records_what_the_local_runner_records(cluster, tmp_path, monkeypatch):
@@ -85,7 +86,7 @@ def test_a_suite_on_slurm_records_what_the_local_runner_records(cluster, tmp_pat
                   fault=fault)
     assert done.returncode == 3, done.stderr[-3000:]  # one point failed, as it should
     monkeypatch.setenv("TBENCH_FAULT", fault)
-    runner.run_sweep(points, tmp_path / "local")
+    lifecycle.run(points_plan(points, tmp_path / "local"), reports=False)
 
     on_slurm, here = latest(tmp_path / "slurm"), latest(tmp_path / "local")
     assert list(on_slurm) == list(here) == [p.id for p in points]  # same points, same order
@@ -115,7 +116,7 @@ def test_a_job_killed_by_its_time_limit_is_a_timeout(cluster, tmp_path):
                   fault="*=hang")
     assert done.returncode == 3, done.stderr[-3000:]
     assert time.monotonic() - started < 150
-    (rec,) = results.read_records(out)
+    (rec,) = records.read_records(out)
     assert rec["status"] == "timeout", rec
     assert "Slurm job" in rec["error"]
     assert wait_for(lambda: not cluster.queue(), 20, 0.5), cluster.queue()
@@ -145,25 +146,25 @@ def test_scancel_and_ctrl_c_mid_sweep_then_resume_lose_and_repeat_nothing(cluste
         # one array: task i is point i
         def hanging() -> bool:
             running = job_ids(cluster, "RUNNING")
-            return (len(results.read_records(out)) == 1 and len(running) == 2
+            return (len(records.read_records(out)) == 1 and len(running) == 2
                     and [j.split("_")[1] for j in running] == ["1", "2"])
 
         assert wait_for(hanging, 120, 0.3), cluster.queue()
         first, _ = job_ids(cluster, "RUNNING")
         cluster.run("scancel", first)  # the user cancels one job: that point is interrupted
-        assert wait_for(lambda: len(results.read_records(out)) == 2, 60, 0.3)
+        assert wait_for(lambda: len(records.read_records(out)) == 2, 60, 0.3)
         proc.send_signal(signal.SIGINT)  # Ctrl-C: tbench cancels the job it still waits for
         assert proc.wait(timeout=60) == 130, (tmp_path / "stderr").read_text()[-3000:]
     finally:
         proc.kill()
     assert wait_for(lambda: not cluster.queue(), 20, 0.3), cluster.queue()
-    assert [r["status"] for r in results.read_records(out)] == ["ok", "interrupted", "interrupted"]
+    assert [r["status"] for r in records.read_records(out)] == ["ok", "interrupted", "interrupted"]
     assert json.loads((out / "run.json").read_text())["state"] == "interrupted"
     jobs_before = len(array_tasks(out))
 
     again = tbench(cluster, tmp_path, suite, "--out", out, "--launcher", "slurm", "--resume")
     assert again.returncode == 0, again.stderr[-3000:]
-    recs = results.read_records(out)
+    recs = records.read_records(out)
     oks = sorted(r["point_id"] for r in recs if r["status"] == "ok")
     assert oks == sorted(p.id for p in points)  # every point once: none lost, none twice
     assert len(array_tasks(out)) - jobs_before == 2  # only the missing ones ran
@@ -305,24 +306,25 @@ def test_nodes_that_cannot_work_are_one_line_before_anything_runs(tmp_path, monk
 
 def test_the_resume_hint_repeats_every_option_quoted():
     import shlex
+    from types import SimpleNamespace
 
-    from harness.cli.run import resume_command
+    from harness.run.plan import Local, RunOptions, RunPlan, Slurm
 
-    line = resume_command(Path("my suite.yaml"), Path("runs/x"), "cpu", ["quick"],
-                          ["workload.seq_len=[8, 9]", "measure.profile=true"], None, True,
-                          "slurm", partition="gpu", account="lab", time_min=30, gpus_per_point=2,
-                          sbatch_arg=["--qos=high", "--constraint=h100&nvlink"])
-    assert shlex.split(line) == [
+    slurm = dict(partition="gpu", account="lab", time_min=30, gpus_per_point=2,
+                 nodes_per_point=None, sbatch_args=("--qos=high", "--constraint=h100&nvlink"))
+    options = RunOptions(Path("my suite.yaml"), variants=("quick",), fresh_workers=True,
+                         sets=("workload.seq_len=[8, 9]", "measure.profile=true"), slurm=slurm)
+    plan = RunPlan(options, None, (SimpleNamespace(device="cpu"),), Path("runs/x"), Slurm(None))
+    assert shlex.split(plan.resume_command()) == [
         "tbench", "run", "my suite.yaml", "--out", "runs/x", "--device", "cpu", "--variant",
         "quick", "--set", "workload.seq_len=[8, 9]", "--set", "measure.profile=true",
         "--fresh-workers", "--launcher", "slurm", "--partition", "gpu", "--account", "lab",
         "--time-min", "30", "--gpus-per-point", "2", "--sbatch-arg=--qos=high",
         "--sbatch-arg=--constraint=h100&nvlink", "--resume"]
-    local = shlex.split(resume_command("s.yaml", "r", "cuda", [], [], "0,1", False, "local",
-                                       partition=None, account=None, time_min=None,
-                                       gpus_per_point=None, sbatch_arg=[]))
-    assert local == ["tbench", "run", "s.yaml", "--out", "r", "--device", "cuda", "--devices",
-                     "0,1", "--resume"]
+    local = RunPlan(RunOptions(Path("s.yaml"), devices="0,1"), None,
+                    (SimpleNamespace(device="cuda"),), Path("r"), Local())
+    assert shlex.split(local.resume_command()) == ["tbench", "run", "s.yaml", "--out", "r",
+                                                   "--device", "cuda", "--devices", "0,1", "--resume"]
 
 
 @pytest.mark.parametrize("state, error, status", [

@@ -1,9 +1,9 @@
-"""harness.analyse.stats against hand-computed values (pytest-benchmark's stats tests are the model)."""
+"""harness.records.stats against hand-computed values (pytest-benchmark's stats tests are the model)."""
 import math
 
 import pytest
 
-from harness.analyse import stats
+from harness.records import stats
 
 TEN = [float(x) for x in range(1, 11)]  # 1..10
 

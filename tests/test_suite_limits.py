@@ -24,7 +24,7 @@ SUITE = "name: t\nmodel: {preset: tiny}\nworkload: {seq_len: 16, batch_size: 2}\
 
 def run_cli(tmp_path, monkeypatch, text: str, *args):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("harness.run.runner.run_points", lambda *a, **k: pytest.fail("a point ran"))
+    monkeypatch.setattr("harness.run.lifecycle.sweep", lambda *a, **k: pytest.fail("a point ran"))
     suite = tmp_path / "s.yaml"
     suite.write_text(text)
     return CliRunner().invoke(app, ["run", str(suite), "--out", str(tmp_path / "run"), "--device", "cpu",
@@ -97,7 +97,7 @@ def test_missing_lengths_file_names_the_field_and_the_path(tmp_path, monkeypatch
     (tmp_path / "suites").mkdir()
     text = "name: t\nworkload:\n  lengths: {distribution: file, path: data/lengths.txt}\n"
     (tmp_path / "suites" / "s.yaml").write_text(text)
-    monkeypatch.setattr("harness.run.runner.run_points", lambda *a, **k: pytest.fail("a point ran"))
+    monkeypatch.setattr("harness.run.lifecycle.sweep", lambda *a, **k: pytest.fail("a point ran"))
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(app, ["run", "suites/s.yaml", "--out", "run", "--device", "cpu"])
     line = the_one_line(result, tmp_path)

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.run import extensions
+from harness.run import extensions, lifecycle
+from harness.run.plan import points_plan
 from implementations import registry
 from implementations.parallel.state_bytes import _Ledger, aggregate_ranks, paper_bytes
 from implementations.parallel.zero import ZeroParallel
@@ -230,8 +231,7 @@ def test_rank_exits_cleanly_with_collectives_in_flight(tmp_path, ops_env):
 def test_zero_point_on_an_encoder_decoder_runs_under_deepspeed_bf16(tmp_path, ops_env):
     """The worker feeds the engine through the same forward helper as a single-process point
     (encoder-decoder: src/tgt keywords) and leaves bf16 to DeepSpeed (no autocast on top)."""
-    from harness.analyse import results
-    from harness.run import runner
+    from harness import records
     from harness.suite.loader import parse_suite
     from harness.suite.sweep import expand
 
@@ -243,8 +243,8 @@ def test_zero_point_on_an_encoder_decoder_runs_under_deepspeed_bf16(tmp_path, op
         "measure": {"warmup_iters": 1, "warmup_s": 0.0, "min_time_s": 0.0, "max_samples": 10,
                     "rounds": 1}},
         "t"), "cpu")
-    runner.run_sweep([pt], tmp_path)
-    (rec,) = results.read_records(tmp_path)
+    lifecycle.run(points_plan([pt], tmp_path), reports=False)
+    (rec,) = records.read_records(tmp_path)
     assert rec["status"] == "ok", (rec["error"], rec["stderr_tail"])
     assert rec["params"]["n_encoder_layers"] == 2 and len(rec["ranks"]) == N
     assert rec["metrics"]["loss_final"] > 0 and rec["metrics"]["amp_skipped_steps"] == 0  # bf16: none
@@ -254,8 +254,7 @@ def test_zero_point_on_an_encoder_decoder_runs_under_deepspeed_bf16(tmp_path, op
 def test_one_rank_zero_points_run_every_stage(tmp_path, ops_env):
     """nproc 1 (the one-GPU shape of the cuda profile): launched through torchrun like any
     distributed point, so DeepSpeed finds RANK / WORLD_SIZE / MASTER_* instead of trying MPI."""
-    from harness.analyse import results
-    from harness.run import runner
+    from harness import records
     from harness.suite.loader import parse_suite
     from harness.suite.sweep import expand
 
@@ -267,8 +266,8 @@ def test_one_rank_zero_points_run_every_stage(tmp_path, ops_env):
         "measure": {"warmup_iters": 1, "warmup_s": 0.0, "min_time_s": 0.0, "max_samples": 10,
                     "rounds": 1}},
         "t"), "cpu")
-    runner.run_sweep(points, tmp_path)
-    records = results.read_records(tmp_path)
+    lifecycle.run(points_plan(points, tmp_path), reports=False)
+    records = records.read_records(tmp_path)
     assert [r["params"]["parallel"] for r in records] == [f"zero{s}_n1" for s in range(4)]
     for rec in records:
         assert rec["status"] == "ok", (rec["error"], rec["stderr_tail"])

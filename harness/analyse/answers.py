@@ -3,257 +3,39 @@
 Input: a run's records (docs/DESIGN.md "Result record"). Output:
   * ``answers(records, baseline=None) -> list[Answer]``: one per group of comparable points
     holding at least two ok points. Comparable: the same value of every param that is no
-    strategy (same workload kind, batch, seq_len, preset, device, lengths, ...); a param ``X``
-    is a strategy axis when the records carry ``X.name``, and ``X.p`` belongs to axis ``X``.
+    strategy (same workload kind, batch, seq_len, preset, device, lengths, ...).
     Fastest: the lowest ``latency_ms_p50``; a tie with every point whose 95% CI overlaps its
-    CI. Leanest: the lowest peak memory (``results.memory_metric``); a tie with every point
+    CI. Leanest: the lowest peak memory (``records.memory_metric``); a tie with every point
     within 2% of it. Each with its ratio to the group's baseline point: speed-up base/p50 with
     the conservative CI [base_low / p50_high, base_high / p50_low], memory mem/base_mem.
   * ``answer_lines(answers, limit=MAX_GROUPS) -> list[str]``: one plain-text line per group.
-
-It also holds what the report shares with it, so both name things the same way:
-  * ``layout(records)``: which param gives the columns (``seq_len``), the rows (the varying
-    strategy axes) and the tables (every other varying param); ``Layout.row_label(rec)`` is a
-    strategy's label, the text of its table row and of its answers.
-  * ``baselines(table_groups(records, lay), lay, wanted)``: the baseline row per table,
-    ``wanted`` (``--baseline``) given as a row label (``dense · fused``), a part of one
-    (``dense``), a point label's strategy part (``dense/fused/fixed/fp32/none`` of
-    ``dense/fused/fixed/fp32/none · forward B=1 S=256``, as the CLI prints it) or a '/'-part of
-    that which only one row has; by default the row whose attention is ``dense``, else the
-    first. An unknown ``wanted`` raises ``BadInput`` listing the labels allowed.
-  * ``point_flags(rec)``: the badges of a point (``contended``, ``noisy``, ``drift``,
-    ``single_round``); a warning starting "noisy measurement" counts as ``noisy``.
-  * human units: ``fmt_ms`` (0.885 ms, 312 ms, 1.52 s), ``fmt_bytes`` (KiB/MiB/GiB),
-    ``fmt_num`` (25.6k, 1.2M).
-  * the profiled pass (``measure.profile``), as report, plots and compare read it:
-    ``region_shares(rec)`` (``profile_share_<region>``, in ``REGIONS`` order) and
-    ``region_ms(rec)``: each share times the timed median ``latency_ms_p50``, so regions of two
-    points compare in milliseconds of the step the verdicts are about.
-Never imports torch.
+Groups, rows and baselines are ``harness.analyse.layout``'s. Never imports torch.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field, replace
 
-from harness.analyse.results import BadInput, memory_metric
+from harness.analyse.layout import (
+    COLUMN_AXIS,
+    _json,
+    baselines,
+    layout,
+    param_keys,
+    point_flags,
+    sort_key,
+    strategy_keys,
+    table_groups,
+    value,
+    varying,
+)
+from harness.analyse.units import fmt_bytes, fmt_ms
+from harness.records import memory_metric
 
-__all__ = [
-    "Answer",
-    "Pick",
-    "answer_lines",
-    "answers",
-    "baselines",
-    "fmt_bytes",
-    "fmt_ms",
-    "fmt_num",
-    "layout",
-    "point_flags",
-    "region_ms",
-    "region_shares",
-]
-
-COLUMN_AXIS = "seq_len"
-POINT_LABEL = "point"  # the row key of last resort: the record's label
-FLAGS = ("contended", "noisy", "drift", "single_round")
 MEMORY_TIE = 0.02
 MAX_GROUPS = 12
-MAX_LISTED = 20  # labels an error message lists
 KIND_WORDS = {"forward": "forward pass", "train": "training step", "generate": "generation"}
 DESCRIBED = ("kind", "batch_size", "seq_len", "preset", "device", "new_tokens")
 
-
-# ---- human units -------------------------------------------------------------------------
-
-def _sig(x: float) -> str:
-    return f"{x:.3g}" if abs(x) < 1000 else f"{x:.0f}"
-
-
-def fmt_ms(ms: float, low: float | None = None, high: float | None = None) -> str:
-    """``0.885 ms``, ``312 ms``, ``1.52 s``; with a CI, ``10 ms [9.9, 10.1]`` (same unit)."""
-    scale, unit = (1000.0, "s") if abs(ms) >= 1000 else (1.0, "ms")
-    text = f"{_sig(ms / scale)} {unit}"
-    if low is not None and high is not None:
-        text += f" [{_sig(low / scale)}, {_sig(high / scale)}]"
-    return text
-
-
-def fmt_bytes(n) -> str:
-    if n is None:
-        return "—"
-    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if abs(n) >= size:
-            return f"{n / size:.2f} {unit}"
-    return f"{n:.0f} B"
-
-
-def fmt_num(x: float) -> str:
-    for suffix, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(x) >= size:
-            return f"{x / size:.3g}{suffix}"
-    return f"{x:.3g}"
-
-
-# ---- the profiled pass: where the time goes -------------------------------------------------
-
-REGIONS = ("embedding", "attention", "ffn", "norm", "lm_head", "loss", "forward_other",
-           "backward", "optimizer", "communication", "other")  # harness.measure.profiling's
-SHARE = "profile_share_"
-
-
-def region_shares(rec: dict) -> dict[str, float]:
-    """Region -> share of the profiled step, ``REGIONS`` first; {} for a point not profiled."""
-    m = rec.get("metrics") or {}
-    found = {k[len(SHARE):]: float(v) for k, v in m.items()
-             if k.startswith(SHARE) and isinstance(v, (int, float)) and not isinstance(v, bool)}
-    return {r: found[r] for r in [r for r in REGIONS if r in found] + sorted(set(found) - set(REGIONS))}
-
-
-def region_ms(rec: dict) -> dict[str, float]:
-    """Region -> milliseconds of the timed median (share x ``latency_ms_p50``); {} without both."""
-    p50 = (rec.get("metrics") or {}).get("latency_ms_p50")
-    shares = region_shares(rec) if rec.get("status", "ok") == "ok" else {}
-    return {r: s * p50 for r, s in shares.items()} if p50 is not None else {}
-
-
-def point_flags(rec: dict) -> tuple[str, ...]:
-    have = {str(f) for f in rec.get("flags") or []}
-    if any(str(w).startswith("noisy measurement") for w in rec.get("warnings") or []):
-        have.add("noisy")
-    return tuple([f for f in FLAGS if f in have] + sorted(have - set(FLAGS)))
-
-
-# ---- how points are laid out: columns, rows (strategies), tables ---------------------------
-
-def value(rec: dict, key: str):
-    if key == POINT_LABEL:
-        return rec.get("label", rec.get("point_id"))
-    return (rec.get("params") or {}).get(key)
-
-
-def _json(rec: dict, key: str) -> str:
-    return json.dumps(value(rec, key), sort_keys=True, default=str)
-
-
-def sort_key(v):
-    return (0, v, "") if isinstance(v, (int, float)) and not isinstance(v, bool) else (1, 0, str(v))
-
-
-def param_keys(records: list[dict]) -> list[str]:
-    """Every param name, in order of first appearance (the runner's: axis, then its params)."""
-    return list(dict.fromkeys(k for r in records for k in (r.get("params") or {})))
-
-
-def strategy_keys(records: list[dict], keys: list[str]) -> list[str]:
-    """Those of ``keys`` that are strategy axes (``X`` with ``X.name`` among the params) or
-    their params (``X.window``)."""
-    params = set(param_keys(records))
-    return [k for k in keys if f"{k.split('.')[0]}.name" in params]
-
-
-def _fixed_by_head(records: list[dict], key: str) -> bool:
-    """``X.p`` whose value is the same wherever ``X``'s is (a strategy's label carries its
-    params): grouping by ``X`` already tells its points apart."""
-    head = key.split(".")[0]
-    if head == key:
-        return False
-    seen: dict[str, str] = {}
-    return all(seen.setdefault(_json(r, head), _json(r, key)) == _json(r, key) for r in records)
-
-
-def varying(records: list[dict]) -> list[str]:
-    keys = sorted(k for k in param_keys(records) if len({_json(r, k) for r in records}) > 1)
-    return [k for k in keys if not _fixed_by_head(records, k)]
-
-
-@dataclass(frozen=True)
-class Layout:
-    column: str | None      # the param of the columns (seq_len where it varies)
-    rows: tuple[str, ...]   # the params of the rows: the varying strategy axes, else the others
-    tables: tuple[str, ...]  # every other varying param: one table per combination
-    row_axis: str           # what the rows are: "strategy", else the params named
-
-    def row_parts(self, rec: dict) -> tuple[str, ...]:
-        return tuple(str(value(rec, k)) for k in self.rows)
-
-    def row_label(self, rec: dict) -> str:
-        return " · ".join(self.row_parts(rec)) or str(rec.get("suite", "run"))
-
-
-def layout(records: list[dict]) -> Layout:
-    var = varying(records)
-    col = COLUMN_AXIS if COLUMN_AXIS in var else None
-    strategy_rows = strategy_keys(records, [k for k in param_keys(records) if k in var])
-    rows = strategy_rows or [k for k in var if k != col]
-    tables = [k for k in var if k != col and k not in rows]
-    if len({tuple(_json(r, k) for k in var) for r in records}) < len(records):
-        rows = rows + [POINT_LABEL]  # points no param tells apart: a row each, by label
-    row_axis = "strategy" if rows == strategy_rows else " · ".join(rows)
-    return Layout(col, tuple(rows), tuple(tables), row_axis)
-
-
-def table_groups(records: list[dict], lay: Layout) -> list[tuple[tuple, list[dict]]]:
-    """(values of ``lay.tables``, records) per table, sorted by those values."""
-    groups: dict[tuple, list[dict]] = {}
-    for r in records:
-        groups.setdefault(tuple(_json(r, k) for k in lay.tables), []).append(r)
-    values = {t: tuple(value(g[0], k) for k in lay.tables) for t, g in groups.items()}
-    order = sorted(groups, key=lambda t: [sort_key(v) for v in values[t]])
-    return [(values[t], groups[t]) for t in order]
-
-
-def row_labels(recs: list[dict], lay: Layout) -> dict[str, tuple[str, ...]]:
-    """Row label -> its parts, in suite order (the first record of each row, by index)."""
-    parts: dict[str, tuple[str, ...]] = {}
-    first: dict[str, int] = {}
-    for r in recs:
-        parts.setdefault(lay.row_label(r), lay.row_parts(r))
-        first.setdefault(lay.row_label(r), r.get("index", 0))
-    return {lbl: parts[lbl] for lbl in sorted(parts, key=lambda lbl: (first[lbl], lbl))}
-
-
-def _prefix(rec: dict) -> str:
-    """A point label's strategy part: ``dense/fused/fixed/fp32/none`` of
-    ``dense/fused/fixed/fp32/none · forward B=1 S=256``."""
-    return str(rec.get("label", "")).split(" · ")[0]
-
-
-def _pick(recs: list[dict], lay: Layout, wanted: str | None) -> str | None:
-    rows = row_labels(recs, lay)
-    if wanted is None:
-        return next((lbl for lbl, parts in rows.items() if "dense" in parts), next(iter(rows), None))
-    by_part = [lbl for lbl, parts in rows.items() if lbl == wanted or wanted in parts]
-    if by_part:
-        return wanted if wanted in rows else by_part[0]
-    by_prefix = {lay.row_label(r) for r in recs if _prefix(r) == wanted}
-    by_piece = {lay.row_label(r) for r in recs if wanted in _prefix(r).split("/")}
-    for found in (by_prefix, by_piece):
-        if len(found) == 1:
-            return found.pop()
-    return None
-
-
-def baselines(groups: list[tuple[tuple, list[dict]]], lay: Layout,
-              wanted: str | None = None) -> list[str | None]:
-    """The baseline row label of each table of ``table_groups`` (see the module docstring)."""
-    picked = [_pick(recs, lay, wanted) for _, recs in groups]
-    if wanted is not None and groups and all(p is None for p in picked):
-        recs = [r for _, g in groups for r in g]
-        rows = list(dict.fromkeys(lbl for _, g in groups for lbl in row_labels(g, lay)))
-        prefixes = list(dict.fromkeys(_prefix(r) for r in recs if " · " in str(r.get("label"))))
-        raise BadInput(f"baseline strategy {wanted!r} not found; allowed: a row label "
-                       f"({_listed(rows)})" + (f", a point label's strategy part ({_listed(prefixes)})"
-                                               " or one '/'-part of it that only one row has"
-                                               if prefixes else ""))
-    return [p if p is not None else _pick(recs, lay, None) for p, (_, recs) in zip(picked, groups)]
-
-
-def _listed(labels: list[str]) -> str:
-    more = len(labels) - MAX_LISTED
-    return ", ".join(labels[:MAX_LISTED]) + (f", … ({more} more)" if more > 0 else "")
-
-
-# ---- answers -------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Pick:

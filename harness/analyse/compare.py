@@ -39,9 +39,8 @@ from dataclasses import asdict, dataclass, field
 
 from scipy.stats import mannwhitneyu, ttest_ind
 
-from harness.analyse import stats
-from harness.analyse.answers import region_ms
-from harness.analyse.results import BadInput, RunFolder
+from harness.analyse.regions import region_ms
+from harness.records import BadInput, RunFolder, stats
 
 MIN_SAMPLES = 5
 ALPHA = 0.01
@@ -320,7 +319,7 @@ def overall_verdict(points: list[PointResult]) -> str:
 def compare_runs(base: RunFolder, current: RunFolder, *, threshold: float = 0.05,
                  metrics=DEFAULT_METRICS, force: bool = False,
                  timing_informational: bool = False) -> Comparison:
-    """Compare two loaded run folders (see ``harness.analyse.results.read_run_folder``)."""
+    """Compare two loaded run folders (see ``harness.records.read_run_folder``)."""
     points = compare_records(base.records, current.records, threshold=threshold,
                              metrics=metrics, timing_informational=timing_informational)
     bf, cf = base.run.get("fingerprint"), current.run.get("fingerprint")

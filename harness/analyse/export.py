@@ -6,10 +6,10 @@ Input: a run folder. Output (``export(run_dir, fmt, out)`` -> list of paths writ
     stores them, so ``pytest-benchmark compare`` reads it. One benchmark per ok point with
     samples; ``fullname`` is ``tbench/<suite>::<label>`` (what compare pairs on).
   * ``github-action-benchmark``: two files for its ``customSmallerIsBetter`` (latency p50 in ms,
-    peak memory in bytes, ``harness.analyse.results.memory_metric`` of the point) and
+    peak memory in bytes, ``harness.records.memory_metric`` of the point) and
     ``customBiggerIsBetter`` (tokens/s) tools:
     ``[{name, unit, value, range, extra}]``.
-  * ``csv`` / ``parquet``: the ``harness.analyse.results`` DataFrame (list/dict cells as JSON
+  * ``csv`` / ``parquet``: the ``harness.records`` DataFrame (list/dict cells as JSON
     text, except ``samples_ms`` which stays a list in Parquet).
 Deterministic: no wall-clock time is written (the run's own timestamps are used).
 Never imports torch.
@@ -21,8 +21,9 @@ from pathlib import Path
 
 from pytest_benchmark.stats import Stats
 
-from harness.analyse import results
-from harness.analyse.results import BadInput, RunFolder, read_run_folder
+from harness import records
+from harness.analyse import frame as frame_mod
+from harness.records import BadInput, RunFolder, read_run_folder
 
 FORMATS = ("pytest-benchmark", "github-action-benchmark", "csv", "parquet")
 PYTEST_BENCHMARK_SCHEMA_VERSION = "5.2.3"
@@ -87,7 +88,7 @@ def to_github_action_benchmark(run: RunFolder) -> tuple[list[dict], list[dict]]:
             if m.get("latency_ms_p50_ci_low") is not None:
                 entry["range"] = f"{m['latency_ms_p50_ci_low']:.6g} .. {m['latency_ms_p50_ci_high']:.6g}"
             smaller.append(entry)
-        key = results.memory_metric([r])
+        key = records.memory_metric([r])
         if m.get(key) is not None:
             smaller.append({"name": f"{label} {key}", "unit": "bytes", "value": m[key]})
         if m.get("tokens_per_s") is not None:
@@ -96,7 +97,7 @@ def to_github_action_benchmark(run: RunFolder) -> tuple[list[dict], list[dict]]:
 
 
 def _table_for(fmt: str, run: RunFolder):
-    df = results.frame(run.records, run.run)
+    df = frame_mod.frame(run.records, run.run)
     for col in df.columns:
         if fmt == "parquet" and col == "samples_ms":
             df[col] = df[col].map(lambda xs: [float(x) for x in xs])

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.analyse import results
-from harness.analyse.answers import fmt_bytes
+from harness import records
 from harness.analyse.memory_tolerance import MEM_MODEL_TOLERANCE as TOLERANCE
+from harness.analyse.units import fmt_bytes
 
 FRONTIER_FILE = "frontier.jsonl"
 
@@ -22,9 +22,9 @@ FRONTIER_FILE = "frontier.jsonl"
 def read_frontiers(run_dir) -> list[dict]:
     path = Path(run_dir) / FRONTIER_FILE
     if not path.is_file():
-        raise results.BadInput(f"{path} not found: not a frontier run folder (tbench frontier)")
+        raise records.BadInput(f"{path} not found: not a frontier run folder (tbench frontier)")
     # a resumed frontier writes a point's line again: the latest one counts
-    return results.latest_records([rec for _n, _raw, rec in results._scan(path) if rec is not None])
+    return records.latest_records([rec for _n, _raw, rec in records.scan(path) if rec is not None])
 
 
 def _name(f: dict) -> str:

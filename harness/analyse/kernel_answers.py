@@ -13,7 +13,7 @@ by the contract tests. Never imports torch.
 """
 from __future__ import annotations
 
-from harness.analyse.answers import fmt_ms
+from harness.analyse.units import fmt_ms
 
 FREE = ("attention", "attention.kernel", "ops")  # what the answer chooses among
 

@@ -20,7 +20,7 @@ import base64
 import io
 from dataclasses import dataclass
 
-from harness.analyse.answers import REGIONS, region_ms
+from harness.analyse.regions import REGIONS, region_ms
 
 MAX_DISTRIBUTIONS = 40
 PANEL_AXES = ("ops", "kernel")  # one panel per value, when it varies: lines stay apart

@@ -1,7 +1,7 @@
 """Markdown and self-contained HTML reports of one run folder.
 
 Input: a run folder (docs/DESIGN.md: results.jsonl, run.json, env.json, suite.resolved.json),
-read by ``harness.analyse.results.read_run_folder``.
+read by ``harness.records.read_run_folder``.
 Output: ``RUN_DIR/report.md`` (GitHub-flavoured) and ``RUN_DIR/report.html`` (one file: plots as
 base64 PNG, the records as JSON in a ``<script type="application/json">``, no network access).
 
@@ -15,7 +15,7 @@ every point gets its own cell; points that no param tells apart (a swept field t
 not record as a param) get a row each, by label. A cell shows latency p50 with its 95% CI,
 tokens/s, peak memory, MFU, and the speed-up and memory ratio against the baseline strategy
 (``--baseline``; default the row whose attention is ``dense``, else the first row). Peak memory
-is ``harness.analyse.results.memory_metric``: the GPU allocator peak, else the CPU RSS above the
+is ``harness.records.memory_metric``: the GPU allocator peak, else the CPU RSS above the
 pre-point baseline, else the raw RSS; the table caption names it. A failed
 point shows its status (``OOM``, ``timeout``, ``not supported``, ``error``, ``crashed``) in its
 cell and its reason under the table. A flagged point (``contended``, ``noisy``, ``drift``,
@@ -43,27 +43,22 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.analyse.answers import (
-    MEMORY_TIE,
+from harness.analyse.answers import MEMORY_TIE, answer_lines, answers
+from harness.analyse.kernel_answers import kernel_answers
+from harness.analyse.layout import (
     Layout,
-    answer_lines,
-    answers,
     baselines,
-    fmt_bytes,
-    fmt_ms,
-    fmt_num,
     layout,
     point_flags,
-    region_ms,
-    region_shares,
     row_labels,
     sort_key,
     table_groups,
     value,
 )
-from harness.analyse.kernel_answers import kernel_answers
 from harness.analyse.memory_tolerance import MEM_MODEL_TOLERANCE
-from harness.analyse.results import BadInput, RunFolder, memory_metric, read_run_folder
+from harness.analyse.regions import region_ms, region_shares
+from harness.analyse.units import fmt_bytes, fmt_ms, fmt_num
+from harness.records import BadInput, RunFolder, memory_metric, read_run_folder
 
 __all__ = ["build_tables", "render_markdown", "render_html", "write_reports"]
 
@@ -458,8 +453,9 @@ def render_html(run: RunFolder, baseline: str | None = None) -> str:
 
 
 def write_reports(run_dir, formats=("md", "html"), baseline: str | None = None) -> list[Path]:
-    """Write report.md and/or report.html into ``run_dir``; returns the paths written."""
-    run = read_run_folder(run_dir)
+    """Write report.md and/or report.html into ``run_dir`` (a folder, or a ``RunFolder`` already
+    in memory: the run stage's, which need not read its results back); the paths written."""
+    run = run_dir if isinstance(run_dir, RunFolder) else read_run_folder(run_dir)
     bad = [f for f in formats if f not in ("md", "html")]
     if bad:
         raise BadInput(f"unknown report format(s) {', '.join(bad)}; allowed: md, html")

@@ -1,7 +1,7 @@
 """The ``tbench`` command line (typer + rich): ``run``, ``list``, ``env`` (``harness.cli.run``),
 ``report``, ``compare``, ``gate``, ``export`` (``harness.cli.analyse``) and ``profile``
 (``harness.cli.profile``), all registered on
-``harness.cli.app.app``; bad input of any command is handled by ``harness.cli.errors``.
+``harness.cli.app.app``; bad input of any command is handled by ``harness.cli.user_errors``.
 """
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ from typing import List, Optional
 import typer
 
 from harness.cli.app import app, default
-from harness.cli.errors import fail, user_errors
+from harness.cli.user_errors import fail, user_errors
 
 # harness.analyse.compare.DEFAULT_METRICS, spelled out so --help need not import scipy
 # (tests/test_cli.py checks they agree).
@@ -71,7 +71,7 @@ def compare(base_run: Path = typer.Argument(..., help="baseline run folder or re
             deterministic_only: bool = typer.Option(False, help="timing informational only")):
     """Compare two runs point by point: exit 1 on a regression, 2 on bad input."""
     from harness.analyse import compare as cmp_mod
-    from harness.analyse.results import read_run_folder
+    from harness.records import read_run_folder
 
     t = parse_threshold(threshold)
     with user_errors():

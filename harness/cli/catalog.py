@@ -84,7 +84,7 @@ def presets_table() -> Table:
 
 
 def metrics_table() -> Table:
-    from harness.analyse.results import METRICS
+    from harness.records import METRICS
 
     table = Table(title="metrics (results.jsonl 'metrics'; null = not available)", title_justify="left")
     table.add_column("metric")

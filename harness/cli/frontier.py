@@ -23,12 +23,12 @@ import typer
 from rich.table import Table
 
 from harness.cli.app import app, console, default
-from harness.cli.errors import user_errors
-from harness.cli.run import Device, _cuda_missing
+from harness.cli.user_errors import user_errors
+from harness.cli.run import Device
 
 
 def _table(frontiers) -> Table:
-    from harness.analyse.answers import fmt_bytes
+    from harness.analyse.units import fmt_bytes
 
     table = Table(title=f"frontier of {frontiers[0].axis} within {fmt_bytes(frontiers[0].budget_bytes)}"
                   if frontiers else "frontier", title_justify="left")
@@ -86,6 +86,7 @@ def frontier(
     from harness.analyse.frontier_report import write_frontier_report
     from harness.run import frontier as fr
     from harness.run import rundir
+    from harness.run.plan import cuda_missing
     from harness.suite.sweep import load_points
 
     with user_errors():
@@ -98,7 +99,7 @@ def frontier(
             raise fr.FrontierError("--resume needs --out RUN_DIR (the folder of the frontier to finish)")
         resolved, points = load_points(suite, device.value if device else None, set_, variant)
         points = fr.free_points(resolved, points, axis)
-        no_cuda = _cuda_missing(points[0].device, device is not None, suite)
+        no_cuda = cuda_missing(points[0].device, device is not None, suite)
         if no_cuda:
             raise fr.FrontierError(no_cuda)
         run_dir = out or rundir.default_run_dir(f"{resolved.name}-frontier")

@@ -4,20 +4,23 @@
     tbench profile SUITE.yaml --point ID [--out DIR] [--device D] [--set PATH=VALUE]... [--variant V]
 
 The point is the one of that id, resolved as the run resolved it (its model, workload,
-strategies, measure and seed), with ``measure.profile`` on and one round: one worker
-(``harness.run.launcher``, as the runner starts it) times it as before, then profiles it
-(``harness.measure.profiling``). Its files go to ``RUN_DIR/profiles/<ID>/``: the worker's
-point.json, result.json and worker.log, ``trace.json.gz`` (and ``memory_snapshot.pickle`` on
-CUDA), and ``breakdown.json``: the ``profile_*`` metrics, the timed median and the warnings,
-which the run's reports show for a point that has no profile of its own (rewritten here).
-With a suite, the run folder is ``--out`` (default ``runs/<suite>-profile-<time>``) and gets
-the suite.resolved.json of that one point. Prints the regions in ms of the timed median, the top
-operators and the trace's path. Exit codes: 0 profiled, 2 bad input (an unknown id: the
-ids allowed are listed), 3 the point failed or is not supported (the status and the reason are
-printed).
+strategies, measure and seed), with ``measure.profile`` on and one round: one worker times it
+as before, then profiles it (``harness.measure.profiling``).
+  * A run folder: the folder is locked while this runs (``harness.run.lock``: not while its run
+    is still measuring). The worker (``harness.run.rounds.run_round``, as a run starts it) writes
+    into ``RUN_DIR/profiles/<ID>/``: point.json, result.json, worker.log, ``trace.json.gz`` (and
+    ``memory_snapshot.pickle`` on CUDA), and ``breakdown.json``: the ``profile_*`` metrics, the
+    timed median and the warnings, which the run's reports show for a point that has no profile
+    of its own (rewritten here).
+  * A suite: that one point is a run of its own (``harness.run.lifecycle.run``: the folder
+    ``--out``, default ``runs/<suite>-profile-<time>``, its records and reports), like any run.
+Prints the regions in ms of the timed median, the top operators and the trace's path. Exit
+codes: 0 profiled, 2 bad input (an unknown id: the ids allowed are listed; a folder in use), 3
+the point failed or is not supported (the status and the reason are printed).
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import List, Optional
 
@@ -25,7 +28,7 @@ import typer
 from rich.table import Table
 
 from harness.cli.app import app, console, default
-from harness.cli.errors import fail, user_errors
+from harness.cli.user_errors import fail, user_errors
 from harness.cli.run import Device
 
 PROFILES = "profiles"
@@ -53,7 +56,7 @@ def _pick(points: list[dict], point_id: str, where: str) -> dict:
 
 
 def from_run(run_dir: Path, point_id: str) -> dict:
-    from harness.analyse.results import RESOLVED_FILE, BadInput, read_json
+    from harness.records import RESOLVED_FILE, BadInput, read_json
 
     doc = read_json(run_dir / RESOLVED_FILE)
     if not doc.get("points"):
@@ -62,24 +65,53 @@ def from_run(run_dir: Path, point_id: str) -> dict:
     return _pick(doc["points"], point_id, str(run_dir))
 
 
-def from_suite(suite: Path, point_id: str, out: Optional[Path], device, sets, variants):
-    """(run folder, the point's JSON); the folder gets the suite.resolved.json of that point."""
-    from harness.analyse.results import RESOLVED_FILE, write_json_atomic
-    from harness.run import rundir
-    from harness.suite.sweep import load_points
+def in_run_folder(run_dir: Path, point_id: str) -> tuple[dict, Path]:
+    """Profile a run's point into ``RUN_DIR/profiles/<ID>/``, the folder locked meanwhile;
+    (the record, the folder of its files)."""
+    from harness.run import extensions, launcher
+    from harness.run.lock import FolderLock
 
-    resolved, points = load_points(suite, device.value if device else None, sets, variants)
-    data = _pick([p.to_json() for p in points], point_id, str(suite))
-    run_dir = out or rundir.default_run_dir(f"{resolved.name}-profile")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    chosen = [p for p in points if p.id == point_id]
-    doc = rundir.resolved_doc(suite, chosen[0].device, list(sets), resolved, chosen)
-    write_json_atomic(run_dir / RESOLVED_FILE, doc)
-    return run_dir, data
+    with FolderLock(run_dir):
+        pt = profiled_point(from_run(run_dir, point_id))
+        extensions.prepare([pt], lambda line: typer.echo(line, err=True))
+        folder = run_dir.resolve() / PROFILES / point_id
+        typer.echo(f"profiling {pt.label} in {folder}", err=True)
+        rec = launcher.launch(pt, folder, 5.0)
+        rec.update(point_id=pt.id, label=pt.label)
+        if ok(rec):
+            save(run_dir, point_id, rec)
+            from harness.run.lifecycle import write_reports
+            from harness.records import read_run_folder
+
+            if (run_dir / "results.jsonl").is_file():  # the run's reports show the new profile
+                warning = write_reports(read_run_folder(run_dir))
+                typer.echo(warning or f"reports: {run_dir / 'report.md'}, {run_dir / 'report.html'}",
+                           err=True)
+    return rec, folder
+
+
+def from_suite(suite: Path, point_id: str, out: Optional[Path], device, sets, variants):
+    """Profile a suite's point as a run of its own; (the record, its worker folder)."""
+    from harness.run import lifecycle, plan
+
+    options = plan.RunOptions(suite, out, device.value if device else None, tuple(sets),
+                              tuple(variants))
+    loaded = plan.load(options)
+    data = _pick([p.to_json() for p in loaded[1]], point_id, str(suite))
+    options = replace(options, out=out or plan.rundir.default_run_dir(f"{loaded[0].name}-profile"))
+    the_plan = plan.with_points(plan.plan_run(options, loaded), [profiled_point(data)])
+    result = lifecycle.run(the_plan, say=lambda line: typer.echo(line, err=True))
+    rec = result.records[-1]
+    return rec, the_plan.run_dir / "workers" / rec["point_id"]
+
+
+def ok(rec: dict) -> bool:
+    return rec.get("status") == "ok" and "profile_step_ms" in (rec.get("metrics") or {})
 
 
 def _summary(rec: dict, folder: Path) -> None:
-    from harness.analyse.answers import fmt_ms, region_ms
+    from harness.analyse.regions import region_ms
+    from harness.analyse.units import fmt_ms
 
     m = rec.get("metrics") or {}
     out = console()
@@ -106,7 +138,7 @@ def _summary(rec: dict, folder: Path) -> None:
 
 
 def save(run_dir: Path, point_id: str, rec: dict) -> Path:
-    from harness.analyse.results import write_json_atomic
+    from harness.records import write_json_atomic
 
     m = rec.get("metrics") or {}
     data = {"point_id": point_id, "profiled_point_id": rec.get("point_id"),
@@ -134,39 +166,25 @@ def profile(
 ) -> None:
     """Profile one point again (a run's, or a suite's): regions, top operators, a trace."""
     from harness.measure import workload
-    from harness.run import extensions
-    from harness.run.launcher import launch
 
     with user_errors():
         if target.is_dir():
             if out or device or set_ or variant:
                 raise fail("--out, --device, --set and --variant go with a suite file; a run "
                            "folder's points are already resolved")
-            run_dir, data = target, from_run(target, point)
+            reasons = workload.unsupported_reasons(profiled_point(from_run(target, point)))
+            if not reasons:
+                rec, folder = in_run_folder(target, point)
         else:
-            run_dir, data = from_suite(target, point, out, device, set_, variant)
-        pt = profiled_point(data)
-        reasons = workload.unsupported_reasons(pt)  # known without starting a worker
-        if reasons:
-            typer.echo(f"failed: not_supported: {'; '.join(reasons)}", err=True)
-            raise typer.Exit(3)
-        extensions.prepare([pt], lambda line: typer.echo(line, err=True))
-        folder = run_dir.resolve() / PROFILES / point
-        typer.echo(f"profiling {pt.label} in {folder}", err=True)
-        rec = launch(pt, folder, 5.0)
-        rec.update(point_id=pt.id, label=pt.label)
-        if rec.get("status") != "ok" or "profile_step_ms" not in (rec.get("metrics") or {}):
-            why = rec.get("error") or "; ".join(rec.get("warnings") or []) or "no breakdown"
-            typer.echo(f"failed: {rec.get('status')}: {why}", err=True)
-            raise typer.Exit(3)
-        path = save(run_dir, point, rec)
+            rec, folder = from_suite(target, point, out, device, set_, variant)
+            reasons = []
+    if reasons or not ok(rec):  # not_supported: known without starting a worker
+        why = "; ".join(reasons) or rec.get("error") or "; ".join(rec.get("warnings") or []) \
+            or "no breakdown"
+        typer.echo(f"failed: {'not_supported' if reasons else rec.get('status')}: {why}", err=True)
+        raise typer.Exit(3)
     _summary(rec, folder)
-    if (run_dir / "results.jsonl").is_file():  # the run's reports show the new profile
-        from harness.run import rundir
-
-        warning = rundir.write_reports(run_dir)
-        typer.echo(warning or f"reports: {run_dir / 'report.md'}, {run_dir / 'report.html'}",
-                   err=True)
     for w in rec.get("warnings") or []:
         typer.echo(f"warning: {w}", err=True)
-    typer.echo(str(path))
+    typer.echo(str(target / PROFILES / point / "breakdown.json") if target.is_dir()
+               else str(folder.parents[1] / "results.jsonl"))

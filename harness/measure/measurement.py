@@ -41,13 +41,13 @@ from typing import Any
 
 import torch
 
-from harness.analyse import stats
 from harness.measure import memory_model, peaks, profiling, steps, steps_inference, timing, workload
 from harness.measure.contention import HostWindow
 from harness.measure.faults import with_fault
 from harness.measure.kernels import record_backends
 from harness.measure.memory import MemoryTracker
 from harness.measure.telemetry import TelemetrySampler, empty_result
+from harness.records import stats
 
 POINT_METRICS = ("mem_nvml_peak_bytes", "mem_process_gpu_bytes")  # whole point: build included
 WINDOW_METRICS = (  # the sampled steps only
@@ -139,7 +139,7 @@ def measure_point(point, fault: str | None = None) -> dict[str, Any]:
                 "warnings": []}
     if point.workload.kind == "train":  # activation checkpointing (implementations.memory)
         point.strategies.memory.apply(wl.model)
-    flex = point.strategies.attention.kernel == "flex"  # compiled on its first call
+    flex = point.strategies.attention.compiles_on_first_call
     compiled = getattr(point.strategies.ops, "compile", False) or flex
     step = with_fault(wl.step, fault)
     try:
@@ -265,7 +265,7 @@ def hardware_ratio(point) -> float:
     """Hardware over model FLOPs of a step at the point's nominal shape (``batch_size`` x
     ``seq_len``; padding strategies vary the shape a little, the ratio barely): 1 unless a
     training step recomputes checkpointed activations."""
-    if point.workload.kind != "train" or point.strategies.memory.name == "none":
+    if point.workload.kind != "train" or not point.strategies.memory.recomputes:
         return 1.0
     from implementations.flops import hardware_train_flops, train_step_flops
 

@@ -5,7 +5,7 @@ Output: ``predict(point) -> Prediction`` (bytes by part and ``peak_bytes``) and
 ``predicted_metrics(point)`` -> ``{"mem_predicted_bytes", "mem_predicted_states_bytes",
 "mem_predicted_activations_bytes"}`` for the record. The worker records them beside the measured
 peak (``mem_peak_allocated_bytes`` on GPU, ``mem_peak_rss_above_baseline_bytes`` on CPU: the same
-quantity ``harness.analyse.results.memory_metric`` reports); ``tbench frontier`` starts its search
+quantity ``harness.records.memory_metric`` reports); ``tbench frontier`` starts its search
 from the largest value predicted to fit. ``TOLERANCE`` is how far apart prediction and
 measurement may be before a report calls it a finding (``disagreement``).
 
@@ -149,7 +149,7 @@ def activation_bytes(point, m: dict) -> tuple[int, int]:
                 total += T * C  # its input only
             else:
                 total += (T * C if "attention" in parts else attn) + (T * C if "ffn" in parts else ffn)
-    if memory is not None and memory.name != "none":
+    if memory is not None and memory.recomputes:
         transient += largest_layer  # one layer recomputed during the backward
     return total * e, transient * e
 
@@ -161,7 +161,7 @@ def predict(point) -> Prediction:
     P = param_count(m, s.attention)
     train = w.kind == "train"
     mixed = s.precision.label in ("amp_fp16", "amp_bf16")
-    params, grads, optim = state_bytes(s.parallel, P, mixed and s.parallel.name == "zero")
+    params, grads, optim = state_bytes(s.parallel, P, mixed and s.parallel.zero_sharded)
     if not train:
         grads = optim = 0
     T = w.batch_size * (w.seq_len + (w.new_tokens if w.kind == "generate" else 0))

@@ -23,7 +23,6 @@ from harness.measure.workload import (
     make_batches,
     mean_flops,
     model_config,
-    nproc_of,
 )
 from implementations.flops import forward_flops, train_step_flops
 from implementations.model import build_model, forward_batch
@@ -55,7 +54,7 @@ def build(point, device: str) -> Workload:
 
 def _train(point, cfg, model, batches, device) -> Workload:
     s = point.strategies
-    if nproc_of(point) > 1 or getattr(s.parallel, "name", "none") != "none":
+    if s.parallel.distributed:
         return train_parallel(point, cfg, model, batches, device)
     model.train()
     optimizer = s.ops.make_optimizer(model.parameters(), LR)

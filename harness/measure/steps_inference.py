@@ -37,9 +37,9 @@ import time
 
 import torch
 
-from harness.analyse import stats
 from harness.measure import peaks, timing
 from harness.measure.workload import NotSupported, Workload, cycle, mean_flops
+from harness.records import stats
 from implementations.compression import quality
 from implementations.flops import decode_step_flops, prefill_flops
 from implementations.generate import decode_step, generate, prefill
@@ -53,7 +53,7 @@ def compress(point, cfg, model, batches, device: str) -> dict:
     relative difference of logits and loss against the uncompressed model on ``batches``."""
     s = point.strategies
     before = quality.weight_bytes(model)
-    if s.compression.name == "none":
+    if s.compression.identity:
         return {"weight_bytes": before}
     model.eval()
 

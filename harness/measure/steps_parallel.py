@@ -16,22 +16,37 @@ model_state_bytes}, the model-state bytes read around the first step (gradients 
 """
 from __future__ import annotations
 
+import functools
 import os
 
 from harness.measure.workload import LR, rank_workload
+from implementations.parallel.fsdp import FsdpParallel
 from implementations.parallel.state_bytes import measure_step
-from implementations.parallel.zero import init_distributed, train_step
+from implementations.parallel.zero import ZeroParallel, init_distributed, train_step
 
 
 def train_parallel(point, cfg, model, batches, device: str):
-    s = point.strategies
-    if s.parallel.name == "fsdp":  # PyTorch FSDP2 rather than a DeepSpeed engine
-        from harness.measure.steps_fsdp import train_fsdp
+    """One rank's training ``Workload``, by the type of the point's parallel strategy."""
+    return rank_train(point.strategies.parallel, point, cfg, model, batches, device)
 
-        return train_fsdp(point, cfg, model, batches, device)
+
+@functools.singledispatch
+def rank_train(strategy, point, cfg, model, batches, device: str):
+    raise NotImplementedError(f"no multi-rank train step for parallel strategy {strategy.label}")
+
+
+@rank_train.register
+def _fsdp(strategy: FsdpParallel, point, cfg, model, batches, device: str):
+    from harness.measure.steps_fsdp import train_fsdp  # PyTorch FSDP2, not a DeepSpeed engine
+
+    return train_fsdp(point, cfg, model, batches, device)
+
+
+@rank_train.register
+def _zero(strategy: ZeroParallel, point, cfg, model, batches, device: str):
+    s = point.strategies
     rank = int(os.environ.get("RANK", "0"))
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 or s.parallel.name == "zero":
-        init_distributed(s.parallel.resolved_backend(point.device), s.parallel.timeout_s)
+    init_distributed(s.parallel.resolved_backend(point.device), s.parallel.timeout_s)
     model.train()
     optimizer = s.ops.make_optimizer(model.parameters(), LR)
     engine = s.parallel.wrap(model, optimizer, s.precision.label, point.workload.batch_size)

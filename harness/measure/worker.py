@@ -22,9 +22,9 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from harness.analyse.results import write_json_atomic
 from harness.measure.faults import classify, injected_fault
 from harness.measure.lifeline import guard
+from harness.records import write_json_atomic
 
 PINNED_WARNING = ("CPU memory budget: glibc returns every freed large block (mmap threshold "
                   "pinned), so step times include page faults; compare with budgeted points only")

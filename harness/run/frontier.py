@@ -13,15 +13,15 @@ then doubling) while probes run, or halve while they fail, until one value runs 
 does not; then bisect between them down to ``resolution``. The frontier is the largest value
 that ran. Every probe is a point of its own (the axis set, ``measure.rounds = 1``,
 ``measure.memory_budget_bytes`` = the budget, ``model.max_seq_len`` raised when a probed length
-needs it) run in a fresh worker like any point (``runner.measured_round``: isolation, timeout,
+needs it) run in a fresh worker like any point (``rounds.measured_round``: isolation, timeout,
 torchrun for distributed points), where the budget is enforced by the kernel or the allocator
 (``harness.measure.budget``). A probe that runs out of memory -- ``oom``, or ``crashed`` with an
 allocation failure in its output or killed by SIGKILL (the kernel's OOM killer) -- fails that
 probe only. Any other failure (error, timeout) also ends the growth: the frontier is then
 limited by that status, and says so (``limited_by``).
 
-Run folder: ``env.json``, ``run.json``, ``suite.resolved.json`` (the suite's points) as for a
-sweep (``harness.run.rundir``); every probe's record appended to ``results.jsonl`` at once (with
+Run folder: locked, opened and closed as a sweep's (``harness.run.lifecycle.Session``:
+``env.json``, ``run.json``, ``suite.resolved.json`` of the suite's points); every probe's record appended to ``results.jsonl`` at once (with
 ``frontier: {base_id, axis, value, budget_bytes}``), so ``tbench report`` reads the probes like
 any run; one line per finished point in ``frontier.jsonl``. ``resume=True`` replays each search
 from the recorded probes and runs only the ones missing (the search is deterministic given the
@@ -30,15 +30,17 @@ probes' outcomes).
 from __future__ import annotations
 
 import re
-import signal
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from harness.analyse import results
+from harness import records
 from harness.measure import memory_model
 from harness.measure.faults import OOM_MARKERS
-from harness.run import rundir, runner
+from harness.run import rounds
+from harness.run.lifecycle import Session
+from harness.run.record import point_record
+from harness.run.signals import stop_signals
 from harness.suite.errors import SuiteError
 from harness.suite.point import Point, PointConfig
 from harness.suite.sweep import label_of
@@ -92,7 +94,7 @@ class Probe:
     value: int
     status: str  # the record's status; "oom" also for a crash by allocation failure / SIGKILL
     point_id: str
-    peak_bytes: int | None  # the measured peak (results.memory_metric of the record)
+    peak_bytes: int | None  # the measured peak (records.memory_metric of the record)
     predicted_bytes: int | None
     tokens_per_s: float | None
     error: str | None = None
@@ -126,18 +128,7 @@ def probe_point(base: Point, axis: str, value: int, budget: int) -> Point:
         if longest > base.model.resolved()["max_seq_len"]:
             data["model"]["overrides"]["max_seq_len"] = longest
     cfg = PointConfig.model_validate(data)
-    return Point.build(cfg, suite=base.suite, index=base.index,
-                       label=with_memory(cfg, label_of(cfg, {axis: value})))
-
-
-def with_memory(cfg, label: str) -> str:
-    """``label`` with the checkpointing policy before the length when it is not ``none`` (the
-    sweep's labels do not carry the memory axis)."""
-    memory = cfg.strategies.memory
-    S = f"/S{cfg.workload.seq_len}/"
-    if memory.name == "none" or f"/{memory.label}/" in label or S not in label:
-        return label
-    return label.replace(S, f"/{memory.label}{S}", 1)
+    return Point.build(cfg, suite=base.suite, index=base.index, label=label_of(cfg, {axis: value}))
 
 
 def predicted_value(base: Point, axis: str, budget: int, cap: int) -> int | None:
@@ -201,7 +192,7 @@ def probe_status(record: dict) -> str:
 
 def _probe(point: Point, record: dict, value: int) -> Probe:
     metrics = record.get("metrics") or {}
-    peak = metrics.get(results.memory_metric([record])) if metrics else None
+    peak = metrics.get(records.memory_metric([record])) if metrics else None
     error = ((record.get("error") or "").strip().splitlines() or [None])[-1]
     return Probe(value, probe_status(record), point.id, peak,
                  memory_model.predict(point).peak_bytes, metrics.get("tokens_per_s"), error)
@@ -210,39 +201,26 @@ def _probe(point: Point, record: dict, value: int) -> Probe:
 def run_frontier(points, axis: str, budget: int, out_dir, *, resume: bool = False,
                  cap: int | None = None, resolution: int = 1, grace_s: float = 5.0,
                  progress: Callable[[str], None] | None = None, doc: dict | None = None) -> list[Frontier]:
-    """Search the frontier of every point (see the module docstring); the run folder is
+    """Search the frontier of every point (see the module docstring) in a run folder locked,
     opened and closed like a sweep's."""
     check_axis(axis)
     cap = cap or DEFAULT_CAP[axis]
     run_dir = Path(out_dir).resolve()
-    run, _done = rundir.open_run(run_dir, points, resume=resume, doc=doc)
-    recorded = {r["point_id"]: r for r in results.latest_records(results.read_records(run_dir))
-                if r.get("status") != "interrupted"} if resume else {}
     say = progress or (lambda line: None)
     out = []
-    with runner.stop_signals() as disarm:
-        try:
+    with Session(run_dir, points, resume=resume, doc=doc, say=say) as session:
+        recorded = {r["point_id"]: r for r in session.opened.records}
+        with stop_signals():
             for base in points:
                 out.append(_search_point(base, axis, budget, cap, resolution, run_dir, recorded,
                                          grace_s, say))
-                results.append_record(run_dir / FRONTIER_FILE, frontier_json(out[-1]))
-        except KeyboardInterrupt as exc:
-            disarm()
-            sig = exc.signal if isinstance(exc, runner.Interrupted) else signal.SIGINT
-            rundir.close_run(run_dir, run, "interrupted", sig.name)
-            raise
-        except Exception as exc:
-            disarm()
-            rundir.close_run(run_dir, run, "failed", f"{type(exc).__name__}: {exc}")
-            raise
-        disarm()
-    rundir.close_run(run_dir, run, "finished")
+                records.append_record(run_dir / FRONTIER_FILE, frontier_json(out[-1]))
     return out
 
 
 def _search_point(base, axis, budget, cap, resolution, run_dir, recorded, grace_s, say) -> Frontier:
     predicted = predicted_value(base, axis, budget, cap)
-    frontier = Frontier(base.id, with_memory(base, base.label), axis, budget, None, "cap", predicted,
+    frontier = Frontier(base.id, base.label, axis, budget, None, "cap", predicted,
                         strategies={a: getattr(base.strategies, a).label
                                     for a in type(base.strategies).model_fields})
     seen: dict[int, Probe] = {}
@@ -254,12 +232,11 @@ def _search_point(base, axis, budget, cap, resolution, run_dir, recorded, grace_
         record = recorded.get(point.id)
         if record is None:
             say(f"probe {point.label}: running")
-            rec = runner.measured_round(point, run_dir, grace_s, 1)
-            record = runner.point_record(point, [rec])
+            record = point_record(point, [rounds.measured_round(point, run_dir, grace_s, 1)])
             record["frontier"] = {"base_id": base.id, "axis": axis, "value": value,
                                   "budget_bytes": budget}
             record["metrics"].update(memory_model.predicted_metrics(point))
-            results.append_record(run_dir / results.RESULTS_FILE, record)
+            records.append_record(run_dir / records.RESULTS_FILE, record)
         probe = seen[value] = _probe(point, record, value)
         frontier.probes.append(probe)
         say(f"probe {point.label}: {probe.status}")

@@ -1,9 +1,9 @@
 """CI gating: run a suite, then compare it with a baseline -- or run an interleaved A/B.
 
 ``gate(suite, baseline, out, overrides)``: runs the suite (``--set PATH=VALUE`` strings) into
-``out`` the way ``tbench run`` does (``harness.suite.sweep.load_points`` for the device profile and the
-overrides, ``harness.run.runner.run_suite`` for the run folder), writes its reports, and compares
-with the baseline run folder / results.jsonl (``harness.analyse.compare.compare_runs``).
+``out`` the way ``tbench run`` does (``harness.run.plan.plan_run``, ``harness.run.lifecycle.run``:
+the same folder, rounds and reports), and compares with the baseline run folder / results.jsonl
+(``harness.analyse.compare.compare_runs``).
 
 ``ab_gate(suite, base_overrides, cand_overrides, out, overrides, rounds)``: the same suite
 under two override sets (e.g. ``strategies.ops.name=eager`` vs ``=fused``). Points are paired by
@@ -17,14 +17,13 @@ rounds, so the comparison judges on round medians (``compare.rounds_verdict``).
 ``rev_gate(suite, rev, out, overrides, rounds)``: the suite on a git revision (checked out in a
 temporary worktree) against the working tree, interleaved round by round -- the case CI has.
 
-The harness parts that import torch (sweep, runner) are imported lazily, when a suite runs.
+The harness parts that import torch (plan, lifecycle) are imported lazily, when a suite runs.
 """
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-from harness.analyse import stats
 from harness.analyse.compare import (
     ALPHA,
     DEFAULT_METRICS,
@@ -33,7 +32,7 @@ from harness.analyse.compare import (
     compare_runs,
     overall_verdict,
 )
-from harness.analyse.results import BadInput, read_run_folder
+from harness.records import BadInput, RunFolder, read_run_folder, stats
 from harness.run import rundir
 
 
@@ -46,31 +45,30 @@ def parse_spec(spec: str) -> list[str]:
     return items
 
 
-def load_points(suite_path, sets: list[str]):
-    """The suite's points with ``--set PATH=VALUE`` strings applied (harness.suite.sweep)."""
-    from harness.suite.sweep import load_points as sweep_load_points
+def plan_of(suite_path, sets: list[str], out_dir: Path | None, name: str):
+    """The run plan of the suite with ``--set PATH=VALUE`` strings applied, into ``out_dir``
+    (default ``runs/<name>-<time>``)."""
+    from harness.run.plan import RunOptions, plan_run
 
-    return sweep_load_points(suite_path, None, list(sets))
+    out = Path(out_dir) if out_dir else rundir.default_run_dir(name)
+    return plan_run(RunOptions(Path(suite_path), out=out, sets=tuple(sets)))
 
 
-def _run(suite_path, sets, resolved, points, out_dir: Path) -> Path:
-    """Run ``points`` into ``out_dir`` as ``tbench run`` does."""
-    from harness.run.runner import run_suite
+def run_folder(plan) -> RunFolder:
+    """Run ``plan`` as ``tbench run`` does (reports written, a report warning said); the folder."""
+    from harness.run.lifecycle import run
 
-    run_suite(out_dir, suite_path, sets, resolved, points)
-    return out_dir
+    result = run(plan)
+    for line in result.warnings:
+        print(line, file=sys.stderr)
+    return result.folder()
 
 
 def gate(suite_path, baseline, out, overrides: list[str], *, threshold=0.05,
          metrics=DEFAULT_METRICS, force=False, timing_informational=False) -> Comparison:
     base = read_run_folder(baseline)  # fail fast, before running anything
-    resolved, points = load_points(suite_path, overrides)
-    out_dir = _run(suite_path, overrides, resolved, points,
-                   Path(out) if out else rundir.default_run_dir("gate"))
-    warning = rundir.write_reports(out_dir)
-    if warning:
-        print(warning, file=sys.stderr)
-    return compare_runs(base, read_run_folder(out_dir), threshold=threshold, metrics=metrics,
+    plan = plan_of(suite_path, overrides, out, "gate")
+    return compare_runs(base, run_folder(plan), threshold=threshold, metrics=metrics,
                         force=force, timing_informational=timing_informational)
 
 
@@ -88,27 +86,36 @@ def pool(records: list[dict], key: str) -> dict:
     return pooled
 
 
+def side_points(suite_path, sets: list[str]):
+    """The points one side of an A/B expands to."""
+    return plan_of(suite_path, sets, None, "ab").points
+
+
+def run_point(suite_path, sets: list[str], index: int, out_dir: Path) -> list[dict]:
+    """One round of the side's point ``index``, a run of its own in ``out_dir``; its records."""
+    from harness.run.plan import with_points
+
+    plan = plan_of(suite_path, sets, out_dir, "ab")
+    return run_folder(with_points(plan, [plan.points[index]])).records
+
+
 def ab_gate(suite_path, base: dict, cand: dict, out, overrides: list[str], *, rounds=3,
             threshold=0.05, metrics=DEFAULT_METRICS, timing_informational=False) -> Comparison:
     one = ["measure.rounds=1"]  # each (round, side) is one worker: the loop makes the rounds
-    sets_a, sets_b = list(overrides) + list(base) + one, list(overrides) + list(cand) + one
-    suite_a, points_a = load_points(suite_path, sets_a)
-    suite_b, points_b = load_points(suite_path, sets_b)
-    if len(points_a) != len(points_b):
-        raise BadInput(f"A/B sides expand to {len(points_a)} and {len(points_b)} points; "
+    sets = {"A": list(overrides) + list(base) + one, "B": list(overrides) + list(cand) + one}
+    n = {side: len(side_points(suite_path, s)) for side, s in sets.items()}
+    if n["A"] != n["B"]:
+        raise BadInput(f"A/B sides expand to {n['A']} and {n['B']} points; "
                        "the overrides must not change the sweep's shape")
     out_dir = Path(out) if out else rundir.default_run_dir("ab")
     runs: dict[tuple[str, int], list[dict]] = {}
     for r in range(rounds):
-        for i, (a, b) in enumerate(zip(points_a, points_b)):
-            order = ((("A", a, sets_a, suite_a), ("B", b, sets_b, suite_b)) if (r + i) % 2 == 0
-                     else (("B", b, sets_b, suite_b), ("A", a, sets_a, suite_a)))
-            for side, point, sets, resolved in order:
-                folder = _run(suite_path, sets, resolved, [point],
-                              out_dir / side / f"round{r}" / f"point{i}")
-                runs.setdefault((side, i), []).extend(read_run_folder(folder).records)
-    side_a = [pool(runs[("A", i)], f"pair{i}") for i in range(len(points_a))]
-    side_b = [pool(runs[("B", i)], f"pair{i}") for i in range(len(points_b))]
+        for i in range(n["A"]):
+            for side in ("AB" if (r + i) % 2 == 0 else "BA"):
+                folder = out_dir / side / f"round{r}" / f"point{i}"
+                runs.setdefault((side, i), []).extend(run_point(suite_path, sets[side], i, folder))
+    side_a = [pool(runs[("A", i)], f"pair{i}") for i in range(n["A"])]
+    side_b = [pool(runs[("B", i)], f"pair{i}") for i in range(n["B"])]
     points = compare_records(side_a, side_b, threshold=threshold, metrics=metrics,
                              timing_informational=timing_informational, key="pair_key")
     return Comparison(overall_verdict(points), threshold, ALPHA, points, "A", "A",

@@ -12,14 +12,15 @@ torchrun is given PR_SET_PDEATHSIG here), and whatever ends ``launch`` -- a resu
 exception such as an interrupt -- ends with the worker's group killed. The worker's files
 (point.json, result.json, worker.log) stay in ``work_dir``.
 
-    launch(point, work_dir, grace_s, *, server=None, devices=None, nodes=None, on_start=None)
+    launch(point, work_dir, grace_s, where=LaunchOptions(server=, devices=, nodes=, on_start=))
 
-``server`` (a ``harness.run.forkserver.ForkServer``): a single-process point is forked from it
+``where.server`` (a ``harness.run.forkserver.ForkServer``): a single-process point is forked from it
 (warm: torch already imported) instead of started fresh; the same command, the same files, the
-same group kill; a distributed point still starts torchrun. ``devices``: the CUDA devices the
-worker may see (``CUDA_VISIBLE_DEVICES``; None leaves the environment's). ``nodes`` (in a Slurm
-job): a distributed point's torchrun is started on that many nodes by ``srun``. ``on_start(proc)`` and
-``on_start(None)`` bracket the worker's life, so a scheduler can kill it from another thread.
+same group kill; a distributed point still starts torchrun. ``where.devices``: the CUDA devices
+the worker may see (``CUDA_VISIBLE_DEVICES``; None leaves the environment's). ``where.nodes``
+(in a Slurm job): a distributed point's torchrun is started on that many nodes by ``srun``.
+``where.on_start(proc)`` and ``on_start(None)`` bracket the worker's life, so a scheduler can
+kill it from another thread.
 """
 from __future__ import annotations
 
@@ -30,13 +31,14 @@ import signal
 import socket
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from harness.analyse.results import write_json_atomic
 from harness.measure import workload
 from harness.measure.lifeline import RUNNER_PID_ENV, pdeathsig_hook
 from harness.measure.worker import rank_result_path
+from harness.records import write_json_atomic
 from harness.run import extensions
 from implementations.parallel.base import free_port
 from implementations.parallel.state_bytes import aggregate_ranks
@@ -44,10 +46,20 @@ from implementations.parallel.state_bytes import aggregate_ranks
 STDERR_TAIL_CHARS = 4000
 
 
+@dataclass(frozen=True)
+class LaunchOptions:
+    """How a round's worker starts (see the module docstring); passed down by the scheduler."""
+
+    server: Any = None  # a ForkServer (or forkserver.DirectFork in a Slurm job); None: fresh
+    devices: tuple[int, ...] | None = None  # CUDA devices the worker may see
+    nodes: int | None = None  # inside a Slurm job: the nodes a distributed point spans
+    on_start: Callable[[Any], None] | None = None  # on_start(proc), then on_start(None)
+
+
 def launched(point) -> bool:
     """Whether the point runs under torchrun: every distributed point, one rank included
     (without torchrun's RANK / WORLD_SIZE / MASTER_* DeepSpeed falls back to MPI discovery)."""
-    return point.strategies.parallel.name != "none"
+    return point.strategies.parallel.distributed
 
 
 def worker_command(point, point_file: Path, result_file: Path, nodes: int | None = None) -> list[str]:
@@ -125,10 +137,11 @@ def start_worker(point, work_dir: Path, env: dict[str, str], server=None, nodes:
                                 cwd=work_dir, start_new_session=True, preexec_fn=hook)
 
 
-def launch(point, work_dir: Path, grace_s: float, *, server=None, devices=None, nodes=None,
-           on_start: Callable[[Any], None] | None = None) -> dict[str, Any]:
+def launch(point, work_dir: Path, grace_s: float,
+           where: LaunchOptions = LaunchOptions()) -> dict[str, Any]:
     """Run one worker (group) to completion or timeout; the worker's record or a failure.
     However this returns or raises, no process of the worker's group is left."""
+    devices, nodes, on_start = where.devices, where.nodes, where.on_start
     work_dir.mkdir(parents=True, exist_ok=True)
     point_file, result_file, log_file = (work_dir / n for n in ("point.json", "result.json", "worker.log"))
     write_json_atomic(point_file, point.to_json())
@@ -141,7 +154,7 @@ def launch(point, work_dir: Path, grace_s: float, *, server=None, devices=None, 
     if devices is not None:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(d) for d in devices)
         env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # the indices are NVML's (harness.run.devices)
-    proc = start_worker(point, work_dir, env, server, nodes)
+    proc = start_worker(point, work_dir, env, where.server, nodes)
     if on_start is not None:
         on_start(proc)
     try:

@@ -1,9 +1,8 @@
 """The run folder, and its one owner: every file of a run except the records is written here.
 
-    open_run(run_dir, points, *, resume=False, doc=None, on_corrupt="refuse") -> (run, done_ids)
+    open_run(run_dir, points, *, resume=False, doc=None, on_corrupt="refuse") -> Opened
     close_run(run_dir, run, state, reason=None)     state: "finished" | "interrupted" | "failed"
     resolved_doc(source, device, sets, suite, points) -> dict   what suite.resolved.json holds
-    write_reports(run_dir) -> str | None            a warning line, or None
     default_run_dir(name) -> Path                   runs/<name>-<local time>
 
 ``open_run`` refuses a folder that already holds results unless ``resume``. Resuming, it
@@ -11,36 +10,42 @@ refuses a folder without ``run.json``, one whose environment fingerprint differs
 results would not be comparable), given ``doc``, one whose suite resolved to other points, and
 a results file with a corrupt line (the error names the file and the line) -- unless
 ``on_corrupt="skip"``: then such lines move to ``results.jsonl.corrupt`` with a ``warning:``
-line on stderr each, and the points they held run again.
+line on stderr each, and the points they held run again. ``results.jsonl`` and
+``rounds.jsonl`` are read once, here: ``Opened`` carries the latest record of every point,
+which of them are final (``done``: not ``interrupted``) and the finished rounds of the others
+(a point that was running when tbench died has no record and goes on from them).
 A new run writes ``suite.resolved.json`` (when ``doc`` is given), ``env.json`` and ``run.json``
 (suite, device, device_name, started_at/finished_at (ISO 8601 UTC), state, fingerprint,
 points_total, git commit and dirtiness) before the first point runs. ``close_run`` records the
 end: ``state`` and, for ``interrupted`` / ``failed``, ``reason`` (the signal, the I/O error).
-``done_ids`` are the points whose latest record is final (not ``interrupted``); a point that
-was running when tbench died left no record and runs again, from the rounds it finished
-(``rounds.jsonl``, ``read_rounds``). Refusals are ``RunDirError``
-(exit 2); I/O failures are ``OSError`` naming the file (exit 2 too).
+Refusals are ``RunDirError`` (exit 2); I/O failures are ``OSError`` naming the file (exit 2 too).
+The folder's writer holds its lock (``harness.run.lock``) while any of this happens.
 """
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from harness.analyse import results
-from harness.analyse.results import (
-    CORRUPT_FILE,
-    RESOLVED_FILE,
-    RESULTS_FILE,
-    RUN_FILE,
-    CorruptRecord,
-    write_json_atomic,
-)
+from harness import records
+from harness.records import CORRUPT_FILE, RESOLVED_FILE, RESULTS_FILE, ROUNDS_FILE, RUN_FILE
 from harness.run import env as env_mod
 
 
 class RunDirError(ValueError):
     """The run folder cannot be used as asked (results without --resume, another run, changed env)."""
+
+
+@dataclass
+class Opened:
+    """What ``open_run`` found and wrote."""
+
+    run: dict  # run.json's content
+    env: dict  # env.json's
+    done: set[str] = field(default_factory=set)  # points whose latest record is final
+    records: list[dict] = field(default_factory=list)  # the latest record of each point
+    rounds: dict[str, list[dict]] = field(default_factory=dict)  # finished rounds per point
 
 
 def now_iso() -> str:
@@ -56,41 +61,23 @@ def default_run_dir(name: str) -> Path:
     return Path("runs") / f"{name}-{datetime.now():%Y%m%d-%H%M%S}"
 
 
-def finished_ids(run_dir: Path, on_corrupt: str = "refuse") -> set[str]:
-    """Points whose latest record is final; corrupt lines refused or set aside (``on_corrupt``)."""
+def latest_on_resume(run_dir: Path, on_corrupt: str) -> list[dict]:
+    """The latest record of each point; corrupt lines refused or set aside (``on_corrupt``)."""
     if on_corrupt == "skip":
-        for n in results.set_aside_corrupt(run_dir):
+        for n in records.set_aside_corrupt(run_dir):
             print(f"warning: {run_dir / RESULTS_FILE}:{n}: corrupt record skipped (moved to "
                   f"{CORRUPT_FILE}); a point no other line records runs again", file=sys.stderr)
     try:
-        records = results.read_records(run_dir)
-    except CorruptRecord as exc:
+        return records.latest_records(records.read_records(run_dir))
+    except records.CorruptRecord as exc:
         raise RunDirError(f"--resume: {exc}; repair or delete that line, or rerun with "
                           "--on-corrupt skip to set it aside") from None
-    return {r["point_id"] for r in results.latest_records(records)
-            if r.get("status") != "interrupted"}
-
-
-ROUNDS_FILE = "rounds.jsonl"  # one line per finished round, until its point's record exists
-
-
-def read_rounds(run_dir: Path) -> dict[str, list[dict]]:
-    """The finished rounds of each point in ``rounds.jsonl`` (unreadable lines skipped: a lost
-    round is only measured again)."""
-    path = Path(run_dir) / ROUNDS_FILE
-    if not path.exists():
-        return {}
-    out: dict[str, list[dict]] = {}
-    for _n, _raw, rec in results._scan(path):
-        if rec is not None:
-            out.setdefault(rec["point_id"], []).append(rec)
-    return out
 
 
 def _read_object(path: Path) -> dict:
     try:
-        return results.read_json(path)
-    except results.BadInput as exc:
+        return records.read_json(path)
+    except records.BadInput as exc:
         raise RunDirError(f"--resume: {exc}") from None
 
 
@@ -117,36 +104,41 @@ def _check_resume(run_dir: Path, points, doc: dict | None, fp: str) -> dict:
     return run
 
 
+def _resume(run_dir: Path, points, doc, on_corrupt: str, env: dict) -> Opened:
+    run = _check_resume(run_dir, points, doc, env_mod.fingerprint(env))
+    latest = latest_on_resume(run_dir, on_corrupt)  # before run.json changes: a refusal keeps it
+    done = {r["point_id"] for r in latest if r.get("status") != "interrupted"}
+    run.pop("reason", None)
+    run.update(state="running", resumed_at=run.get("resumed_at", []) + [now_iso()])
+    records.write_json_atomic(run_dir / RUN_FILE, run)
+    return Opened(run, env, done, [r for r in latest if r["point_id"] in done],
+                  records.read_rounds(run_dir))
+
+
 def open_run(run_dir: Path, points, *, resume: bool = False, doc: dict | None = None,
-             on_corrupt: str = "refuse") -> tuple[dict, set[str]]:
-    """Check or start the run folder (see the module docstring): (run.json's content, done ids)."""
+             on_corrupt: str = "refuse") -> Opened:
+    """Check or start the run folder (see the module docstring)."""
     run_dir = Path(run_dir)
     env = env_mod.collect_env()
-    fp = env_mod.fingerprint(env)
     if resume:
-        run = _check_resume(run_dir, points, doc, fp)
-        done = finished_ids(run_dir, on_corrupt)  # before run.json changes: a refusal keeps it
-        run.pop("reason", None)
-        run.update(state="running", resumed_at=run.get("resumed_at", []) + [now_iso()])
-        write_json_atomic(run_dir / RUN_FILE, run)
-        return run, done
+        return _resume(run_dir, points, doc, on_corrupt, env)
     if any((run_dir / f).is_file() and (run_dir / f).stat().st_size > 0
            for f in (RESULTS_FILE, ROUNDS_FILE)):
         raise RunDirError(f"{run_dir} already holds results; choose another --out folder "
                           "(tbench run --resume finishes an interrupted run)")
     run_dir.mkdir(parents=True, exist_ok=True)
     if doc is not None:
-        write_json_atomic(run_dir / RESOLVED_FILE, doc, indent=2)
-    write_json_atomic(run_dir / results.ENV_FILE, env)
+        records.write_json_atomic(run_dir / RESOLVED_FILE, doc, indent=2)
+    records.write_json_atomic(run_dir / records.ENV_FILE, env)
     first = points[0] if points else None
     run = {"suite": first.suite if first else None, "device": first.device if first else None,
            "device_name": (env.get("gpu") or {}).get("name") if first and first.device == "cuda"
            else (env.get("cpu") or {}).get("model"),
-           "started_at": now_iso(), "finished_at": None, "state": "running", "fingerprint": fp,
-           "points_total": len(points), "git_commit": env.get("git", {}).get("commit"),
-           "git_dirty": env.get("git", {}).get("dirty")}
-    write_json_atomic(run_dir / RUN_FILE, run)
-    return run, set()
+           "started_at": now_iso(), "finished_at": None, "state": "running",
+           "fingerprint": env_mod.fingerprint(env), "points_total": len(points),
+           "git_commit": env.get("git", {}).get("commit"), "git_dirty": env.get("git", {}).get("dirty")}
+    records.write_json_atomic(run_dir / RUN_FILE, run)
+    return Opened(run, env)
 
 
 def close_run(run_dir: Path, run: dict, state: str, reason: str | None = None) -> None:
@@ -154,16 +146,4 @@ def close_run(run_dir: Path, run: dict, state: str, reason: str | None = None) -
     run.update(finished_at=now_iso(), state=state)
     if reason:
         run["reason"] = reason
-    write_json_atomic(Path(run_dir) / RUN_FILE, run)
-
-
-def write_reports(run_dir) -> str | None:
-    """report.md and report.html; a warning instead of an exception, as the results are on disk."""
-    from harness.analyse import report
-
-    try:
-        report.write_reports(run_dir)
-    except Exception as exc:  # a report bug must not hide the results
-        return (f"warning: the report could not be written ({type(exc).__name__}: {exc}); "
-                f"rerun with: tbench report {run_dir}")
-    return None
+    records.write_json_atomic(Path(run_dir) / RUN_FILE, run)

@@ -9,11 +9,13 @@ A backend:
     cancel() -> [seq]                stop every started task (an interrupt); the seqs stopped
     close()
 
-``Inline``: the sweep as it always ran, in the calling (main) thread. ``Pool``: one thread per
-running task over ``slots`` (each slot a tuple of CUDA device indices, or ``None`` for a CPU
-slot); a task takes ``ranks_of(point)`` slots and its worker sees only their devices
-(``CUDA_VISIBLE_DEVICES``). Workers are started through the thread's ``launch_options`` (the
-fork server, the devices, a hook that lets ``cancel`` kill their groups from the main thread).
+A backend runs a task by calling ``run(point, round_no, where)``, the round function it was
+built with, ``where`` being the ``launcher.LaunchOptions`` of that task: passed as an argument,
+never through thread or module state. ``Inline``: one task at a time in the calling (main)
+thread, with the run's fork server. ``Pool``: one thread per running task over ``slots`` (each
+slot a tuple of CUDA device indices, or ``None`` for a CPU slot); a task takes
+``ranks_of(point)`` slots and its worker sees only their devices (``CUDA_VISIBLE_DEVICES``),
+with a hook that lets ``cancel`` kill its group from the main thread.
 """
 from __future__ import annotations
 
@@ -25,41 +27,7 @@ import threading
 import time
 from typing import Any, Callable
 
-CONTEXT = threading.local()  # launch options of the thread's task (server, devices, on_start)
-
-
-def launch_options() -> dict[str, Any]:
-    """The ``launch`` keyword arguments of the task this thread runs."""
-    return dict(getattr(CONTEXT, "options", None) or {})
-
-
-@contextlib.contextmanager
-def options(**kwargs):
-    before = getattr(CONTEXT, "options", None)
-    CONTEXT.options = {k: v for k, v in kwargs.items() if v is not None}
-    try:
-        yield
-    finally:
-        CONTEXT.options = before
-
-
-PLACEMENT = threading.local()  # run_sweep -> run_points: slots, server, backend of the sweep
-
-
-@contextlib.contextmanager
-def placed(**kwargs):
-    """``run_sweep``'s ``slots`` / ``server`` / ``backend``, seen by ``run_points`` (whose
-    signature stays the one stand-ins in tests implement)."""
-    before = getattr(PLACEMENT, "where", None)
-    PLACEMENT.where = kwargs
-    try:
-        yield
-    finally:
-        PLACEMENT.where = before
-
-
-def placement() -> dict[str, Any]:
-    return dict(getattr(PLACEMENT, "where", None) or {})
+from harness.run.launcher import LaunchOptions
 
 
 def ranks_of(point) -> int:
@@ -67,7 +35,7 @@ def ranks_of(point) -> int:
     return int(getattr(point.strategies.parallel, "nproc", 1) or 1)
 
 
-RunRound = Callable[[Any, int], dict]  # (point, round_no) -> the round's record
+RunRound = Callable[[Any, int, LaunchOptions], dict]  # (point, round_no, where) -> record
 
 
 class Inline:
@@ -80,8 +48,7 @@ class Inline:
         return not self.done
 
     def submit(self, seq: int, point, round_no: int) -> None:
-        with options(server=self.server):
-            self.done.append((seq, self.run(point, round_no)))
+        self.done.append((seq, self.run(point, round_no, LaunchOptions(server=self.server))))
 
     def next_done(self) -> tuple[int, dict]:
         return self.done.pop()
@@ -109,9 +76,9 @@ class Pool:
     def fits(self, point) -> bool:
         return len(self.free) >= ranks_of(point)
 
-    def devices(self, taken: list[int]):
+    def devices(self, taken: list[int]) -> tuple[int, ...] | None:
         devs = [d for i in taken if self.slots[i] is not None for d in self.slots[i]]
-        return devs or None
+        return tuple(devs) or None
 
     def submit(self, seq: int, point, round_no: int) -> None:
         taken, self.free = self.free[:ranks_of(point)], self.free[ranks_of(point):]
@@ -127,8 +94,9 @@ class Pool:
 
         def body() -> None:
             try:
-                with options(server=self.server, devices=self.devices(taken), on_start=on_start):
-                    rec = self.run(point, round_no)
+                where = LaunchOptions(server=self.server, devices=self.devices(taken),
+                                      on_start=on_start)
+                rec = self.run(point, round_no, where)
             except BaseException as exc:  # noqa: BLE001 -- carried to the main thread
                 rec = exc
             self.results.put((seq, rec))

@@ -6,7 +6,7 @@
 The runner hands the backend its rounds in order; the backend writes each round's point file
 (``RUN_DIR/workers/<id>[/round<N>]/point.json``, the same resolved point JSON a local worker
 reads) and submits what may start as one job array (``executor.batch()``). On the compute node
-``job`` runs ``harness.run.runner.measured_round`` -- the same worker (forked from the job's
+``job`` runs ``harness.run.rounds.measured_round`` -- the same worker (forked from the job's
 process, ``forkserver.DirectFork``: torch is imported once per job), the same timeout, crash
 and contention handling, srun + torchrun for a multi-rank point (on the job's nodes) --
 and adds ``node``: the compute node's hostname and environment fingerprint
@@ -45,7 +45,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from harness.analyse.results import write_json_atomic
+from harness.records import write_json_atomic
 from harness.run.schedule import ranks_of
 
 STATE_STATUS = {"TIMEOUT": "timeout", "DEADLINE": "timeout", "OUT_OF_MEMORY": "oom",
@@ -95,14 +95,14 @@ def job(point_file: str, run_dir: str, grace_s: float, round_no: int,
     this on every node of the job, and only the first one measures (the others return None)."""
     if int(os.environ.get("SLURM_PROCID", "0")) != 0:
         return None
-    from harness.run import env, forkserver, launcher, runner, schedule
+    from harness.run import env, forkserver, launcher, rounds
     from harness.suite.point import Point
 
     point = Point.from_json(json.loads(Path(point_file).read_text()))
     found = env.collect_env()  # imports torch, reads GPUs through NVML: no CUDA context here
     srun = nodes if launcher.launched(point) else None
-    with schedule.options(server=forkserver.DirectFork(), nodes=srun):  # forks from this job
-        rec = runner.measured_round(point, Path(run_dir), grace_s, round_no)
+    where = launcher.LaunchOptions(server=forkserver.DirectFork(), nodes=srun)  # forks from this job
+    rec = rounds.measured_round(point, Path(run_dir), grace_s, round_no, where)
     rec["node"] = {"hostname": found.get("hostname"), "fingerprint": env.fingerprint(found),
                    "gpu": (found.get("gpu") or {}).get("name"),
                    "cpu": (found.get("cpu") or {}).get("model"),
@@ -357,10 +357,10 @@ def log_tail(handle, chars: int = 4000) -> str | None:
 def node_summary(run_dir: Path) -> dict[str, dict]:
     """fingerprint -> {hostnames, gpu, cpu, rounds} of the nodes the run's rounds ran on
     (read from rounds.jsonl); more than one key: the run is on mixed node types."""
-    from harness.run import rundir
+    from harness.records import read_rounds
 
     found: dict[str, dict] = {}
-    for rounds in rundir.read_rounds(run_dir).values():
+    for rounds in read_rounds(run_dir).values():
         for rec in rounds:
             node = rec.get("node")
             if not node:

@@ -67,6 +67,11 @@ class AttentionStrategy(Strategy):
     refuses = "-"  # what the pattern itself cannot run, in words (tbench list; the kernels add theirs)
 
     @property
+    def compiles_on_first_call(self) -> bool:
+        """Whether the first call compiles (FlexAttention): the worker times it as ``compile_s``."""
+        return self.kernel == "flex"
+
+    @property
     def pattern_label(self) -> str:
         """The pattern and its parameters, without the kernel."""
         return self.name

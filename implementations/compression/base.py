@@ -34,8 +34,10 @@ def torchao_reason() -> list[str]:
 class CompressionStrategy(Strategy):
     """No compression; a strategy overrides :meth:`compress` and what it cannot do."""
 
+    identity = False  # True for none: the model's own weights, nothing compressed
+
     def not_supported_reasons(self, ctx: Context) -> list[str]:
-        if ctx.workload == "train" and self.name != "none":
+        if ctx.workload == "train" and not self.identity:
             return ["compression is for inference (forward, prefill, decode, generate), not train"]
         return []
 

@@ -9,3 +9,5 @@ from .base import CompressionStrategy
 @register("compression", "none")
 class NoneCompression(CompressionStrategy):
     """Uncompressed weights, in the precision strategy's dtype."""
+
+    identity = True

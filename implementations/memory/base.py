@@ -29,12 +29,14 @@ _FLOP_KEYS = {"attention": ("self_attn.proj", "self_attn.scores", "cross_attn.pr
 class MemoryStrategy(Strategy):
     """Base of the memory axis: ``parts(layer, n_layers)`` is the policy; the rest follows."""
 
+    recomputes = True  # False for none: nothing is run twice in the backward
+
     def parts(self, layer: int, n_layers: int) -> frozenset[str]:
         """The parts of layer ``layer`` (0-based, of a stack of ``n_layers``) checkpointed."""
         return frozenset()
 
     def not_supported_reasons(self, ctx: Context) -> list[str]:
-        if self.name != "none" and ctx.workload != "train":
+        if self.recomputes and ctx.workload != "train":
             return [f"activation checkpointing saves training activations; workload "
                     f"{ctx.workload!r} keeps none (no_grad)"]
         return []

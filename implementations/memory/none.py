@@ -8,3 +8,5 @@ from implementations.registry import register
 @register("memory", "none")
 class NoneMemory(MemoryStrategy):
     """Keep every activation (the default): no recomputation, the largest activation memory."""
+
+    recomputes = False

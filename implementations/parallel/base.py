@@ -15,6 +15,9 @@ class ParallelStrategy(Strategy):
     """Base of the parallel axis: ``nproc`` ranks (> 1 launches through torchrun) and
     ``wrap(model, optimizer, precision, micro_batch)`` -> what the train step drives."""
 
+    distributed = False  # True: the point's ranks run under torchrun (one rank included)
+    zero_sharded = False  # True: DeepSpeed ZeRO holds the states (fp32 master copy under AMP)
+
     @property
     def nproc(self) -> int:
         return 1
@@ -38,6 +41,8 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 class TorchrunParallel(ParallelStrategy):
     """A strategy of ``nproc`` ranks, each a process started by torchrun (ZeRO, FSDP)."""
+
+    distributed = True
 
     def launch_command(self, module_args: list[str], master_port: int | None = None, *,
                        nodes: int = 1, rendezvous: tuple[str, str] | None = None) -> list[str]:

@@ -32,6 +32,8 @@ _PRECISION_SECTIONS = {"fp32": None, "tf32": None, "amp_bf16": "bf16", "amp_fp16
 class ZeroParallel(TorchrunParallel):
     """DeepSpeed ZeRO stage 0-3 over nproc ranks launched by torchrun (gloo on CPU, NCCL on GPU)."""
 
+    zero_sharded = True
+
     stage: int = Field(2, ge=0, le=3, description="ZeRO stage: 0 none, 1 optimizer states, "
                                                   "2 + gradients, 3 + parameters")
     offload_optimizer: bool = Field(False, description="keep optimizer states and fp32 master on the CPU")

@@ -43,7 +43,7 @@ def user_errors():
     """Turn every kind of bad input into ``error: ...`` lines and exit code 2."""
     from pydantic import ValidationError
 
-    from harness.analyse.results import BadInput
+    from harness.records import BadInput
     from harness.run.forkserver import ServerError
     from harness.run.rundir import RunDirError
     from harness.run.slurm import SubmitError
