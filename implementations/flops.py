@@ -1,8 +1,16 @@
-"""Analytic model FLOPs per forward pass and per training step, per attention strategy.
+"""Model FLOPs per forward pass and per training step, per attention strategy; parameter counts.
+
+Every function takes a model source (``implementations.source``) and asks it for its forward
+FLOPs by part (``cfg.flops_breakdown``) or its decode step: tbench's own Transformer answers
+with the analytic count below (:func:`analytic_breakdown`), a ``transformers`` model or an
+``nn.Module`` factory with ``torch.utils.flop_counter`` on a meta pass
+(``implementations.hf.counting``), its attention charged the same allowed pairs. The analytic
+count of tbench's Transformer:
 
 Counted, as ``2 * m * n * k`` per matrix product (one multiply + one add per term):
   * every Linear: self-attention W_q, W_k, W_v, W_o; cross-attention W_q, W_o on the target and
-    W_k, W_v on the memory; the FFN's two layers; the LM head (tied embedding, all positions);
+    W_k, W_v on the memory; the FFN's two layers (three for SwiGLU: gate, up, down); the LM head
+    (tied embedding, all positions);
   * attention itself: ``q k^T`` and ``p v`` cost ``2 * D`` each per allowed (query, key) pair and
     head, so ``4 * pairs * D * H`` per sequence and layer. Self-attention pairs come from
     ``strategy.allowed_pairs(S, causal)`` (encoder bidirectional, decoder causal): a causal or
@@ -24,7 +32,17 @@ from __future__ import annotations
 
 
 def flops_breakdown(cfg, batch: int, seq_len: int, tgt_len: int | None = None) -> dict[str, int]:
-    """Forward FLOPs by part. ``seq_len``: source length of an encoder-decoder (the target length
+    """Forward FLOPs of model source ``cfg`` by part (keys of :func:`analytic_breakdown`)."""
+    return cfg.flops_breakdown(batch, seq_len, tgt_len)
+
+
+def ffn_matrices(ffn: str) -> int:
+    """Weight matrices of one FFN of kind ``ffn``: 3 for SwiGLU (gate, up, down), else 2."""
+    return 3 if ffn == "swiglu" else 2
+
+
+def analytic_breakdown(cfg, batch: int, seq_len: int, tgt_len: int | None = None) -> dict[str, int]:
+    """Forward FLOPs of tbench's Transformer by part. ``seq_len``: source length of an encoder-decoder (the target length
     is ``tgt_len``, default ``seq_len``), or the sequence length of a decoder-only LM.
 
     Keys: ``{encoder,decoder}.self_attn.{proj,scores}``, ``decoder.cross_attn.{proj,scores}``,
@@ -59,12 +77,12 @@ def flops_breakdown(cfg, batch: int, seq_len: int, tgt_len: int | None = None) -
     out = {
         "encoder.self_attn.proj": n_enc * 2 * (linear(B * S, C, C) + linear(B * S, C, C_kv)),
         "encoder.self_attn.scores": n_enc * self_scores(S, False),
-        "encoder.ffn": n_enc * 2 * linear(B * S, C, F),
+        "encoder.ffn": n_enc * ffn_matrices(cfg.ffn) * linear(B * S, C, F),
         "decoder.self_attn.proj": n_dec * 2 * (linear(B * dec_len, C, C) + linear(B * dec_len, C, C_kv)),
         "decoder.self_attn.scores": n_dec * self_scores(dec_len, True),
         "decoder.cross_attn.proj": 0,
         "decoder.cross_attn.scores": 0,
-        "decoder.ffn": n_dec * 2 * linear(B * dec_len, C, F),
+        "decoder.ffn": n_dec * ffn_matrices(cfg.ffn) * linear(B * dec_len, C, F),
         "lm_head": linear(B * dec_len, C, V),
     }
     if cfg.is_encoder_decoder:  # q, o on the target; k, v on the memory
@@ -100,12 +118,18 @@ def prefill_flops(cfg, batch: int, seq_len: int) -> int:
     if cfg.is_encoder_decoder:
         return forward_flops(cfg, batch, seq_len, tgt_len=1)
     parts = flops_breakdown(cfg, batch, seq_len)
-    parts["lm_head"] = 2 * batch * cfg.d_model * cfg.vocab_size  # one position per row
+    parts["lm_head"] //= seq_len  # one position per row
     return sum(parts.values())
 
 
 def decode_step_flops(cfg, batch: int, context_len: int, src_len: int | None = None) -> int:
-    """FLOPs of one cached decode step: one token per row at position ``context_len``.
+    """FLOPs of one cached decode step of model source ``cfg`` (:func:`analytic_decode_step_flops`)."""
+    return cfg.decode_step_flops(batch, context_len, src_len)
+
+
+def analytic_decode_step_flops(cfg, batch: int, context_len: int, src_len: int | None = None) -> int:
+    """FLOPs of one cached decode step of tbench's Transformer: one token per row at position
+    ``context_len``.
 
     Every Linear on one token, the LM head on it, and attention over the keys that query may
     attend: ``allowed_pairs(c + 1) - allowed_pairs(c)`` (causal), the pattern's own count, so a
@@ -120,9 +144,35 @@ def decode_step_flops(cfg, batch: int, context_len: int, src_len: int | None = N
     keys = pairs(context_len + 1, True) - pairs(context_len, True) if context_len else 1
     keys_scored = scored(context_len + 1, True) - scored(context_len, True) if context_len else 1
     C_kv = cfg.kv_heads * D  # GQA: K and V are projected to fewer heads
-    layer = 2 * 2 * B * C * (C + C_kv) + 2 * 2 * B * C * F + 2 * B * H * D * (keys + keys_scored)
+    layer = (2 * 2 * B * C * (C + C_kv) + ffn_matrices(cfg.ffn) * 2 * B * C * F
+             + 2 * B * H * D * (keys + keys_scored))
     if cfg.is_encoder_decoder:
         if src_len is None:
             raise ValueError("an encoder-decoder decode step needs src_len (memory keys)")
         layer += 2 * 2 * B * C * C + 4 * B * H * D * src_len
     return cfg.n_decoder_layers * layer + 2 * B * C * V
+
+
+def param_count(m: dict, attention=None) -> int:
+    """Parameters of tbench's Transformer with fields ``m`` (a preset with its overrides; the LM
+    head tied to the embedding), with those its attention pattern owns in each self-attention
+    layer (linformer's projections). Biases (``bias``), a SwiGLU FFN's third matrix (``ffn``),
+    RMSNorm's missing bias (``norm_type``) and a learned position table (``positions``) count."""
+    C, F = m["d_model"], m["d_ff"]
+    C_kv = C // m["n_heads"] * (m.get("n_kv_heads") or m["n_heads"])
+    bias = m.get("bias", True)
+    norm = C * (1 if m.get("norm_type") == "rms" else 2)
+    attn = 2 * C * C + 2 * C * C_kv + (2 * C + 2 * C_kv if bias else 0)
+    matrices = ffn_matrices(m.get("ffn", "relu"))
+    ffn = matrices * C * F + ((matrices - 1) * F + C if bias else 0)
+    block = attn + norm + ffn + norm
+    cross = attn + norm if m["n_encoder_layers"] else 0
+    final = norm * (1 + (m["n_encoder_layers"] > 0)) if m.get("norm") == "pre" else 0
+    table = m["max_seq_len"] * C if m.get("positions") == "learned" else 0
+
+    def own(causal: bool) -> int:  # the pattern's parameters in one self-attention layer
+        return 0 if attention is None else attention.in_self_attention(causal).param_count(m["max_seq_len"])
+
+    return (m["vocab_size"] * C + table + m["n_encoder_layers"] * (block + own(False))
+            + m["n_decoder_layers"] * (block + own(True) + cross) + final)
+

@@ -1,11 +1,15 @@
-"""Transformer building blocks: LayerNorm, FFN, positions, multi-head attention and the block.
+"""Transformer building blocks: LayerNorm / RMSNorm, FFN (ReLU, GELU, SwiGLU), positions,
+multi-head attention and the block.
 
 One block class serves all three stacks (as in "Attention Is All You Need", section 3.1):
     encoder layer:       self-attention (bidirectional)              + FFN
     decoder layer:       self-attention (causal) + cross-attention    + FFN
     decoder-only layer:  self-attention (causal)                      + FFN
 Each sub-layer is wrapped as ``LayerNorm(x + Dropout(f(x)))`` (post-norm, the paper) or
-``x + Dropout(f(LayerNorm(x)))`` (pre-norm, GPT-2 and later).
+``x + Dropout(f(LayerNorm(x)))`` (pre-norm, GPT-2 and later). The published architectures the
+presets name differ in the parts: GPT-2 uses a GELU FFN (tanh approximation) and biases
+everywhere; Llama RMSNorm, a SwiGLU FFN (three matrices) and no biases (``ModelConfig.ffn``,
+``norm_type``, ``bias``).
 
 ``ops="eager"`` runs everything module by module (hand-written LayerNorm from mean/var, attention
 as matmul-softmax-matmul); ``ops="fused"`` uses ``F.layer_norm`` and the attention strategy's
@@ -56,20 +60,51 @@ class LayerNorm(nn.Module):
         return y * self.weight + self.bias
 
 
+class RMSNorm(LayerNorm):
+    """RMSNorm (Llama): ``x / sqrt(mean(x^2) + eps) * weight``, no centring and no bias; eager
+    computes it by hand in fp32, fused with ``F.rms_norm``."""
+
+    def __init__(self, dim: int, ops: str, eps: float = 1e-5):
+        nn.Module.__init__(self)
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.ops, self.eps = ops, eps
+
+    def _norm(self, x: torch.Tensor) -> torch.Tensor:
+        if self.ops == "fused":
+            return F.rms_norm(x, x.shape[-1:], self.weight, self.eps)
+        xf = x.float()
+        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype) * self.weight
+
+
+def make_norm(cfg) -> LayerNorm:
+    """The norm of ``cfg.norm_type``: ``layer`` (LayerNorm, with bias) or ``rms`` (RMSNorm)."""
+    return (RMSNorm if cfg.norm_type == "rms" else LayerNorm)(cfg.d_model, cfg.ops)
+
+
 class FeedForward(nn.Module):
-    """Position-wise FFN: ``Linear(C, d_ff) -> ReLU -> Linear(d_ff, C)``."""
+    """Position-wise FFN. ``relu`` (the paper) and ``gelu`` (GPT-2's tanh approximation):
+    ``fc2(act(fc1(x)))``; ``swiglu`` (Llama): ``fc2(silu(gate(x)) * fc1(x))``, three matrices."""
 
     region_name = ""
 
-    def __init__(self, d_model: int, d_ff: int, ops: str):
+    def __init__(self, d_model: int, d_ff: int, ops: str, activation: str = "relu", bias: bool = True):
         super().__init__()
-        self.fc1 = nn.Linear(d_model, d_ff)
-        self.fc2 = nn.Linear(d_ff, d_model)
+        self.fc1 = nn.Linear(d_model, d_ff, bias=bias)  # the up projection
+        self.gate = nn.Linear(d_model, d_ff, bias=bias) if activation == "swiglu" else None
+        self.fc2 = nn.Linear(d_ff, d_model, bias=bias)
+        self.activation = activation
         self.inplace = ops == "fused"  # no extra (B, S, d_ff) buffer for the activation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with region("ffn", self.region_name):
-            return self.fc2(F.relu(self.fc1(x), inplace=self.inplace))
+            h = self.fc1(x)  # (B, S, d_ff)
+            if self.activation == "swiglu":
+                h = F.silu(self.gate(x)) * h
+            elif self.activation == "gelu":
+                h = F.gelu(h, approximate="tanh")
+            else:
+                h = F.relu(h, inplace=self.inplace)
+            return self.fc2(h)
 
 
 def sinusoidal_table(n: int, dim: int) -> torch.Tensor:
@@ -91,7 +126,7 @@ class Rotary(nn.Module):
     restart at 0 per segment.
     """
 
-    def __init__(self, head_dim: int, max_len: int, base: float = 10000.0):
+    def __init__(self, head_dim: int, max_len: int, base: float = 10000.0):  # Llama 3: 500000
         super().__init__()
         inv_freq = 1.0 / base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
         freqs = torch.arange(max_len, dtype=torch.float32)[:, None] * inv_freq  # (L, D/2)
@@ -119,15 +154,16 @@ class MultiHeadAttention(nn.Module):
     region_name = ""
 
     def __init__(self, d_model: int, n_heads: int, strategy, ops: str, causal: bool,
-                 rotary: Rotary | None = None, n_kv_heads: int | None = None, max_len: int = 0):
+                 rotary: Rotary | None = None, n_kv_heads: int | None = None, max_len: int = 0,
+                 bias: bool = True):
         super().__init__()
         self.pattern = strategy.make_weights(max_len)  # parameters the pattern owns (linformer)
         self.n_kv_heads = n_kv_heads or n_heads  # GQA: each K/V head serves n_heads / n_kv_heads
         kv_width = self.n_kv_heads * (d_model // n_heads)
-        self.W_q = nn.Linear(d_model, d_model)
-        self.W_k = nn.Linear(d_model, kv_width)
-        self.W_v = nn.Linear(d_model, kv_width)
-        self.W_o = nn.Linear(d_model, d_model)
+        self.W_q = nn.Linear(d_model, d_model, bias=bias)
+        self.W_k = nn.Linear(d_model, kv_width, bias=bias)
+        self.W_v = nn.Linear(d_model, kv_width, bias=bias)
+        self.W_o = nn.Linear(d_model, d_model, bias=bias)
         self.n_heads, self.strategy, self.ops, self.causal = n_heads, strategy, ops, causal
         self.rotary = rotary
 
@@ -207,15 +243,15 @@ class Block(nn.Module):
         C = cfg.d_model
         strategy = cfg.decoder_attention if causal else cfg.attention
         self.self_attn = MultiHeadAttention(C, cfg.n_heads, strategy, cfg.ops, causal, rotary,
-                                            cfg.kv_heads, cfg.max_seq_len)
-        self.norm1 = LayerNorm(C, cfg.ops)
+                                            cfg.kv_heads, cfg.max_seq_len, bias=cfg.bias)
+        self.norm1 = make_norm(cfg)
         self.cross_attn = self.norm2 = None
         if cross:
             self.cross_attn = MultiHeadAttention(C, cfg.n_heads, cross_strategy, cfg.ops, False,
-                                                 n_kv_heads=cfg.kv_heads)
-            self.norm2 = LayerNorm(C, cfg.ops)
-        self.ffn = FeedForward(C, cfg.d_ff, cfg.ops)
-        self.norm3 = LayerNorm(C, cfg.ops)
+                                                 n_kv_heads=cfg.kv_heads, bias=cfg.bias)
+            self.norm2 = make_norm(cfg)
+        self.ffn = FeedForward(C, cfg.d_ff, cfg.ops, cfg.ffn, cfg.bias)
+        self.norm3 = make_norm(cfg)
         self.drop = nn.Dropout(cfg.dropout)
         self.pre = cfg.norm == "pre"
 

@@ -10,8 +10,13 @@ Masks: ``key_padding_mask`` ``(B, S)`` bool, True = real token. Self-attention u
 configured strategy (encoder bidirectional, decoder causal; a strategy with no causal form,
 linformer, is the encoder's only, the decoder's self-attention being dense); cross-attention is
 always dense over the memory, with the source padding mask. The token embedding is shared by
-source, target and the LM head (section 3.4 of the paper) and scaled by ``sqrt(d_model)``;
-positions are added sinusoids or rotary (applied to q and k inside self-attention).
+source, target and the LM head (section 3.4 of the paper) and scaled by ``sqrt(d_model)``
+(``scale_embedding``); positions are added sinusoids, a learned table (GPT-2) or rotary (applied
+to q and k inside self-attention). The FFN, the norm and the biases follow ``ffn``, ``norm_type``
+and ``bias`` (the presets named after GPT-2/GPT-3 and Llama 3.2 use them).
+
+``ModelConfig`` is a model source (``implementations.source``): it builds this model, counts its
+FLOPs analytically (``implementations.flops``) and makes padding-axis batches.
 
 Profiler ranges (``implementations.regions``, off unless profiling): ``embedding``, ``lm_head``,
 ``loss``, and ``forward_other`` around :func:`forward_batch` (what of the forward no finer range
@@ -27,14 +32,33 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from implementations import registry
+from implementations import flops, registry
 from implementations.attention.kernel import OPS
-from implementations.layers import Block, KVCache, LayerNorm, Rotary, sinusoidal_table
+from implementations.layers import Block, KVCache, Rotary, make_norm, sinusoidal_table
 from implementations.presets import PRESETS
 from implementations.regions import name_modules, region
+from implementations.source import TokenModel
 
 NORMS = ("post", "pre")
-POSITIONS = ("sinusoidal", "rope")
+POSITIONS = ("sinusoidal", "rope", "learned")
+FFNS = ("relu", "gelu", "swiglu")
+NORM_TYPES = ("layer", "rms")
+# fields added for the published architectures (GPT-2, Llama): a preset or override that sets one
+# away from its default is part of the point's id (harness.suite.schema.ModelSpec), so points of
+# the original Transformer keep theirs
+ARCHITECTURE_FIELDS = {"ffn": "relu", "norm_type": "layer", "bias": True, "scale_embedding": True,
+                       "rope_theta": 10000.0}
+
+
+def architecture(fields: dict) -> dict:
+    """The published-architecture fields of ``fields`` (a preset with its overrides) that differ
+    from the original Transformer's: ``ARCHITECTURE_FIELDS`` away from their defaults, and a
+    learned position table. Empty for every model of the paper's architecture."""
+    out = {k: fields[k] for k, default in ARCHITECTURE_FIELDS.items()
+           if k in fields and fields[k] != default}
+    if fields.get("positions") == "learned":
+        out["positions"] = "learned"
+    return out
 
 
 def _dense():
@@ -42,8 +66,10 @@ def _dense():
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(TokenModel):
     """Shape and options of one model; ``n_encoder_layers == 0`` means decoder-only LM."""
+
+    flops_method = "analytic"  # implementations.flops: the products of the architecture
 
     vocab_size: int  # tokens; rows of the shared embedding / columns of the LM head
     d_model: int  # C, width of the residual stream
@@ -54,13 +80,18 @@ class ModelConfig:
     max_seq_len: int  # longest sequence (size of the position tables)
     dropout: float = 0.0  # residual and embedding dropout, in [0, 1)
     norm: str = "post"  # "post" (the paper: LN(x + f(x))) or "pre" (x + f(LN(x)))
-    positions: str = "sinusoidal"  # "sinusoidal" (added) or "rope" (rotary q/k)
+    positions: str = "sinusoidal"  # "sinusoidal" (added), "rope" (rotary q/k), "learned" (a table)
     attention: object = field(default_factory=_dense)  # attention strategy of self-attention
     ops: str = "fused"  # "eager" (module by module) or "fused" (F.layer_norm, fused attention)
     pad_id: int = 0  # padding token id
     bos_id: int = 1  # start token of decoding
     eos_id: int = 2  # end token of decoding
     n_kv_heads: int | None = None  # key/value heads (GQA); None = n_heads (MHA), 1 = MQA
+    ffn: str = "relu"  # "relu" (the paper), "gelu" (GPT-2, tanh approximation), "swiglu" (Llama)
+    norm_type: str = "layer"  # "layer" (LayerNorm with bias) or "rms" (RMSNorm, Llama)
+    bias: bool = True  # biases in every Linear of attention and FFN (Llama has none)
+    scale_embedding: bool = True  # token embedding x sqrt(d_model) (the paper; GPT-2, Llama: no)
+    rope_theta: float = 10000.0  # RoPE base (Llama 3: 500000)
 
     def __post_init__(self):
         for name, low in (("vocab_size", 1), ("d_model", 1), ("n_heads", 1), ("d_ff", 1),
@@ -79,13 +110,20 @@ class ModelConfig:
         if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) \
                 or not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"ModelConfig.dropout must be a number in [0, 1); got {self.dropout!r}")
-        for name, allowed in (("norm", NORMS), ("positions", POSITIONS), ("ops", OPS)):
+        for name, allowed in (("norm", NORMS), ("positions", POSITIONS), ("ops", OPS), ("ffn", FFNS),
+                              ("norm_type", NORM_TYPES)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"ModelConfig.{name} must be one of {', '.join(allowed)}; "
                                  f"got {getattr(self, name)!r}")
         if self.positions == "rope" and self.head_dim % 2:
             raise ValueError(f"ModelConfig.positions='rope' needs an even head dim d_model / n_heads;"
                              f" got {self.head_dim} (d_model={self.d_model}, n_heads={self.n_heads})")
+        for name in ("bias", "scale_embedding"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"ModelConfig.{name} must be true or false; got {getattr(self, name)!r}")
+        if isinstance(self.rope_theta, bool) or not isinstance(self.rope_theta, (int, float)) \
+                or self.rope_theta <= 0:
+            raise ValueError(f"ModelConfig.rope_theta must be a number > 0; got {self.rope_theta!r}")
         for name in ("pad_id", "bos_id", "eos_id"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < self.vocab_size:
@@ -118,6 +156,32 @@ class ModelConfig:
     def is_encoder_decoder(self) -> bool:
         return self.n_encoder_layers > 0
 
+    # --- the model-source protocol (implementations.source) ------------------------------
+    def shape(self) -> dict:
+        """The fields (the preset with its overrides), strategies left out."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name not in ("attention", "ops")}
+
+    def with_strategies(self, attention, ops: str, max_seq_len: int | None = None) -> "ModelConfig":
+        extra = {} if max_seq_len is None else {"max_seq_len": max_seq_len}
+        return dataclasses.replace(self, attention=attention, ops=ops, **extra)
+
+    def not_supported_reasons(self, point) -> list[str]:
+        """tbench's own model runs every strategy; each strategy says what it cannot do."""
+        return []
+
+    def build(self) -> "Transformer":
+        return build_model(self)
+
+    def flops_breakdown(self, batch: int, seq_len: int, tgt_len: int | None = None) -> dict[str, int]:
+        return flops.analytic_breakdown(self, batch, seq_len, tgt_len)
+
+    def decode_step_flops(self, batch: int, context_len: int, src_len: int | None = None) -> int:
+        return flops.analytic_decode_step_flops(self, batch, context_len, src_len)
+
+    def param_count(self, attention=None) -> int:
+        return flops.param_count(self.shape(), attention or self.attention)
+
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "ModelConfig":
         """The preset ``name`` of :data:`PRESETS` with some fields replaced."""
@@ -139,17 +203,21 @@ class Transformer(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.tok = nn.Embedding(cfg.vocab_size, cfg.d_model)
-        nn.init.normal_(self.tok.weight, std=cfg.d_model ** -0.5)  # unit variance after the scale
-        self.rotary = None
+        # unit variance after the paper's sqrt(d_model) scale; GPT-2's 0.02 without it
+        nn.init.normal_(self.tok.weight, std=cfg.d_model ** -0.5 if cfg.scale_embedding else 0.02)
+        self.rotary = self.pos = None
         if cfg.positions == "rope":
-            self.rotary = Rotary(cfg.head_dim, cfg.max_seq_len)
+            self.rotary = Rotary(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta)
+        elif cfg.positions == "learned":  # GPT-2's position table
+            self.pos = nn.Embedding(cfg.max_seq_len, cfg.d_model)
+            nn.init.normal_(self.pos.weight, std=0.02)
         else:
             self.register_buffer("pe", sinusoidal_table(cfg.max_seq_len, cfg.d_model), persistent=False)
         self.drop = nn.Dropout(cfg.dropout)
         cross_strategy = _dense() if cross else None
         self.decoder = nn.ModuleList(Block(cfg, causal=True, cross=cross, cross_strategy=cross_strategy,
                                            rotary=self.rotary) for _ in range(cfg.n_decoder_layers))
-        self.dec_norm = LayerNorm(cfg.d_model, cfg.ops) if cfg.norm == "pre" else nn.Identity()
+        self.dec_norm = make_norm(cfg) if cfg.norm == "pre" else nn.Identity()
         # The LM head is a module that shares the embedding Parameter (rather than F.linear on
         # tok.weight), so ZeRO-3 gathers the weight in the head's own forward hook.
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False, device="meta")
@@ -165,8 +233,12 @@ class Transformer(nn.Module):
                                  f"{self.cfg.max_seq_len}")
             position_ids = torch.arange(offset, offset + S, device=tokens.device).expand(B, S)
         with region("embedding"):
-            x = self.tok(tokens) * math.sqrt(self.cfg.d_model)  # (B, S, C)
-            if self.rotary is None:
+            x = self.tok(tokens)  # (B, S, C)
+            if self.cfg.scale_embedding:
+                x = x * math.sqrt(self.cfg.d_model)
+            if self.pos is not None:
+                x = x + self.pos(position_ids)  # (B, S, C)
+            elif self.rotary is None:
                 x = x + self.pe[position_ids].to(x.dtype)  # (B, S, C)
             return self.drop(x), position_ids
 
@@ -198,7 +270,7 @@ class EncoderDecoder(Transformer):
         super().__init__(cfg, cross=True)
         self.encoder = nn.ModuleList(Block(cfg, causal=False, cross=False, rotary=self.rotary)
                                      for _ in range(cfg.n_encoder_layers))
-        self.enc_norm = LayerNorm(cfg.d_model, cfg.ops) if cfg.norm == "pre" else nn.Identity()
+        self.enc_norm = make_norm(cfg) if cfg.norm == "pre" else nn.Identity()
 
     def encode(self, src: torch.Tensor, src_key_padding_mask=None) -> torch.Tensor:
         """src ``(B, S_src)`` -> memory ``(B, S_src, C)``."""

@@ -170,21 +170,28 @@ def test_loss_is_mean_over_real_targets():
 
 # --- presets ---------------------------------------------------------------------------------
 def expected_params(p: dict) -> int:
-    """Hand count: tied embedding; Linear = weight + bias; LayerNorm = 2C."""
+    """Hand count: tied embedding; Linear = weight + bias (none without ``bias``); LayerNorm = 2C,
+    RMSNorm = C; SwiGLU has three FFN matrices; a learned position table max_seq_len x C."""
     C, F, V = p["d_model"], p["d_ff"], p["vocab_size"]
     n_enc, n_dec = p["n_encoder_layers"], p["n_decoder_layers"]
     C_kv = C // p["n_heads"] * p.get("n_kv_heads", p["n_heads"])  # K and V widths (GQA)
-    attn = 2 * (C * C + C) + 2 * (C * C_kv + C_kv)
-    ffn = (C * F + F) + (F * C + C)
-    enc_layer = attn + ffn + 2 * 2 * C
-    dec_layer = (2 * attn + ffn + 3 * 2 * C) if n_enc else (attn + ffn + 2 * 2 * C)
-    final_norms = 2 * C * ((n_enc > 0) + 1) if p["norm"] == "pre" else 0
-    return V * C + n_enc * enc_layer + n_dec * dec_layer + final_norms
+    b = 1 if p.get("bias", True) else 0
+    norm = C if p.get("norm_type") == "rms" else 2 * C
+    attn = 2 * (C * C + b * C) + 2 * (C * C_kv + b * C_kv)
+    ffn = (C * F + b * F) + (F * C + b * C) + ((C * F + b * F) if p.get("ffn") == "swiglu" else 0)
+    enc_layer = attn + ffn + 2 * norm
+    dec_layer = (2 * attn + ffn + 3 * norm) if n_enc else (attn + ffn + 2 * norm)
+    final_norms = norm * ((n_enc > 0) + 1) if p["norm"] == "pre" else 0
+    table = p["max_seq_len"] * C if p.get("positions") == "learned" else 0
+    return V * C + table + n_enc * enc_layer + n_dec * dec_layer + final_norms
+
+
+PUBLISHED = {"gpt-125m": 125_226_240, "llama-1b": 1_235_814_400}  # GPT-3 Small (2,048 positions), Llama 3.2 1B
 
 
 @pytest.mark.parametrize("name, approx", [("tiny", None), ("base", 60e6), ("gpt-125m", 125e6),
                                           ("gpt-350m", 350e6), ("gpt-1.3b", 1.3e9),
-                                          ("llama-1b", 0.97e9)])
+                                          ("llama-1b", 1.24e9)])
 def test_preset_parameter_counts(name, approx):
     with torch.device("meta"):  # shapes only, nothing allocated
         model = build_model(ModelConfig.from_preset(name))
@@ -192,7 +199,15 @@ def test_preset_parameter_counts(name, approx):
     assert n == expected_params(PRESETS[name])
     if approx:
         assert abs(n - approx) / approx < 0.06, n
+    if name in PUBLISHED:
+        assert n == PUBLISHED[name]
     assert isinstance(model, DecoderOnly) == (name.startswith("gpt") or name.startswith("llama"))
+
+
+def test_gpt_small_at_1024_positions_is_gpt2_small():
+    with torch.device("meta"):
+        model = build_model(ModelConfig.from_preset("gpt-125m", max_seq_len=1024))
+    assert sum(p.numel() for p in model.parameters()) == 124_439_808  # GPT-2 small, tied
 
 
 def test_preset_overrides_apply_and_presets_validate():

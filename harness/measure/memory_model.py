@@ -41,11 +41,14 @@ import math
 from dataclasses import asdict, dataclass
 
 from harness.analyse.memory_tolerance import MEM_MODEL_TOLERANCE
+from implementations import flops
 
 # elements per token and layer that a training forward keeps for the backward, by ops path
 ATTN_C = {"fused": 8, "eager": 11}  # self-attention sub-layer, x C (input, q k v, output, norm)
 FFN_C = {"fused": 2, "eager": 5}  # FFN sub-layer, x C (fc1 input, norm input)
 FFN_F = {"fused": 1, "eager": 2}  # FFN sub-layer, x F (the hidden; ReLU in place when fused)
+# GELU keeps its input and output (2 F), SwiGLU gate, up, silu(gate) and their product (4 F)
+FFN_F_BY_ACTIVATION = {"gelu": 2, "swiglu": 4}
 CROSS_C = 7  # cross-attention sub-layer, x C (q side), + 2 x C of the memory's k, v
 # eager attention: probabilities kept per layer (softmax output, plus what the allocator holds of
 # the scores freed around it: 1.5 measured on CPU), and at once in the backward (grad of the
@@ -77,20 +80,9 @@ def kv_width(m: dict) -> int:
 
 
 def param_count(m: dict, attention=None) -> int:
-    """Parameters of the model (``implementations.model``; the LM head tied to the embedding),
-    with those its attention pattern owns in each encoder layer (linformer's projections)."""
-    C, F = m["d_model"], m["d_ff"]
-    C_kv = kv_width(m)
-    attn, norm, ffn = 2 * (C * C + C) + 2 * (C * C_kv + C_kv), 2 * C, C * F + F + F * C + C
-    block = attn + norm + ffn + norm
-    cross = attn + norm if m["n_encoder_layers"] else 0
-    final = 2 * C * (1 + (m["n_encoder_layers"] > 0)) if m.get("norm") == "pre" else 0
-
-    def own(causal: bool) -> int:  # the pattern's parameters in one self-attention layer
-        return 0 if attention is None else attention.in_self_attention(causal).param_count(m["max_seq_len"])
-
-    return (m["vocab_size"] * C + m["n_encoder_layers"] * (block + own(False))
-            + m["n_decoder_layers"] * (block + own(True) + cross) + final)
+    """Parameters of tbench's Transformer with fields ``m`` (``implementations.flops.param_count``:
+    the LM head tied to the embedding, the pattern's own projections counted)."""
+    return flops.param_count(m, attention)
 
 
 def score_elements(attention, S: int, causal: bool, ops: str) -> int:
@@ -139,7 +131,8 @@ def activation_bytes(point, m: dict) -> tuple[int, int]:
             cross_scores = B * H * S * S if ops == "eager" else 0  # cross-attention is dense
             attn += T * (CROSS_C + 2) * C + int(SCORES_SAVED * cross_scores)
             scores = max(scores, cross_scores)
-        ffn = T * (FFN_C[ops] * C + FFN_F[ops] * F)
+        hidden = FFN_F_BY_ACTIVATION.get(m.get("ffn"), FFN_F[ops])
+        ffn = T * (FFN_C[ops] * C + hidden * F)
         layer = attn + ffn
         largest_layer = max(largest_layer, layer)
         transient = max(transient, SCORES_TRANSIENT * scores)
@@ -158,7 +151,7 @@ def predict(point) -> Prediction:
     """The predicted peak bytes of one rank of ``point`` (see the module docstring)."""
     m = point.model.resolved()
     s, w = point.strategies, point.workload
-    P = param_count(m, s.attention)
+    P = point.model.source.param_count(s.attention)  # the module's own count for a foreign model
     train = w.kind == "train"
     mixed = s.precision.label in ("amp_fp16", "amp_bf16")
     params, grads, optim = state_bytes(s.parallel, P, mixed and s.parallel.zero_sharded)

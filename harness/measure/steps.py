@@ -8,7 +8,10 @@ forward under ``no_grad``; ``prefill``, ``decode`` and ``generate`` (greedy deco
 ``workload.new_tokens`` tokens with the KV cache) are built by ``harness.measure.steps_inference``.
 Batches cycle through ``workload.num_batches``. Before an inference step is built, the
 compression strategy rewrites the model (its quality cost and weight bytes go to ``wl.extra``,
-and from there into the record).
+and from there into the record). The model comes from the point's model source
+(``workload.model_config``: tbench's Transformer, a transformers model, an nn.Module factory),
+which also runs a batch through it and says how its FLOPs were counted (``flops_method`` in
+``wl.extra``: ``analytic`` or ``flop_counter``).
 """
 from __future__ import annotations
 
@@ -25,7 +28,6 @@ from harness.measure.workload import (
     model_config,
 )
 from implementations.flops import forward_flops, train_step_flops
-from implementations.model import build_model, forward_batch
 
 
 def build(point, device: str) -> Workload:
@@ -33,7 +35,7 @@ def build(point, device: str) -> Workload:
     cfg = model_config(point)
     batches, n_seq = make_batches(point, cfg, device)
     point.strategies.precision.setup(device)
-    model = build_model(cfg).to(device)
+    model = cfg.build().to(device)
     kind = point.workload.kind
     compressed = {} if kind == "train" else compress(point, cfg, model, batches, device)
     builders = {"train": _train, "forward": _forward, "generate": generate_workload,
@@ -42,6 +44,7 @@ def build(point, device: str) -> Workload:
         model.eval()
     wl = builders[kind](point, cfg, model, batches, device)
     wl.extra.update(compressed)
+    wl.extra["flops_method"] = cfg.flops_method
     wl.model = model
     wl.close = point.strategies.precision.teardown
     wl.batches_per_cycle = 1 if kind == "decode" else len(batches)
@@ -66,7 +69,7 @@ def _train(point, cfg, model, batches, device) -> Workload:
     def step():
         batch = next_batch()
         with s.precision.autocast(device):
-            loss = model.loss(forward_batch(run, batch, cfg.is_encoder_decoder), batch.targets)
+            loss = cfg.batch_loss(model, cfg.run_batch(run, batch), batch)
         state["skipped"] += bool(s.precision.backward_step(loss, optimizer, scaler))
         state["loss"] = loss.detach()
 
@@ -86,6 +89,6 @@ def _forward(point, cfg, model, batches, device) -> Workload:
 
     def step():
         with torch.no_grad(), s.precision.autocast(device):
-            forward_batch(run, next_batch(), cfg.is_encoder_decoder)
+            cfg.run_batch(run, next_batch())
 
     return Workload(step, 0, 0, 0, mean_flops(forward_flops, cfg, batches))

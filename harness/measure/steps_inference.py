@@ -1,7 +1,9 @@
 """The inference workloads of a point (``harness.measure.steps`` dispatches to them) and their rates.
 
-Input: a resolved ``Point``, its model config, the built model (eval mode), its batches, the
-torch device string. Output: a ``Workload`` whose ``step()`` is one unit of serving work:
+Input: a resolved ``Point``, its model source, the built model (eval mode), its batches, the
+torch device string. Output: a ``Workload`` whose ``step()`` is one unit of serving work, run
+through the model's serving protocol (``implementations.serving``: tbench's Transformer with its
+pattern-aware caches, a transformers model with its own cache, ``implementations.hf.serving``):
 
   * ``prefill``: the prompt (``seq_len`` tokens; encoder-decoder: the source, then the start
     token) runs once through the model, filling fresh KV caches, and the first new token is
@@ -9,13 +11,10 @@ torch device string. Output: a ``Workload`` whose ``step()`` is one unit of serv
     The argmax is O(B x V), negligible next to the forward. Per step: ``B x seq_len`` tokens.
   * ``decode``: one token per row at position ``context_len``, the caches already holding
     ``context_len`` positions (filled once while building, by a prefill in chunks of
-    ``DECODE_FILL_CHUNK`` for caches that keep every position). After each step the caches are
+    ``implementations.serving.DECODE_FILL_CHUNK`` for caches that keep every position). After each step the caches are
     rewound to ``context_len``, so every sample is the same step. Per step: ``B`` tokens.
-    While building, the caches are allocated on their own, so their bytes are measured
-    (``kv_cache_bytes``: the allocator's delta on CUDA; on CPU ``kv_cache.held_bytes`` of the
-    filled caches, every storage reachable from them, not derived from the policy's slots),
-    beside the pattern's analytic count (``kv_cache_analytic_bytes``: layers x 2 x B x H_kv x
-    slots x D x element size, ``CachePolicy.cache_bytes``). ``decode_step_read_bytes`` is
+    The cache's measured bytes (``kv_cache_bytes``) sit beside the analytic count
+    (``kv_cache_analytic_bytes``), both from the serving protocol. ``decode_step_read_bytes`` is
     what one step must read: every weight once (``weight_bytes``), the K/V the pattern reads
     (``kv_read_step_bytes``) and, for an encoder-decoder, the memory's K/V.
   * ``generate``: greedy decode of ``new_tokens`` tokens with the KV cache; the time of each
@@ -33,19 +32,20 @@ figure, such as any CPU). ``kv_cache_slots`` is a count (positions kept per laye
 """
 from __future__ import annotations
 
+import functools
 import time
 
 import torch
 
-from harness.measure import peaks, timing
+from harness.measure import peaks
 from harness.measure.workload import NotSupported, Workload, cycle, mean_flops
 from harness.records import stats
 from implementations.compression import quality
 from implementations.flops import decode_step_flops, prefill_flops
-from implementations.generate import decode_step, generate, prefill
-from implementations.kv_cache import held_bytes
-
-DECODE_FILL_CHUNK = 1024  # positions per pass when filling a cache that keeps all of them
+from implementations.hf.model import HfModelConfig
+from implementations.hf.serving import HfServing
+from implementations.model import ModelConfig
+from implementations.serving import TransformerServing
 
 
 def compress(point, cfg, model, batches, device: str) -> dict:
@@ -84,74 +84,54 @@ def prefill_workload(point, cfg, model, batches, device) -> Workload:
     _unpadded(cfg, batches, "prefill")
     _no_compile(point, "prefill")
     next_batch = cycle(batches)
+    serve = serving(cfg, model)
 
     def step():
         batch = next_batch()
         mask = batch.key_padding_mask if enc_dec else None
         with torch.no_grad(), s.precision.autocast(device):
-            logits, _ = prefill(model, batch.tokens, (1 if enc_dec else batch.tokens.shape[1]) + 1,
-                                mask)
-            logits.argmax(-1)  # the first token  # (B,)
+            serve.prefill(batch.tokens, mask).argmax(-1)  # the first token  # (B,)
 
     return Workload(step, 0, 0, 0, mean_flops(prefill_flops, cfg, batches))
 
 
-def _cache_dtype(model, point, device) -> torch.dtype:
-    """The dtype K and V come out in (the precision's autocast and the compression decide)."""
-    proj = model.decoder[0].self_attn.W_k
-    with torch.no_grad(), point.strategies.precision.autocast(device):
-        return proj(torch.zeros(1, 1, model.cfg.d_model, device=device,
-                                dtype=next(model.parameters()).dtype)).dtype
+@functools.singledispatch
+def serving(cfg, model):
+    """The serving protocol (``implementations.serving``) of a built model, by its source's type
+    (as ``steps_parallel.rank_train`` dispatches on the parallel strategy's)."""
+    raise NotSupported(f"{cfg.label}: no serving protocol (prefill, decode, generate)")
 
 
-def _allocated(device: str) -> int:
-    return torch.cuda.memory_allocated(device) if device.startswith("cuda") else 0
+@serving.register
+def _transformer(cfg: ModelConfig, model):
+    return TransformerServing(model)
+
+
+@serving.register
+def _hf(cfg: HfModelConfig, model):
+    return HfServing(model)
 
 
 def decode_workload(point, cfg, model, batches, device) -> Workload:
     s, w, enc_dec = point.strategies, point.workload, cfg.is_encoder_decoder
     _no_compile(point, "decode")
-    B, c, H, D, L = w.batch_size, w.context_len, cfg.kv_heads, cfg.head_dim, cfg.n_decoder_layers
+    B, c = w.batch_size, w.context_len
     gen = torch.Generator().manual_seed(point.seed)
     context = torch.randint(3, cfg.vocab_size, (B, c), generator=gen).to(device)  # (B, c)
-    caches = model.new_cache(c + 1)
-    dtype = _cache_dtype(model, point, device)
-    before = _allocated(device)
-    for cache in caches:
-        cache.allocate(B, H, D, dtype, device)
-    timing._sync(device)
-    allocated = _allocated(device) - before  # CUDA: the caching allocator's delta
-    policy, elem = caches[0].policy, torch.empty(0, dtype=dtype).element_size()
+    src, mask = (batches[0].tokens, batches[0].key_padding_mask) if enc_dec else (None, None)
     with torch.no_grad(), s.precision.autocast(device):
-        if enc_dec:
-            src, mask = batches[0].tokens, batches[0].key_padding_mask
-            logits, state = prefill(model, src, c + 1, mask, tgt=context, cache=caches,
-                                    chunk=DECODE_FILL_CHUNK)
-        else:
-            logits, state = prefill(model, context, c + 1, cache=caches, chunk=DECODE_FILL_CHUNK)
-        token = logits.argmax(-1)  # (B,)
-    del logits
-    # CPU (no allocator counter): the storages the filled caches hold, found by walking them
-    measured = allocated if device.startswith("cuda") else held_bytes(caches)
-    reads = c + 1 if caches[0].masked else policy.reads(c, c + 1)
-    kv_read = L * 2 * B * H * reads * D * elem
-    memory_read = sum(k.numel() * k.element_size() * 2 for k, _ in state.memory_kv or [])
+        filled = serving(cfg, model).decode(context, c, src, mask)
     weights = quality.weight_bytes(model)
+    kv = dict(filled.report)
+    memory_read = kv.pop("memory_read_bytes")
 
     def step():
         with torch.no_grad(), s.precision.autocast(device):
-            decode_step(model, token, state).argmax(-1)  # the next token  # (B,)
-        state.rewind(c)
+            filled.step().argmax(-1)  # the next token  # (B,)
 
     src_len = int(batches[0].tokens.shape[1]) if enc_dec else None
     wl = Workload(step, float(B), float(B), float(B), decode_step_flops(cfg, B, c, src_len))
-    wl.extra.update({
-        "kv_cache_bytes": measured,
-        "kv_cache_analytic_bytes": policy.cache_bytes(B, H, D, c + 1, L, elem),
-        "kv_cache_slots": caches[0].slots,
-        "kv_read_step_bytes": kv_read,
-        "decode_step_read_bytes": weights + kv_read + memory_read,
-    })
+    wl.extra.update(kv, decode_step_read_bytes=weights + kv["kv_read_step_bytes"] + memory_read)
     return wl
 
 
@@ -163,14 +143,15 @@ def generate_workload(point, cfg, model, batches, device) -> Workload:
     ttft, gaps = [], []  # per step: first token (ms), then the gaps between tokens (ms)
     wl = Workload(lambda: None, float(w.batch_size), float(w.batch_size * w.new_tokens),
                   float(w.batch_size * w.new_tokens), None)
+    serve = serving(cfg, model)
 
     def step():
         batch = next_batch()
         times = []
         t0 = time.perf_counter_ns()
         with s.precision.autocast(device):
-            out = generate(model, batch.tokens, w.new_tokens, use_cache=True, token_times=times,
-                           src_key_padding_mask=batch.key_padding_mask if enc_dec else None)
+            out = serve.generate(batch.tokens, w.new_tokens, token_times=times,
+                                 src_mask=batch.key_padding_mask if enc_dec else None)
         produced.append(int(out.shape[0] * out.shape[1]))
         ttft.append((times[0] - t0) / 1e6)
         gaps.append([(b - a) / 1e6 for a, b in zip(times, times[1:])])

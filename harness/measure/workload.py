@@ -14,9 +14,14 @@ A ``Workload`` has
     ``amp_skipped_steps``; ``ttft_ms_p50``, ``itl_ms_p*``) and ``close()`` (undo the precision's
     process-wide flags); ``extra``: more metrics for the record (KV-cache bytes, compression
     quality, weight bytes); ``timed_steps``: how many of the last steps were timed.
-``unsupported_reasons(point)`` gathers every strategy's ``not_supported_reasons(ctx)``;
-``NotSupported`` is raised for combinations only the data reveals (packed rows on an
-encoder-decoder; padded prompts for a decoder-only generate).
+``unsupported_reasons(point)`` gathers every strategy's ``not_supported_reasons(ctx)`` and the
+model source's (``implementations.source``: what a transformers model or an nn.Module factory
+cannot run, per axis); ``NotSupported`` is raised for combinations only the data reveals (packed
+rows on an encoder-decoder; padded prompts for a decoder-only generate).
+
+``model_config(point)`` is the point's model source with its attention strategy and ops path:
+tbench's ``ModelConfig``, or a foreign source; everything below reads it through the source
+protocol (``make_batches``, ``flops_breakdown`` through ``implementations.flops``), never by kind.
 """
 from __future__ import annotations
 
@@ -29,7 +34,6 @@ import torch
 from harness.measure import telemetry
 from implementations import registry
 from implementations.flops import train_step_flops
-from implementations.model import ModelConfig
 from implementations.padding import sample_lengths
 from implementations.parallel.state_bytes import peak_memory_bytes
 
@@ -81,30 +85,28 @@ def unsupported_reasons(point) -> list[str]:
     for axis in registry.AXES:
         strategy = getattr(point.strategies, axis)
         reasons += [f"{axis} {strategy.label}: {r}" for r in strategy.not_supported_reasons(ctx)]
-    return reasons
+    return reasons + point.model.source.not_supported_reasons(point)
 
 
-def model_config(point) -> ModelConfig:
-    overrides = dict(point.model.overrides)
-    overrides["attention"] = point.strategies.attention
-    overrides["ops"] = point.strategies.ops.model_ops
-    cfg = ModelConfig.from_preset(point.model.preset, **overrides)
+def model_config(point):
+    """The point's model source, as the point runs it (its attention strategy and ops path); a
+    preset's position tables grow to the workload's longest sequence unless max_seq_len is set."""
     w = point.workload
     needed = max(w.seq_len + {"generate": w.new_tokens, "prefill": 1}.get(w.kind, 0),
                  (w.context_len or 0) + 1)
-    if cfg.max_seq_len < needed and "max_seq_len" not in point.model.overrides:
-        cfg = ModelConfig.from_preset(point.model.preset, **overrides, max_seq_len=needed)
-    return cfg
+    source = point.model.source
+    longer = needed if (source.shape()["max_seq_len"] < needed
+                        and "max_seq_len" not in point.model.overrides) else None
+    return source.with_strategies(point.strategies.attention, point.strategies.ops.model_ops, longer)
 
 
-def make_batches(point, cfg: ModelConfig, device: str) -> tuple[list, int]:
+def make_batches(point, cfg, device: str) -> tuple[list, int]:
     """The point's distinct batches on ``device`` and the number of sequences they hold."""
     w = point.workload
     n = w.batch_size * w.num_batches
     spec = w.lengths.model_dump(exclude_none=True) if w.lengths is not None else None
     lengths = sample_lengths(spec, n, point.seed, w.seq_len)
-    batches = point.strategies.padding.make_batches(
-        lengths, w.batch_size, w.seq_len, cfg.vocab_size, point.seed, cfg.pad_id)
+    batches = cfg.make_batches(point.strategies.padding, lengths, w.batch_size, w.seq_len, point.seed)
     if cfg.is_encoder_decoder and any(b.segment_ids is not None for b in batches):
         raise NotSupported("packed rows (segment ids) need a decoder-only model")
     return [b.to(device) for b in batches], n
