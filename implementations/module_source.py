@@ -64,7 +64,8 @@ class ModuleModelConfig:
 
     flops_method = "flop_counter"
     is_encoder_decoder = False
-    n_encoder_layers = n_decoder_layers = 0
+    n_encoder_layers = n_decoder_layers = 0  # no stack tbench can see: no attention products
+    n_heads = kv_heads = 1
 
     @classmethod
     def from_spec(cls, target, kwargs: dict[str, Any]) -> "ModuleModelConfig":
@@ -83,7 +84,9 @@ class ModuleModelConfig:
         return json.loads(self.kwargs_json)
 
     def shape(self) -> dict:
-        return {"max_seq_len": 1 << 30, "n_encoder_layers": 0, "n_decoder_layers": 0}
+        """No shape tbench can read: the memory model predicts its states only."""
+        return {"max_seq_len": 1 << 30, "n_encoder_layers": 0, "n_decoder_layers": 0,
+                "d_model": None, "vocab_size": None}
 
     def with_strategies(self, attention, ops: str, max_seq_len: int | None = None):
         import dataclasses

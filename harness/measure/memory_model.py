@@ -40,7 +40,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from harness.analyse.memory_tolerance import MEM_MODEL_TOLERANCE
+from harness.records.metrics import MEM_MODEL_TOLERANCE
 from implementations import flops
 
 # elements per token and layer that a training forward keeps for the backward, by ops path
@@ -176,7 +176,14 @@ def predict(point) -> Prediction:
 
 
 def predicted_metrics(point) -> dict:
-    """The record's prediction columns (bytes)."""
+    """The record's prediction columns (bytes); a source whose shape the model cannot read (an
+    ``nn.Module`` factory: no width, no vocabulary) gets its states predicted and no peak."""
+    if point.model.resolved().get("d_model") is None:
+        s = point.strategies
+        P = point.model.source.param_count(s.attention)
+        states = state_bytes(s.parallel, P, False)[: 1 if point.workload.kind != "train" else 3]
+        return {"mem_predicted_bytes": None, "mem_predicted_states_bytes": sum(states),
+                "mem_predicted_activations_bytes": None}
     p = predict(point)
     return {"mem_predicted_bytes": p.peak_bytes,
             "mem_predicted_states_bytes": p.params_bytes + p.grads_bytes + p.optim_bytes,

@@ -64,9 +64,11 @@ class HfModelConfig(TokenModel):
         return cls(json.dumps(resolved.fields, sort_keys=True), resolved.name, resolved.checkpoint)
 
     def spec(self) -> dict:
-        """What a point stores: the fields, the name, the checkpoint (a valid ``model.hf``)."""
-        out = dict(json.loads(self.fields_json), name=self.name)
-        return out if self.checkpoint is None else dict(out, checkpoint=self.checkpoint)
+        """What a point stores (a valid ``model.hf``): the fields and the name, or a checkpoint
+        folder and the name (its fields are its config.json's, read again)."""
+        if self.checkpoint is not None:
+            return {"checkpoint": self.checkpoint, "name": self.name}
+        return dict(json.loads(self.fields_json), name=self.name)
 
     @property
     def label(self) -> str:
