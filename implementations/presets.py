@@ -52,7 +52,7 @@ PRESETS: dict[str, dict] = {
 
 # preset -> (the published model, its parameter count, what differs from the preset's own count)
 PUBLISHED: dict[str, tuple[str, int, str]] = {
-    "gpt-125m": ("GPT-2 small", 124_439_808, "GPT-2 has 1,024 positions, this table 2,048"),
-    "gpt-350m": ("GPT-2 medium", 354_823_168, "GPT-2 has 1,024 positions, this table 2,048"),
+    "gpt-125m": ("GPT-2 small", 124_439_808, "at 1,024 positions (max_seq_len: 1024)"),
+    "gpt-350m": ("GPT-2 medium", 354_823_168, "at 1,024 positions (max_seq_len: 1024)"),
     "llama-1b": ("Llama 3.2 1B", 1_235_814_400, ""),
 }

@@ -11,7 +11,7 @@ UNITS = (  # metric-name suffix -> unit, first match wins
     ("energy_j_per_step", "J"), ("energy_j_per_token", "J"), ("energy_j_point", "J"),
     ("sdpa_backends", "list"), ("warmup_steps", "count"), ("energy_j_all_ranks", "J"),
     ("throttled_any_rank", "bool"), ("flex_block_masks", "count"),
-    ("attention_products", "count"),
+    ("attention_products", "count"), ("flops_method", "analytic | flop_counter"),
     ("mem_bw_util", "fraction of peak"), ("hfu", "fraction of peak"), ("_gbs", "GB/s"),
     ("_rel_diff", "relative"), ("kv_cache_slots", "count"),
     ("generated_tokens_per_step", "tokens"), ("hardware_flops_per_step", "FLOP"),
@@ -67,19 +67,32 @@ def kernels_table() -> Table:
 
 
 def presets_table() -> Table:
+    """The presets with their parameters, beside the published count of the model a preset is
+    named after (``implementations.presets.PUBLISHED``)."""
     from harness.suite.schema import preset_names
+    from implementations.flops import param_count
+    from implementations.presets import PRESETS, PUBLISHED
 
-    table = Table(title="model presets (model.preset; fields settable in model.overrides)",
+    table = Table(title="model presets (model.preset; fields settable in model.overrides; any "
+                        "transformers model: model.hf, any nn.Module: model.module)",
                   title_justify="left")
-    keys = ("d_model", "n_heads", "d_ff", "n_encoder_layers", "n_decoder_layers", "max_seq_len",
-            "vocab_size", "positions")
-    table.add_column("preset")
+    keys = ("d_model", "n_heads", "n_kv_heads", "d_ff", "max_seq_len", "vocab_size")
+    table.add_column("preset", no_wrap=True)
     for key in keys:
         table.add_column(key, justify="right")
-    from implementations.presets import PRESETS
-
+    table.add_column("layers (enc+dec)", justify="right")
+    table.add_column("positions / ffn / norm")
+    table.add_column("parameters", justify="right", no_wrap=True)
+    table.add_column("published", overflow="fold")
     for name in preset_names():
-        table.add_row(name, *(str(PRESETS[name].get(k, "-")) for k in keys))
+        f = PRESETS[name]
+        published = PUBLISHED.get(name)
+        note = "-" if published is None else (f"{published[0]}: {published[1]:,}"
+                                              + (f"; {published[2]}" if published[2] else ""))
+        arch = f"{f['positions']} / {f.get('ffn', 'relu')} / {f.get('norm_type', 'layer')}"
+        table.add_row(name, *(str(f.get(k, "-")) for k in keys),
+                      f"{f['n_encoder_layers']}+{f['n_decoder_layers']}", arch,
+                      f"{param_count(f):,}", note)
     return table
 
 
