@@ -37,7 +37,6 @@ from implementations.attention.kernel import OPS
 from implementations.layers import Block, KVCache, Rotary, make_norm, sinusoidal_table
 from implementations.presets import PRESETS
 from implementations.regions import name_modules, region
-from implementations.source import TokenModel
 
 NORMS = ("post", "pre")
 POSITIONS = ("sinusoidal", "rope", "learned")
@@ -48,6 +47,20 @@ NORM_TYPES = ("layer", "rms")
 # the original Transformer keep theirs
 ARCHITECTURE_FIELDS = {"ffn": "relu", "norm_type": "layer", "bias": True, "scale_embedding": True,
                        "rope_theta": 10000.0}
+
+
+class TokenModel:
+    """A model source (``implementations.source``) whose model is a token LM in tbench's calling
+    convention (:func:`forward_batch`, ``model.loss``): tbench's own and a transformers model."""
+
+    def make_batches(self, padding, lengths, batch_size: int, seq_len: int, seed: int) -> list:
+        return padding.make_batches(lengths, batch_size, seq_len, self.vocab_size, seed, self.pad_id)
+
+    def run_batch(self, model, batch):
+        return forward_batch(model, batch, self.is_encoder_decoder)
+
+    def batch_loss(self, model, output, batch):
+        return getattr(model, "module", model).loss(output, batch.targets)  # a DeepSpeed engine's module
 
 
 def architecture(fields: dict) -> dict:
@@ -171,7 +184,11 @@ class ModelConfig(TokenModel):
         return []
 
     def build(self) -> "Transformer":
-        return build_model(self)
+        """An :class:`EncoderDecoder` or, when ``n_encoder_layers == 0``, a :class:`DecoderOnly`;
+        each module that opens a profiler range is named by its path (``decoder.0.ffn``)."""
+        model = EncoderDecoder(self) if self.is_encoder_decoder else DecoderOnly(self)
+        name_modules(model)
+        return model
 
     def flops_breakdown(self, batch: int, seq_len: int, tgt_len: int | None = None) -> dict[str, int]:
         return flops.analytic_breakdown(self, batch, seq_len, tgt_len)
@@ -320,12 +337,10 @@ class DecoderOnly(Transformer):
         return self.head(x)
 
 
-def build_model(cfg: ModelConfig) -> Transformer:
-    """An :class:`EncoderDecoder` or, when ``cfg.n_encoder_layers == 0``, a :class:`DecoderOnly`;
-    each module that opens a profiler range is named by its path (``decoder.0.ffn``)."""
-    model = EncoderDecoder(cfg) if cfg.is_encoder_decoder else DecoderOnly(cfg)
-    name_modules(model)
-    return model
+def build_model(cfg):
+    """The model of model source ``cfg`` (``implementations.source``): for a ``ModelConfig`` an
+    :class:`EncoderDecoder` or :class:`DecoderOnly` (``ModelConfig.build``)."""
+    return cfg.build()
 
 
 def forward_batch(model, batch, enc_dec: bool) -> torch.Tensor:

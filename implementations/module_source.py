@@ -79,6 +79,9 @@ class ModuleModelConfig:
     def label(self) -> str:
         return f"module:{self.target}"
 
+    def spec(self) -> str:
+        return self.target
+
     @property
     def kwargs(self) -> dict:
         return json.loads(self.kwargs_json)

@@ -26,8 +26,8 @@ kind it holds.
     is_encoder_decoder, vocab_size, pad_id, bos_id, eos_id, max_seq_len, n_heads, kv_heads,
     head_dim, n_encoder_layers, n_decoder_layers, attention, decoder_attention
 
-``TokenModel`` holds what the two token LMs (tbench's and transformers') share: padding-axis
-batches, tbench's calling convention (``implementations.model.forward_batch``) and the loss.
+``implementations.model.TokenModel`` holds what the two token LMs (tbench's and transformers')
+share: padding-axis batches, tbench's calling convention (``forward_batch``) and the loss.
 """
 from __future__ import annotations
 
@@ -50,19 +50,3 @@ class ModelSource(Protocol):
     def param_count(self, attention=None) -> int: ...
     def serving(self, model): ...
 
-
-class TokenModel:
-    """A token LM in tbench's calling convention: ``model(tokens, key_padding_mask=,
-    segment_ids=, position_ids=)`` or ``model(src, tgt, src_key_padding_mask=,
-    tgt_key_padding_mask=)`` -> logits ``(B, S, V)``, and ``model.loss(logits, targets)``."""
-
-    def make_batches(self, padding, lengths, batch_size: int, seq_len: int, seed: int) -> list:
-        return padding.make_batches(lengths, batch_size, seq_len, self.vocab_size, seed, self.pad_id)
-
-    def run_batch(self, model, batch):
-        from implementations.model import forward_batch
-
-        return forward_batch(model, batch, self.is_encoder_decoder)
-
-    def batch_loss(self, model, output, batch):
-        return getattr(model, "module", model).loss(output, batch.targets)  # a DeepSpeed engine's module

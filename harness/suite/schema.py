@@ -31,14 +31,15 @@ from pydantic import (
     model_validator,
 )
 
+from harness.suite import sources
 from harness.suite.errors import FieldError, describe_type, shown, suggest
 from harness.suite.strategies import build_strategy, default_strategy, strategy_spec
-from implementations.model import ModelConfig, architecture
+from implementations.model import ModelConfig
 from implementations.padding.lengths import PARAMS as LENGTH_PARAMS
 from implementations.presets import PRESETS
 
 MODEL_FIELDS_FROM_STRATEGIES = ("attention", "ops")  # ModelConfig fields set by strategies
-FOLDER_CONTEXT = "suite_folder"  # validation context key: the folder relative paths are read from
+FOLDER_CONTEXT = sources.FOLDER_CONTEXT  # validation context key: the folder relative paths are read from
 
 
 def model_config_fields() -> dict[str, Any]:
@@ -56,74 +57,20 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
-def _hf_source(value, info: ValidationInfo):
-    """``model.hf`` -> an HfModelConfig (``implementations.hf``): relative paths read from the
-    suite's folder, checked strictly, nothing downloaded."""
-    if value is None or hasattr(value, "fields_json"):
-        return value
-    from implementations.hf.config import HfSpecError, resolve
-    from implementations.hf.model import HfModelConfig
-
-    try:
-        return HfModelConfig.from_spec(resolve(value, (info.context or {}).get(FOLDER_CONTEXT)))
-    except HfSpecError as exc:
-        raise FieldError(str(exc), subpath=exc.subpath) from None
-
-
-def _module_source(value, info: ValidationInfo):
-    """``model.module`` (with ``model.kwargs``) -> a ModuleModelConfig: the factory imported."""
-    if value is None or hasattr(value, "target"):
-        return value
-    from implementations.module_source import ModuleModelConfig, ModuleSpecError
-
-    try:
-        return ModuleModelConfig.from_spec(value, (info.data or {}).get("kwargs") or {})
-    except ModuleSpecError as exc:
-        raise FieldError(str(exc)) from None
-
-
-FOREIGN = ("hf", "module")  # model sources other than tbench's own Transformer
-
-
 class ModelSpec(_Strict):
-    """The model: a preset of implementations.presets plus ModelConfig field overrides (tbench's
-    own Transformer), or ``hf`` (a transformers model from its config) or ``module`` (an
-    nn.Module factory, with ``kwargs``). ``source`` is the typed model source
-    (``implementations.source``) every later stage uses.
-
-    ``preset`` names the model in records: for a foreign source it is set to the source's label
-    (``hf:<name>``, ``module:<target>``) and never written. Serialised, a preset model is
-    ``{preset, overrides}`` as before (so existing ids stay), plus ``architecture`` (the
-    published-architecture fields a preset sets away from the original Transformer's: the
-    llama-1b and gpt-* ids moved when they got their architecture); a foreign one is ``{hf}`` or
-    ``{module, kwargs}``."""
+    """tbench's Transformer (a preset plus ModelConfig overrides), a transformers model (``hf``) or
+    an nn.Module factory (``module``, ``kwargs``): ``harness.suite.sources``; ``source`` is typed.
+    ``preset`` names the model in records: a foreign source's label (``hf:<name>``), never written."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
     preset: str = "tiny"
     overrides: dict[str, Any] = Field(default_factory=dict)
     kwargs: dict[str, Any] = Field(default_factory=dict)  # module: the factory's arguments
-    hf: Annotated[Any, BeforeValidator(_hf_source), PlainSerializer(lambda v: v and v.spec())] = None
-    module: Annotated[Any, BeforeValidator(_module_source), PlainSerializer(lambda v: v and v.target)] = None
+    hf: Annotated[Any, BeforeValidator(sources.hf_source), PlainSerializer(sources.spec_of)] = None
+    module: Annotated[Any, BeforeValidator(sources.module_source), PlainSerializer(sources.spec_of)] = None
 
-    @model_validator(mode="before")
-    @classmethod
-    def _one_source(cls, data):
-        if not isinstance(data, dict):
-            return data
-        data = {k: v for k, v in data.items() if k != "architecture"}  # derived, see the docstring
-        given = [k for k in FOREIGN if data.get(k) is not None]
-        if len(given) > 1:
-            raise FieldError("got both 'hf' and 'module', allowed: one model source", subpath=("module",))
-        if given:
-            for key in ("preset", "overrides"):
-                if key in data:
-                    raise FieldError(f"{key} describes tbench's own Transformer; a model.{given[0]} "
-                                     f"model takes its fields in model.{given[0]}", subpath=(key,))
-        if data.get("kwargs") and data.get("module") is None:
-            raise FieldError("kwargs are a model.module factory's arguments; allowed: with module",
-                             subpath=("kwargs",))
-        return data
+    _one_source = model_validator(mode="before")(sources.one_source)
 
     @field_validator("overrides")
     @classmethod
@@ -143,8 +90,7 @@ class ModelSpec(_Strict):
     @model_validator(mode="after")
     def _buildable(self):
         """A known preset, and ModelConfig's cross-field rules (d_model divisible by n_heads, ...)."""
-        foreign = self.hf if self.hf is not None else self.module
-        if foreign is not None:
+        if (foreign := self.hf or self.module) is not None:
             object.__setattr__(self, "preset", foreign.label)  # the model's name in records
             return self
         if self.preset not in PRESETS:
@@ -158,26 +104,16 @@ class ModelSpec(_Strict):
         return self
 
     @model_serializer(mode="wrap")
-    def _source_fields(self, handler):
-        data = handler(self)
-        if self.hf is not None:
-            return {"hf": data["hf"]}
-        if self.module is not None:
-            return {"module": data["module"], "kwargs": data["kwargs"]}
-        data = {"preset": data["preset"], "overrides": data["overrides"]}
-        arch = architecture(self.resolved())
-        return dict(data, architecture=arch) if arch else data
+    def _stored(self, handler):
+        return sources.stored(self, handler(self))
 
     @property
     def source(self):
-        """The model source (``implementations.source``): a ModelConfig (attention dense, ops
-        fused until a point's strategies are applied), an HfModelConfig or a ModuleModelConfig."""
-        foreign = self.hf if self.hf is not None else self.module
-        return foreign if foreign is not None else ModelConfig.from_preset(self.preset, **self.overrides)
+        """A ModelConfig (dense, fused until a point's strategies apply), HfModelConfig or ModuleModelConfig."""
+        return self.hf or self.module or ModelConfig.from_preset(self.preset, **self.overrides)
 
     def resolved(self) -> dict[str, Any]:
-        """The model's shape by ModelConfig's field names: the preset's fields with the overrides
-        applied, or a foreign source's (``source.shape()``)."""
+        """The shape by ModelConfig's names: the preset with its overrides, or ``source.shape()``."""
         if self.hf is not None or self.module is not None:
             return self.source.shape()
         return {**PRESETS[self.preset], **self.overrides}

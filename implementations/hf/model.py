@@ -34,7 +34,7 @@ from implementations import registry
 from implementations.hf import attention as hf_attention
 from implementations.hf.config import Resolved, shape
 from implementations.hf.structure import Structure, model_class, structure_of
-from implementations.source import TokenModel
+from implementations.model import TokenModel
 
 
 def _dense():
