@@ -214,3 +214,20 @@ def test_what_a_source_cannot_run_is_said_up_front():
     data["sweep"]["grid"]["strategies.attention"] = [{"name": "linformer", "k": 4}]
     (point,) = expand(parse_suite(data, "t"), "cpu")
     assert any("owns projection weights" in r for r in unsupported_reasons(point))
+
+
+@pytest.mark.slow
+def test_compiled_model_equals_eager(sources):
+    """torch.compile of a transformers model with tbench's local pattern inside: logits and
+    gradients equal the eager model's (fp32)."""
+    cfg = sources["llama"]
+    pattern = registry.create("attention", {"name": "local", "window": 3})
+    ids, mask = inputs()
+    torch.manual_seed(0)
+    model = cfg.with_strategies(pattern, "fused").build().eval()
+    want = logits_and_grads(model, lambda: ours(model, cfg, ids, mask), mask)
+    compiled = torch.compile(model)
+    got = logits_and_grads(model, lambda: ours(compiled, cfg, ids, mask), mask)
+    torch.testing.assert_close(got[0], want[0], rtol=1e-4, atol=1e-5)
+    for name in want[1]:
+        torch.testing.assert_close(got[1][name], want[1][name], rtol=1e-3, atol=1e-5, msg=name)

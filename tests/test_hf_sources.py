@@ -176,3 +176,31 @@ def test_a_module_factory_trains_and_says_what_it_cannot_run(tmp_path):
     assert dense["status"] == "ok", dense["error"]
     assert dense["metrics"]["flops_per_step"] == 3 * 2 * 2 * 8 * 16 * 64  # the Linear, forward + backward
     assert local["status"] == "not_supported" and "its attention is the module's own" in local["error"]
+
+
+@pytest.mark.slow
+def test_parallel_compile_compression_and_parity_run_on_a_transformers_model(tmp_path):
+    """FSDP and ZeRO on 2 ranks, torch.compile, int8 weight-only quantization (its quality cost
+    recorded), FlexAttention and the mask kernel inside the model, bf16 with loss parity."""
+    data = {"name": "hf", "model": {"hf": LLAMA}, "workload": {"seq_len": 16, "batch_size": 2},
+            "measure": FAST,
+            "sweep": {"zip": [{
+                "workload.kind": ["train", "train", "train", "forward", "forward", "train"],
+                "strategies.parallel": [{"name": "fsdp", "nproc": 2}, {"name": "zero", "nproc": 2},
+                                        "none", "none", "none", "none"],
+                "strategies.ops": ["fused", "fused", {"name": "fused", "compile": True}, "fused",
+                                   "fused", "fused"],
+                "strategies.compression": ["none", "none", "none", "int8_weight_only", "none", "none"],
+                "strategies.attention": ["dense", "dense", {"name": "local", "window": 4}, "dense",
+                                         {"name": "local", "window": 4, "kernel": "flex"},
+                                         {"name": "block", "block_size": 4, "kernel": "mask"}],
+                "workload.parity_steps": [0, 0, 0, 0, 0, 3],
+                "strategies.precision": ["fp32", "fp32", "fp32", "fp32", "fp32", "amp_bf16"]}]}}
+    points = expand(parse_suite(data, "t"), "cpu")
+    lifecycle.run(points_plan(points, tmp_path), reports=False)
+    recs = records.read_records(tmp_path)
+    assert [r["status"] for r in recs] == ["ok"] * 6, [(r["label"], r["error"]) for r in recs]
+    by = {r["label"]: r["metrics"] for r in recs}
+    quantized = next(m for k, m in by.items() if "int8" in k)
+    assert 0 < quantized["compression_logits_rel_diff"] < 0.05
+    assert next(m for k, m in by.items() if "parity" in k and "amp_bf16" in k)["loss_parity_ok"]
