@@ -92,9 +92,11 @@ def register_recorder() -> str:
 
 def padding_only_mask(batch_size: int, q_length: int, kv_length: int, q_offset: int = 0,
                       kv_offset: int = 0, mask_function=None, attention_mask=None, **kwargs):
-    """The model's 2D padding mask ``(B, kv_length)`` bool (True = real), or None: what
-    :func:`attention_forward` reads as ``key_padding_mask``; causality is the layer's own."""
-    if attention_mask is None:
+    """The model's 2D padding mask ``(B, kv_length)`` bool (True = real), or None where every key
+    is real (so the unmasked kernels run, as the model's own sdpa skips its mask; checked once
+    per forward here, not per layer): what :func:`attention_forward` reads as
+    ``key_padding_mask``; causality is the layer's own."""
+    if attention_mask is None or (attention_mask.device.type != "meta" and bool(attention_mask.all())):
         return None
     if attention_mask.shape[-1] != kv_length or kv_offset:
         raise KernelNotSupported(f"tbench attention: a key padding mask of {attention_mask.shape[-1]} "
@@ -135,8 +137,6 @@ def attention_forward(strategy, ops: str, module, query, key, value, attention_m
     if mask is not None and mask.dim() != 2:
         raise KernelNotSupported(f"tbench attention takes the model's 2D padding mask; got a "
                                  f"{mask.dim()}D mask (a custom 4D mask is the model's own pattern)")
-    if mask is not None and bool(mask.all()):
-        mask = None  # every key real: the unmasked kernels (as the model's own sdpa skips it)
     segments = tbench_segment_ids if not cross and S_q == S_k else None
     out = pattern.attend(query, key, value, causal=causal, key_padding_mask=mask,
                          segment_ids=segments, q_offset=S_k - S_q if causal else 0, ops=ops)

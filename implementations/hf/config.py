@@ -218,4 +218,7 @@ def shape(fields: dict) -> dict[str, Any]:
         "eos_id": eos,
         "head_dim": getattr(cfg, "head_dim", None) or (d_model // n_heads if d_model and n_heads else None),
         "tie_embeddings": bool(getattr(cfg, "tie_word_embeddings", True)),
+        # the FFN's activation, for the memory model's saved activations: a gated silu (SwiGLU:
+        # Llama, Mistral, Qwen) or not; transformers names it hidden_act or activation_function
+        "ffn": "swiglu" if getattr(cfg, "hidden_act", None) in ("silu", "swish") else "gelu",
     }
