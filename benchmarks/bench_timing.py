@@ -14,13 +14,15 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import torch
 import torch.utils.benchmark as tub
 
-from harness.measure import timing
-from harness.records import stats
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from harness.measure import timing  # noqa: E402
+from harness.records import stats  # noqa: E402
 
 TOLERANCE = 0.05
 

@@ -28,6 +28,14 @@ import pydantic
 from pydantic import ConfigDict, ValidationError
 
 AXES = ("attention", "padding", "precision", "parallel", "ops", "memory", "compression")
+# Upper bounds of strategy parameters that have no natural one: every numeric parameter has one,
+# so 10**20 is refused when the suite loads (``tests/test_attention_registry.py`` checks each).
+# A length in tokens is also held to the model's max_seq_len (``AttentionStrategy.length_params``).
+LENGTH_CAP = 1 << 20  # tokens: no model here has a million positions
+COUNT_CAP = 1 << 20  # steps, batches, layers, blocks
+RANKS_CAP = 1024  # processes of one point
+TIMEOUT_CAP_S = 86_400.0  # a day
+SEED_CAP = 2**32 - 1  # what numpy seeds take
 STRICT = ConfigDict(strict=True, extra="forbid", arbitrary_types_allowed=True)
 
 _REGISTRY: dict[str, dict[str, type]] = {axis: {} for axis in AXES}

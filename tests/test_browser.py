@@ -34,7 +34,8 @@ def _skip_reason() -> str | None:
 @pytest.mark.skipif(_skip_reason() is not None, reason=_skip_reason() or "")
 def test_report_renders_in_chromium(tmp_path):
     recs = attention_sweep(("dense", "local_w128", "block_b64"), (256, 512, 1024),
-                           fail={("dense", 1024): ("oom", "CUDA OOM </script><script>x()</script>")})
+                           fail={("dense", 1024): ("oom", "CUDA OOM </script><script>x()</script>")},
+                           rounds=(1.0, 1.01, 0.99))  # three rounds: decided verdicts
     for r in recs:  # as the runner writes them: the strategy axis comes with its name
         r["params"]["attention.name"] = r["params"]["attention"].split("_")[0]
     recs[1]["ranks"] = [{"rank": i, "mem_peak_bytes": 2**30, "param_bytes": 2**28,
@@ -59,10 +60,19 @@ def test_report_renders_in_chromium(tmp_path):
         data = json.loads(page.eval_on_selector("#tbench-data", "e => e.textContent"))
         title = page.title()
         fail_cells = page.eval_on_selector_all("td.fail", "els => els.map(e => e.textContent)")
-        answers = page.eval_on_selector_all("#answers li", "els => els.map(e => e.innerText)")
+        groups = page.eval_on_selector_all("#answers h3", "els => els.map(e => e.textContent)")
+        ranked = page.eval_on_selector_all(
+            "#answers table.ranked", "els => els.map(t => [...t.querySelectorAll('tbody tr')]"
+            ".map(r => [...r.children].map(c => c.innerText)))")
+        verdict_colours = page.eval_on_selector_all(
+            "#answers table.ranked tr.slower td:nth-child(3)",
+            "els => els.map(e => getComputedStyle(e).color)")
+        forests = page.eval_on_selector_all(
+            "#answers figure.forest img",
+            "els => els.map(e => [e.complete, e.naturalWidth, e.naturalHeight])")
         badges = page.eval_on_selector_all(
-            "td .badge", "els => els.map(e => [e.textContent, e.getBoundingClientRect().width,"
-            " getComputedStyle(e).backgroundColor])")
+            ".badge", "els => els.map(e => [e.textContent, e.getBoundingClientRect().width,"
+            " getComputedStyle(e).backgroundColor, e.closest('#summary') !== null])")
         shown = page.evaluate("document.body.innerText")
         shot = tmp_path / "report.png"
         page.screenshot(path=str(shot), full_page=True)
@@ -76,9 +86,18 @@ def test_report_renders_in_chromium(tmp_path):
     assert len(data["records"]) == len(recs)
     assert fail_cells == ["OOM"]
     assert title == "tbench report: demo<b>"
-    assert len(answers) == 3 and answers[0].startswith("256 tokens, fp32: fastest dense ⚠ contended")
-    assert sorted(b[0] for b in badges) == ["contended", "noisy"]
-    assert all(w > 0 and colour != "rgba(0, 0, 0, 0)" for _, w, colour in badges), badges
+    # one ranked table per seq_len, best first: dense, then local_w128 (2x) and block_b64 (3x)
+    # decided slower from three rounds a side; at 1024 dense did not run and comes last
+    assert groups == ["256 tokens, fp32", "512 tokens, fp32", "1024 tokens, fp32"]
+    assert [[row[1] for row in table] for table in ranked[:2]] == [
+        ["dense", "local_w128", "block_b64"]] * 2
+    assert [row[2] for row in ranked[0]] == ["baseline", "slower", "slower"]
+    assert ranked[2][-1][:3] == ["–", "dense", "oom: CUDA OOM </script><script>x()</script>"]
+    assert len(verdict_colours) >= 4 and set(verdict_colours) == {"rgb(179, 89, 0)"}  # #b35900
+    assert len(forests) == 3 and all(c and w > 0 and h > 0 for c, w, h in forests), forests
+    # flags: one badge per kind in the summary, none in a cell
+    assert sorted(b[0] for b in badges) == ["contended", "noisy"] and all(b[3] for b in badges)
+    assert all(w > 0 and colour != "rgba(0, 0, 0, 0)" for _, w, colour, _ in badges), badges
     # no text that looks like a tag the template broke (a stray "./p>"), once the data's own
     # angle brackets (the suite name, an error message) are set aside
     for data_text in ("demo<b>", "CUDA OOM </script><script>x()</script>"):

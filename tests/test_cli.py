@@ -200,7 +200,7 @@ HELP_DEFAULTS = {  # command -> texts its --help must show (typer renders help t
             "[default: none]", "[default: off]", "[default: refuse]"],
     "compare": ["[default: 5%]", "[default: latency_ms_p50, flops_per_step", "[default: none]",
                 "[default: no-force]"],
-    "gate": ["[default: runs/gate-<time>, runs/ab-<time> with --ab]", "[default: 3]",
+    "gate": ["[default: runs/gate-<time>, runs/ab-<time> with --ab]", "[default: auto]",
              "[default: 5%]", "[default: none]"],
     "report": ["[default: md,html]", "[default: the dense row, else the first row]"],
     "export": ["[default: RUN_DIR/export/]"],

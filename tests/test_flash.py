@@ -138,3 +138,21 @@ def test_the_sequences_are_found_once_per_mask_not_per_layer(monkeypatch):
     changed = strategy.attend(q, q, q, causal=True, key_padding_mask=kpm)
     assert len(calls) == 2 and torch.equal(changed[0, :, -3:], torch.zeros_like(changed[0, :, -3:]))
     assert torch.equal(changed[1:], first[1:])
+
+
+@pytest.mark.parametrize("pattern", [{"name": "dense"}, {"name": "local", "window": 2}])
+def test_without_the_package_a_direct_call_refuses_as_not_supported(monkeypatch, pattern):
+    """On a machine without flash-attn (every CPU here), calling the kernel is a refusal the
+    sweep records as not_supported, never a ModuleNotFoundError."""
+    monkeypatch.setitem(sys.modules, "flash_attn", None)  # import flash_attn -> ImportError
+    strategy = registry.create("attention", {**pattern, "kernel": "flash_attn"})
+    q = torch.randn(1, 2, 8, 4)
+    with pytest.raises(KernelNotSupported, match="needs the flash-attn package"):
+        strategy.attend(q, q, q, causal=True)
+
+
+def test_topk_refuses_a_kernel_it_cannot_honour_on_a_direct_call_too():
+    topk = registry.create("attention", {"name": "topk", "k": 4, "kernel": "flex"})
+    q = torch.randn(1, 2, 8, 4)
+    with pytest.raises(KernelNotSupported, match="no positional rule for the flex kernel"):
+        topk.attend(q, q, q, causal=False)

@@ -24,7 +24,6 @@ from implementations import registry
 from implementations.hf.config import resolve
 from implementations.hf.model import HfModelConfig
 from implementations.hf.serving import HfServing
-from implementations.padding.base import Batch
 from tests.test_attention_registry import BY_SCORE, PROJECTED, SMALL
 
 MODELS = {

@@ -108,7 +108,7 @@ def test_compressed_forward_records_quality_and_weight_bytes(results):
 
 
 def test_decode_figures_plot_kv_bytes_against_the_context_only_with_two_contexts():
-    from harness.analyse import plots_serving
+    from harness.analyse.report import plots_serving
 
     def rec(attention, c, kv):
         return {"status": "ok", "params": {"kind": "decode", "attention": attention, "context_len": c,
@@ -128,7 +128,7 @@ def test_decode_figures_plot_kv_bytes_against_the_context_only_with_two_contexts
 
 
 def test_decode_answers_name_the_leanest_kv_cache_and_compression_falls_back_to_peak_memory():
-    from harness.analyse.answers import answer_line, answers
+    from harness.analyse.answers import answer_lines, answers
     from tests.results_factory import record
 
     def rec(pid, attention, kv, rss, compression="none"):
@@ -141,7 +141,7 @@ def test_decode_answers_name_the_leanest_kv_cache_and_compression_falls_back_to_
     patterns = [rec("a", "dense", 8 * 2**20, 50 * 2**20), rec("b", "local_w256", 2**19, 60 * 2**20)]
     (a,) = answers(patterns)
     assert a.memory_metric == "kv_cache_bytes" and a.leanest.label == "local_w256"
-    assert "leanest KV cache local_w256 512.00 KiB" in answer_line(a)
+    assert "leanest KV cache local_w256 512.00 KiB" in answer_lines([a])[0]
     same_cache = [rec("c", "dense", 2**20, 50 * 2**20), rec("d", "dense", 2**20, 40 * 2**20, "int8")]
     (b,) = answers(same_cache)
-    assert b.memory_metric == "mem_peak_rss_above_baseline_bytes" and "leanest KV" not in answer_line(b)
+    assert b.memory_metric == "mem_peak_rss_above_baseline_bytes" and "leanest KV" not in answer_lines([b])[0]

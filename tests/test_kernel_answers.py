@@ -51,7 +51,7 @@ def test_one_kernel_everywhere_gives_no_kernel_answers():
 def test_the_worker_records_attention_products_scored_plus_attended():
     """Dense: 2 x S(S+1)/2 per causal layer; local: 2 x its pairs; topk scores every pair (as
     dense) and attends k per query, so its ideal speed-up stays below 2."""
-    from harness.measure.measurement import attention_products
+    from harness.measure.point_metrics import attention_products
     from harness.suite.loader import parse_suite
     from harness.suite.sweep import expand
 

@@ -1,15 +1,24 @@
 """The architecture as a test: the import graph of ``harness`` and ``implementations``, read from
 the source (no module is imported), holds the layering of docs/DESIGN.md.
 
-* ``harness.analyse`` reaches neither torch nor ``implementations`` nor another harness stage,
-  through any import, at module level or inside a function: report, compare and export run on a
-  machine without torch.
+* ``harness.records`` (the run-folder format) is the bottom layer: it reaches no other tbench
+  package and no torch. ``harness.analyse`` sits on it and on nothing else of tbench: report,
+  compare and export run on a machine without torch. ``harness.measure`` (the child worker)
+  and ``harness.suite`` never reach the run stage, the analysis or the CLI; nothing but the
+  CLI reaches the CLI. Through any import, at module level or inside a function.
 * No import cycle among module-level imports (a cycle broken by a lazy import is one too: the
   walk below also counts imports inside functions).
+* No parameter travels through thread or module state in the run stage: no module-level
+  ``threading.local``.
+* Behaviour belongs to the strategy: the harness never compares a strategy's name or kernel to
+  a string (``.name ==``, ``.kernel ==``); only ``implementations/registry.py`` and the suite
+  loader turn names into objects.
+* Sizes a reader can hold: no harness module over 350 lines, no function over 60.
 """
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -92,18 +101,74 @@ def chain(seen: dict[str, str], end: str) -> str:
     return " -> ".join(reversed(path))
 
 
-FORBIDDEN_FOR_ANALYSE = ("torch", "deepspeed", "implementations", "harness.measure", "harness.run",
-                         "harness.suite", "harness.cli")
+STAGES = ("harness.records", "harness.analyse", "harness.suite", "harness.measure", "harness.run",
+          "harness.cli")
+FORBIDDEN = {  # what each layer must not reach, through any import
+    "harness.records": ("torch", "deepspeed", "pandas", "implementations", "harness.analyse",
+                        "harness.suite", "harness.measure", "harness.run", "harness.cli"),
+    "harness.analyse": ("torch", "deepspeed", "implementations", "harness.measure", "harness.run",
+                        "harness.suite", "harness.cli"),
+    "harness.suite": ("harness.measure", "harness.run", "harness.analyse", "harness.cli"),
+    "harness.measure": ("harness.run", "harness.analyse", "harness.cli"),
+    "harness.run": ("harness.cli",),
+}
 
 
-def test_analyse_reaches_no_torch_no_implementations_no_other_stage(graph):
-    analyse = [m for m in graph if m.startswith("harness.analyse")]
-    assert len(analyse) >= 6
+@pytest.mark.parametrize("layer", list(FORBIDDEN))
+def test_each_layer_reaches_only_what_is_below_it(graph, layer):
+    modules = [m for m in graph if m == layer or m.startswith(layer + ".")]
+    assert modules, layer
     full = with_parents(graph)
-    for start in analyse:
+    for start in modules:
         seen = reachable(full, start)
-        bad = [m for m in seen if any(m == f or m.startswith(f + ".") for f in FORBIDDEN_FOR_ANALYSE)]
+        bad = [m for m in seen if any(m == f or m.startswith(f + ".") for f in FORBIDDEN[layer])]
         assert not bad, f"{start} reaches {bad[0]}: {chain(seen, bad[0])}"
+
+
+def harness_sources() -> list[Path]:
+    return sorted((ROOT / "harness").rglob("*.py"))
+
+
+def test_no_thread_local_carries_run_parameters():
+    for path in harness_sources():
+        tree = ast.parse(path.read_text(), str(path))
+        for node in tree.body:  # module level
+            calls = [n for n in ast.walk(node) if isinstance(n, ast.Call)]
+            for call in calls:
+                name = ast.unparse(call.func)
+                assert name not in ("threading.local", "local"), f"{path}: {name}() at module level"
+
+
+STRATEGY_NAME = re.compile(r"(strategies\.\w+|attention|parallel|precision|ops|memory|padding|"
+                           r"compression|strategy)\.(name|kernel)\s*(==|!=|in\b|not in\b)")
+
+
+def test_no_strategy_name_is_compared_outside_the_registry_and_the_loader():
+    allowed = {ROOT / "harness" / "suite" / "loader.py", ROOT / "harness" / "suite" / "strategies.py"}
+    for path in harness_sources():
+        if path in allowed:
+            continue
+        for n, line in enumerate(path.read_text().splitlines(), start=1):
+            assert not STRATEGY_NAME.search(line), f"{path}:{n}: {line.strip()}"
+
+
+def test_the_check_sees_a_name_comparison():
+    assert STRATEGY_NAME.search('if s.parallel.name == "fsdp":')
+    assert STRATEGY_NAME.search('flex = point.strategies.attention.kernel == "flex"')
+    assert not STRATEGY_NAME.search('if spec.name == "slurm":')  # a launcher, no strategy
+
+
+MAX_MODULE_LINES, MAX_FUNCTION_LINES = 350, 60
+
+
+def test_modules_and_functions_stay_readable():
+    for path in harness_sources():
+        text = path.read_text()
+        assert len(text.splitlines()) <= MAX_MODULE_LINES, f"{path}: {len(text.splitlines())} lines"
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                size = node.end_lineno - node.lineno + 1
+                assert size <= MAX_FUNCTION_LINES, f"{path}:{node.lineno} {node.name}: {size} lines"
 
 
 def test_no_import_cycle(graph):

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness.measure import measurement, telemetry
+from harness.measure import measurement, point_metrics, telemetry
 from harness.suite.loader import parse_suite
 from harness.suite.sweep import expand
 from tests.fake_nvml import FakeGPU, FakeNVML
@@ -46,7 +46,7 @@ def test_energy_covers_the_sampled_steps_not_the_warm_up(fake_gpu):
     assert host["window_s"] == pytest.approx(t.measure_s, rel=0.1)  # the same window as NVML's
     assert window["energy_j"] == pytest.approx(WATTS * t.measure_s, rel=0.1)  # not (0.6 s + ...)
     assert window["energy_j"] < WATTS * (t.warmup_s + t.measure_s) * 0.75
-    per = measurement.energy_metrics(window, {"energy_j": 999.0}, n_steps=len(t.samples_ms),
+    per = point_metrics.energy_metrics(window, {"energy_j": 999.0}, n_steps=len(t.samples_ms),
                                      tokens_per_step=64)
     assert per["energy_j_per_step"] == pytest.approx(window["energy_j"] / len(t.samples_ms))
     assert per["energy_j_per_token"] == pytest.approx(per["energy_j_per_step"] / 64)
@@ -54,7 +54,7 @@ def test_energy_covers_the_sampled_steps_not_the_warm_up(fake_gpu):
 
 
 def test_no_energy_no_per_step_figure():
-    assert measurement.energy_metrics({"energy_j": None}, {}, 10, 64) == {
+    assert point_metrics.energy_metrics({"energy_j": None}, {}, 10, 64) == {
         "energy_j_per_step": None, "energy_j_per_token": None, "energy_j_point": None}
 
 

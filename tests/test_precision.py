@@ -165,3 +165,28 @@ def test_parity_on_gpu(tiny_lm, name):
     build, batches = tiny_lm
     out = loss_parity(build, batches, strategy, steps=4, device="cuda", seed=0)
     assert out["loss_parity_ok"], out
+
+
+def test_fp32_forces_tf32_off_for_the_point_and_restores_what_it_found():
+    """Whatever turned TF32 on in the process, an fp32 point runs at the fp32 rate its peak is
+    taken for; afterwards the process has its flags back."""
+    import torch
+
+    from implementations import registry
+
+    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+              torch.get_float32_matmul_precision())
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    torch.set_float32_matmul_precision("high")
+    try:
+        fp32 = registry.create("precision", "fp32")
+        fp32.setup("cpu")
+        assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+        assert torch.get_float32_matmul_precision() == "highest"
+        fp32.teardown()
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+        assert torch.get_float32_matmul_precision() == "high"
+        assert registry.to_spec(fp32) == {"name": "fp32", "parity_rtol": 1e-4}  # the id stays
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before[:2]
+        torch.set_float32_matmul_precision(before[2])

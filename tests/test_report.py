@@ -8,7 +8,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from results_factory import attention_sweep, profile, record, write_run
+from results_factory import attention_sweep, log_t, profile, record, write_run
 from typer.testing import CliRunner
 
 from harness.analyse.report import build_tables, render_html, render_markdown, write_reports
@@ -36,8 +36,14 @@ def sweep_run(tmp_path, **kw) -> Path:
 
 
 def table_rows(md: str) -> list[list[str]]:
+    """The rows of the detail tables (after the Answers and the environment)."""
+    tail = md.split("\n## Environment\n", 1)[1]
     return [[c.strip() for c in line.strip("|").split(" | ")]
-            for line in md.splitlines() if line.startswith("| ") and "---" not in line]
+            for line in tail.splitlines() if line.startswith("| ") and "---" not in line]
+
+
+def answers_part(md: str) -> str:
+    return md.split("\n## Answers\n", 1)[1].split("\n## ", 1)[0]
 
 
 def test_markdown_table_cells_hand_computed(tmp_path):
@@ -47,9 +53,9 @@ def test_markdown_table_cells_hand_computed(tmp_path):
     # dense at 256: 11 samples 10 ms x pattern; median 10; CI ranks (2, 10) of 11 -> 9.9, 10.1
     assert rows[1] == ["dense", "10 ms [9.9, 10.1]<br>25.6k tok/s<br>256.00 MiB<br>MFU 1.0%",
                        "20 ms [19.8, 20.2]<br>25.6k tok/s<br>512.00 MiB<br>MFU 1.0%", "OOM"]
-    # local_w128 at 256 is 2x slower than dense (20 vs 10 ms) with 2x the memory
+    # local_w128 at 256 takes 2x the memory of dense (the time ratios are the Answers')
     assert rows[2][1] == ("20 ms [19.8, 20.2]<br>12.8k tok/s<br>512.00 MiB<br>MFU 2.0%"
-                          "<br>speed-up ×0.50<br>mem ×2.00")
+                          "<br>mem ×2.00")
     assert rows[2][3] == "timeout"
     assert rows[3][1:] == ["not supported", "error", "crashed"]
     assert "- block_b64-256: not supported — needs seq_len % 64 == 0 &lt;b&gt;bold&lt;/b&gt;" in md
@@ -60,7 +66,8 @@ def test_markdown_table_cells_hand_computed(tmp_path):
 def test_baseline_option_and_unknown_baseline(tmp_path):
     run = read_run_folder(sweep_run(tmp_path))
     rows = table_rows(render_markdown(run, baseline="local_w128"))
-    assert rows[1][1].endswith("speed-up ×2.00<br>mem ×0.50")  # dense vs local_w128 at 256
+    assert rows[1][1].endswith("MFU 1.0%<br>mem ×0.50")  # dense vs local_w128 at 256
+    assert "speed-up" not in render_markdown(run, baseline="local_w128")
     with pytest.raises(BadInput, match="baseline strategy 'flash' not found"):
         render_markdown(run, baseline="flash")
 
@@ -123,14 +130,18 @@ def test_html_is_self_contained_escaped_and_embeds_data(tmp_path):
     assert [r["point_id"] for r in data["records"]] == [r["point_id"] for r in recs]
     assert data["records"][1]["error"] == evil
     titles = re.findall(r"<figcaption>(.*?)</figcaption>", text)
-    assert titles[:4] == ["Throughput (tokens/s): attention × seq_len",
+    assert titles[:3] == ["Throughput (tokens/s): attention × seq_len",
                           "Latency p50 (ms): attention × seq_len",
-                          "Peak memory (log-log): attention × seq_len",
-                          "Speed-up vs baseline: attention × seq_len"]
+                          "Peak memory (log-log): attention × seq_len"]
+    assert not any(t.startswith("Speed-up") for t in titles)  # the forest plots say it
     assert "Latency distributions (per-sample step times)" in titles
     assert any(t.startswith("Per-rank memory: ") for t in titles)
-    assert text.count("<img ") == len(titles)
-    assert text.count('<tr class="baseline">') == 1
+    # one forest plot per group of two points that ran: seq_len 256 (at 512 dense failed)
+    forests = re.findall(r'<figure class="forest"><img alt="(.*?)"', text)
+    assert forests == ["256 tokens, fp32"]
+    assert text.count("<img ") == len(titles) + len(forests)
+    results = text.split('<table class="results"', 1)[1]
+    assert results.count('<tr class="baseline">') == 1
 
 
 def test_padding_points_get_a_padding_plot(tmp_path):
@@ -153,7 +164,7 @@ def test_memory_column_prefers_gpu_then_rss_above_baseline_then_rss(tmp_path):
     md = cpu_run("cpu", mem_peak_rss_bytes=300 * 2**20, mem_rss_baseline_bytes=250 * 2**20,
                  mem_peak_rss_above_baseline_bytes=50 * 2**20)
     assert "peak memory (mem_peak_rss_above_baseline_bytes)" in md
-    assert table_rows(md)[2][1] == "1 ms [1, 1]<br>100.00 MiB<br>speed-up ×1.00<br>mem ×2.00"
+    assert table_rows(md)[2][1] == "1 ms [1, 1]<br>100.00 MiB<br>mem ×2.00"
     md = cpu_run("old", mem_peak_rss_bytes=300 * 2**20)  # a run from before the metric existed
     assert "peak memory (mem_peak_rss_bytes)" in md and "600.00 MiB" in md
     md = render_markdown(read_run_folder(sweep_run(tmp_path)))
@@ -200,10 +211,10 @@ def lengths_sweep(sigmas=(0.5, 1.0, 1.5), seq_lens=(128,), attention=("dense",))
 def test_a_sweep_of_a_sub_parameter_gives_each_point_its_own_row(tmp_path):
     run = read_run_folder(write_run(tmp_path / "run", lengths_sweep()))
     assert table_rows(render_markdown(run)) == [
-        ["lengths.sigma", "result"], ["0.5", "1 ms [1, 1]"],
-        ["1.0", "2 ms [2, 2]<br>speed-up ×0.50"], ["1.5", "3 ms [3, 3]<br>speed-up ×0.33"]]
+        ["lengths.sigma", "result"], ["0.5", "1 ms [1, 1]"], ["1.0", "2 ms [2, 2]"],
+        ["1.5", "3 ms [3, 3]"]]
     text = render_html(run)
-    body = text.split("<tbody>")[1]
+    body = text.split('<table class="results"')[1].split("<tbody>")[1]
     assert re.findall(r"<tr(?: class=\"baseline\")?><th>(.*?)</th>", body) == ["0.5", "1.0", "1.5"]
     assert "<thead><tr><th>lengths.sigma</th><th> result</th></tr></thead>" in text
 
@@ -263,28 +274,92 @@ def headings(md: str) -> list[str]:
     return [line[3:] for line in md.splitlines() if line.startswith("## ")]
 
 
+ROUNDS = {"dense": (1.0, 1.01, 0.99), "local_w128": (1.0, 1.03, 0.98)}  # each round's factor
+
+
+def paired_sweep() -> list[dict]:
+    """``sweep_run``'s points measured in three blocks of a paired design, one group per seq_len
+    with dense its baseline; round r of each point is block r."""
+    recs = named(attention_sweep(("dense", "local_w128", "block_b64"), (256, 512, 1024),
+                                 fail=FAILS, rounds=ROUNDS))
+    for r in recs:
+        L = r["params"]["seq_len"]
+        r["design"] = {"group": L, "kind": "interleaved", "baseline": f"dense-{L}",
+                       "pairs": "baseline", "blocks": 3, "looks": None, "stopped": "fixed",
+                       "spent_s": 9.0, "resolution": 0.05, "confidence": 0.95}
+        for block, x in enumerate(r.get("rounds") or [], start=1):
+            x["block"] = block
+    return recs
+
+
 def test_answers_open_the_report_after_the_summary(tmp_path):
-    run = read_run_folder(sweep_run(tmp_path))
-    md = render_markdown(run, baseline="local_w128")
+    recs = paired_sweep()
+    recs[1]["rounds"][1]["attempts"] = 2  # dense at 512: its second round measured again
+    run = read_run_folder(write_run(tmp_path / "run", recs))
+    md = render_markdown(run)
     assert headings(md) == ["Answers", "Environment", "attention × seq_len"]
-    answers_part = md.split("## Answers\n")[1].split("## Environment")[0]
-    # seq_len 256 and 512: dense (10 / 20 ms) and local_w128 (20 / 40 ms) ok, block_b64 failed;
-    # at 1024 every point failed: no answer. Speed-up CI at 256: [19.8 / 10.1, 20.2 / 9.9]
-    assert [line for line in answers_part.splitlines() if line.startswith("- ")] == [
-        ("- 256 tokens, fp32: fastest dense 10 ms, ×2.00 [1.96, 2.04] vs local_w128; "
-         "leanest dense 256.00 MiB, ×0.50 of local_w128"),
-        ("- 512 tokens, fp32: fastest dense 20 ms, ×2.00 [1.96, 2.04] vs local_w128; "
-         "leanest dense 512.00 MiB, ×0.50 of local_w128")]
-    assert "peak memory, mem_peak_allocated_bytes" in answers_part
-    text = render_html(run, baseline="local_w128")
+    part = answers_part(md)
+    # seq_len 256 and 512: dense (10 / 20 ms) and local_w128 (20 / 40 ms) ran, block_b64 did
+    # not; at 1024 nothing ran: no answer. local / dense per block: 2 x (1, 1.03/1.01,
+    # 0.98/0.99); t (2 df) on their logs: x2.01 [1.93, 2.08]
+    ratio, low, high = log_t([2.0, 2.0 * 1.03 / 1.01, 2.0 * 0.98 / 0.99])
+    assert (f"{ratio:.3g}", f"{low:.3g}", f"{high:.3g}") == ("2.01", "1.93", "2.08")
+    # the points' own times: geometric means of their round medians, t on their logs
+    dense, dense_low, dense_high = log_t([10.0 * f for f in ROUNDS["dense"]])  # 10 [9.75, 10.3]
+    local, local_low, local_high = log_t([20.0 * f for f in ROUNDS["local_w128"]])  # 20.1 [18.9, 21.3]
+    assert [f"{x:.3g}" for x in (dense, dense_low, dense_high, local, local_low, local_high)] == [
+        "10", "9.75", "10.3", "20.1", "18.9", "21.3"]
+    assert [line for line in part.splitlines() if line.startswith(("### ", "Baseline", "| "))] == [
+        "### 256 tokens, fp32",
+        "Baseline: **dense**. interleaved, 3 block(s), fixed rounds.",
+        "| # | strategy | verdict | time / baseline's | time | peak memory |",
+        "| 1 | **dense** | baseline | ×1 | 10 ms [9.75, 10.3] | 256.00 MiB |",
+        "| 2 | local_w128 | slower | ×2.01 [1.93, 2.08] | 20.1 ms [18.9, 21.3] | 512.00 MiB |",
+        "| – | block_b64 | not_supported: needs seq_len % 64 == 0 &lt;b&gt;bold&lt;/b&gt; | | | |",
+        "### 512 tokens, fp32",
+        ("Baseline: **dense**. interleaved, 3 block(s), fixed rounds. 1 of 3 points re-measured "
+         "after contention."),
+        "| # | strategy | verdict | time / baseline's | time | peak memory |",
+        "| 1 | **dense** | baseline | ×1 | 20 ms [19.5, 20.5] | 512.00 MiB |",
+        "| 2 | local_w128 | slower | ×2.01 [1.93, 2.08] | 40.1 ms [37.7, 42.7] | 1.00 GiB |",
+        "| – | block_b64 | error: ValueError: bad | | | |"]
+    assert "memory: mem_peak_allocated_bytes." in part
+    text = render_html(run)
     section = re.search(r'<section id="answers">(.*?)</section>', text, flags=re.DOTALL).group(1)
-    assert [html.unescape(x) for x in re.findall(r"<li>(.*?)</li>", section)] == [
-        html.unescape(line[2:]) for line in answers_part.splitlines() if line.startswith("- ")]
+    assert [html.unescape(h) for h in re.findall(r"<h3>(.*?)</h3>", section)] == [
+        "256 tokens, fp32", "512 tokens, fp32"]
+    ranked = re.findall(r'<tr class="(\w+)"><td>(.*?)</td><th>(.*?)</th><td>(.*?)</td><td>(.*?)</td>',
+                        section)
+    assert ranked == [("baseline", "1", "dense", "baseline", "×1"),
+                      ("slower", "2", "local_w128", "slower", "×2.01 [1.93, 2.08]")] * 2
+    assert section.count('<tr class="fail">') == 2 and section.count('class="forest"') == 2
     assert text.index('<ul id="summary">') < text.index('<section id="answers">') < text.index(
         '<table class="results"')
 
 
-def test_flagged_points_get_badges_and_a_count(tmp_path):
+def test_the_baseline_option_turns_the_answers_around(tmp_path):
+    run = read_run_folder(write_run(tmp_path / "run", paired_sweep()))
+    part = answers_part(render_markdown(run, baseline="local_w128"))
+    # dense / local per block: the inverses, paired directly (interleaved blocks)
+    ratio, low, high = log_t([0.5, 0.5 * 1.01 / 1.03, 0.5 * 0.99 / 0.98])  # 0.498 [0.48, 0.518]
+    assert [f"{x:.3g}" for x in (ratio, low, high)] == ["0.498", "0.48", "0.518"]
+    assert part.count("Baseline: **local_w128**.") == 2
+    assert "| 1 | dense | faster | ×0.498 [0.48, 0.518] | 10 ms [9.75, 10.3] | 256.00 MiB |" in part
+    assert "| 2 | **local_w128** | baseline | ×1 | 20.1 ms [18.9, 21.3] | 512.00 MiB |" in part
+
+
+def test_an_older_run_without_blocks_is_answered_from_its_round_medians(tmp_path):
+    """No design, rounds without blocks: Welch on the log round medians (the spreads differ:
+    a fractional df), decided the same way."""
+    run = read_run_folder(write_run(tmp_path / "run", named(attention_sweep(
+        ("dense", "local_w128"), (256,), rounds=ROUNDS))))
+    part = answers_part(render_markdown(run))
+    (row,) = [line for line in part.splitlines() if line.startswith("| 2 ")]
+    assert row.startswith("| 2 | local_w128 | slower | ×2.01 [")
+    assert "Baseline: **dense**.\n" in part  # no design: no line of how it was measured
+
+
+def test_flagged_points_are_counted_once_not_badged_per_cell(tmp_path):
     recs = named(attention_sweep(("dense", "local_w128"), (256, 512)))
     recs[0]["flags"] = ["contended"]
     recs[2]["warnings"] = ["noisy measurement: IQR/median = 20.6% (>= 10%)"]
@@ -293,12 +368,35 @@ def test_flagged_points_get_badges_and_a_count(tmp_path):
     md = render_markdown(run)
     assert "- flagged: 1 contended, 2 noisy, 1 single_round" in md
     rows = table_rows(md)
-    assert rows[1][1].endswith("MFU 1.0%<br>⚠ contended") and "⚠" not in rows[1][2]
-    assert rows[2][2].endswith("mem ×2.00<br>⚠ noisy<br>⚠ single_round")
-    assert "- 256 tokens, fp32: fastest dense ⚠ contended 10 ms (the baseline)" in md
+    assert rows[1][1].endswith("MFU 1.0%") and rows[2][2].endswith("mem ×2.00")
+    assert "⚠" not in md
     text = render_html(run)
-    assert text.count('<span class="badge badge-contended">contended</span>') == 2  # summary, cell
-    assert text.count('<span class="badge badge-noisy">noisy</span>') == 3
+    # the summary's badge per kind of flag, and none in a cell or an answer
+    for flag in ("contended", "noisy", "single_round"):
+        assert text.count(f'<span class="badge badge-{flag}">{flag}</span>') == 1
+    assert text.count('class="badge') == 3
+
+
+@pytest.mark.parametrize("committed", sorted(ROOT.glob("reports/*/*/results.jsonl")),
+                         ids=lambda p: "/".join(p.parts[-3:-1]))
+def test_committed_runs_from_before_blocks_are_answered_independently(committed):
+    """The committed runs were measured before paired designs (no ``design``, no blocks; the
+    headline an arithmetic mean): their answers compare round medians measured apart, or the
+    headlines alone where a run has no rounds."""
+    from harness.analyse.answers import answers
+
+    run = read_run_folder(committed.parent)
+    found = answers(run.records)
+    assert found and all(a.notes == () for a in found)
+    ratios = [r.ratio for a in found for r in a.rows if r.ratio is not None]
+    assert ratios and {r.method for r in ratios} == {"independent"}
+    rounds = {len((rec.get("metrics") or {}).get("latency_ms_round_p50s") or []) or 1
+              for rec in run.records if rec.get("status") == "ok"}
+    assert {r.n for r in ratios} <= rounds
+    assert all(r.estimate > 0 and (r.low is None or 0 < r.low <= r.estimate <= r.high)
+               for r in ratios)
+    md = render_markdown(run)
+    assert md.count("\n### ") - md.count("\n### Top operators") == len(found)
 
 
 def test_latencies_of_a_second_or_more_read_in_seconds(tmp_path):
@@ -312,7 +410,7 @@ def test_baseline_by_the_cli_label_prefix_and_the_error_lists_labels(tmp_path):
         r["label"] = f"{r['params']['attention']}/fused/fixed/fp32/none · forward B=1 S={r['params']['seq_len']}"
     run = read_run_folder(write_run(tmp_path / "run", recs))
     rows = table_rows(render_markdown(run, baseline="local_w128/fused/fixed/fp32/none"))
-    assert rows[1][1].endswith("speed-up ×2.00<br>mem ×0.50")
+    assert rows[1][1].endswith("MFU 1.0%<br>mem ×0.50")
     with pytest.raises(BadInput, match=re.escape(
             "allowed: a row label (dense, local_w128), a point label's strategy part "
             "(dense/fused/fixed/fp32/none, local_w128/fused/fixed/fp32/none)")):

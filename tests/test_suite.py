@@ -30,7 +30,7 @@ def errors_of(data) -> str:
     ({"name": "t", "workload": {"kind": "prefill", "context_len": 64}},
      "workload.context_len: got 64, allowed: only with kind 'decode' (kind is 'prefill')"),
     ({"name": "t", "strategies": {"compression": {"name": "magnitude", "sparsity": 1.5}}},
-     "strategies.compression.sparsity: got 1.5, allowed: number > 0 < 1"),
+     "strategies.compression.sparsity: got 1.5, allowed: number > 0 and < 1"),
     ({"name": "t", "measure": {"min_samples": 5}}, "measure.min_samples: got 5, allowed: integer >= 10"),
     ({"name": "t", "measure": {"min_samples": 20, "max_samples": 15}},
      "measure.max_samples: got 15, allowed: >= min_samples (20)"),

@@ -5,11 +5,13 @@ import os
 from pathlib import Path
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from harness.cli import app
 from harness.suite.errors import shown
-from harness.suite.loader import MAX_YAML_BYTES, MAX_YAML_DEPTH, MAX_YAML_VALUES, load_suite
+from harness.suite.limits import MAX_YAML_BYTES, MAX_YAML_DEPTH, MAX_YAML_VALUES
+from harness.suite.loader import load_suite
 from harness.suite.sweep import load_points
 
 # 9 levels of 9 aliases: 9**9 (387 million) strings once expanded, 90 nodes as written
@@ -166,3 +168,37 @@ def test_values_under_the_limit_reach_the_field_check_and_are_shown_short(tmp_pa
     line = the_one_line(run_cli(tmp_path, monkeypatch, text), tmp_path)
     assert line.endswith("s.yaml: workload.seq_len: got [[1, 1, 1, 1, 1, 1, ...], [[1, 1, 1, 1, 1, 1, ...], "
                          "[1, 1, 1, 1, 1, 1, ...], ..., allowed: integer >= 1")
+
+
+def _numeric_fields():
+    """(axis, strategy, field) of every numeric parameter of every registered strategy."""
+    from implementations import registry
+
+    out = []
+    for axis in registry.AXES:
+        for name in registry.names(axis):
+            cls = registry.get_class(axis, name)
+            for f in registry.fields_of(cls):
+                tp = registry.field_info(cls, f.name).annotation
+                args = getattr(tp, "__args__", ()) or (tp,)
+                if any(a in (int, float) for a in args) or tp == tuple[int, ...]:
+                    out.append((axis, name, f.name))
+    return out
+
+
+@pytest.mark.parametrize("axis, name, field", _numeric_fields(), ids=lambda x: str(x))
+def test_every_numeric_strategy_field_refuses_ten_to_the_twenty_at_load(tmp_path, axis, name, field):
+    """An absurd value is one line and exit 2 when the suite loads, naming what is allowed --
+    never an OverflowError in a worker, never a silent run as something else."""
+    from harness.suite.errors import SuiteError
+    from harness.suite.sweep import load_points
+
+    huge = [10**20] if field == "global_tokens" else (1e20 if field in ("init_scale", "timeout_s",
+                                                                        "parity_rtol", "sparsity")
+                                                     else 10**20)
+    suite = tmp_path / "s.yaml"
+    suite.write_text(yaml.safe_dump({"name": "huge", "strategies": {axis: {"name": name, field: huge}}}))
+    with pytest.raises(SuiteError) as err:
+        load_points(suite, "cpu", [])
+    (line,) = err.value.lines
+    assert "allowed:" in line and ("<" in line or "max_seq_len" in line), line

@@ -75,15 +75,24 @@ def test_warmup_iters_can_be_raised_to_a_full_batch_cycle():
 
 def test_agree_overrides_each_side_of_the_stop_decision():
     """The decision a multi-rank point follows is the agreed one, in both directions."""
-    samples, _ = timing.sample(Counter(), "cpu", 10, 0.0, 15, agree=lambda stop: False)
+    samples, _, _ = timing.sample(Counter(), "cpu", 10, 0.0, 15, agree=lambda stop: False)
     assert len(samples) == 15  # never agreed to stop: the count cap ends it on every rank alike
     asked = []
-    samples, _ = timing.sample(Counter(), "cpu", 10, 3600.0, 50,
-                               agree=lambda stop: asked.append(stop) or True)
+    samples, _, _ = timing.sample(Counter(), "cpu", 10, 3600.0, 50,
+                                  agree=lambda stop: asked.append(stop) or True)
     assert len(samples) == 1 and asked == [False]  # this rank wanted more; rank 0 said stop
     votes = iter([False, False, True])  # warm-up: rank 0 keeps going twice past our "done"
     n, _ = timing.warmup(Counter(), "cpu", iters=0, min_s=0.0, agree=lambda stop: next(votes))
     assert n == 2
+
+
+def test_a_window_samples_for_its_time_whatever_the_count():
+    """A duet's sampling: until ``window_s`` has passed, each sample's end recorded."""
+    step = Counter()
+    samples, took, ends = timing.sample(step, "cpu", 10, 0.0, 10, window_s=0.05)
+    assert len(samples) == len(ends) == step.calls and ends == sorted(ends)
+    assert ends[-1] >= 0.05 and all(e < 0.05 for e in ends[:-1])  # stops at the first past it
+    assert took >= ends[-1]
 
 
 def test_bad_sample_bounds_refused():

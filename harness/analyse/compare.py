@@ -1,21 +1,22 @@
 """Compare two runs point by point and give a verdict per metric and overall.
 
 Input: two run folders (or their records, see ``compare_records``). Output: a ``Comparison``
-with one ``PointResult`` per point id (matched, new or missing), rendered as GitHub-flavoured
-Markdown (``to_markdown``) and as a JSON verdict (``to_json``).
+with one ``PointResult`` per point (matched, new or missing), rendered as GitHub-flavoured
+Markdown (``harness.analyse.compare_markdown.to_markdown``) and as a JSON verdict
+(``Comparison.to_json``).
 
-Rules (docs/DESIGN.md, issues 5 and 10):
-  * timing, points measured in >= 2 rounds (fresh worker processes) on both sides: a
-    regression needs BOTH the ratio of the means of round medians above ``1 + threshold`` AND
-    a one-sided Welch t-test on the log round medians with p < ``alpha`` (``rounds_verdict``):
-    the noise judged against is the spread between processes, so drift between processes and
-    minutes cannot pass for a change. Improvements are symmetric.
-  * timing, one round on a side (``timing_verdict``, from the per-sample ``samples_ms``; noted
-    in the row, as drift between processes is unseen): a regression needs BOTH
-    the median ratio current/base above ``1 + threshold`` AND a one-sided Mann-Whitney U test
-    (current slower) with p < ``alpha`` (0.01). Improvements are symmetric (ratio below
-    ``1 - threshold`` and the other one-sided test). Only one of the two -> "inconclusive";
-    fewer than ``MIN_SAMPLES`` samples on a side -> "inconclusive".
+Rules:
+  * timing: the ratio current / base and its interval (``harness.records.pairs``), decided
+    against the threshold as its resolution: ``regression`` when the whole interval lies above
+    ``1 + threshold``, ``improvement`` when it lies below ``1 / (1 + threshold)``, ``ok`` when it
+    lies inside that band (equal within the threshold), else ``inconclusive`` -- with the
+    smallest difference the interval could have decided and what would decide it.
+    - paired (``gate --ab``, ``gate --rev``: both sides measured round by round, close
+      together): the log ratio of the two sides' medians per round, t over the pairs
+      (``pairs.paired``; at the sequential look the gate stopped at);
+    - two runs measured apart (``tbench compare RUN RUN``, ``gate --baseline``): Welch's t on
+      the log round medians (``pairs.independent``); one round on a side has no spread between
+      processes to judge against: inconclusive, saying so.
   * deterministic metrics (FLOPs, model-state bytes, padding efficiency, peak allocated bytes):
     equal within ``DETERMINISTIC_RTOL`` (relative) -> "ok", otherwise better/worse by direction.
   * status: ok -> failure is a regression, failure -> ok an improvement, another change
@@ -23,11 +24,11 @@ Rules (docs/DESIGN.md, issues 5 and 10):
   * runs whose ``run.json`` fingerprints differ are "incomparable" unless ``force``.
   * ``timing_informational``: timing verdicts are shown but never fail the comparison.
 
-Explanations (issue 12): a regressed or improved point whose two records both hold a profiled
-pass (``profile_share_*``) gets ``PointResult.explanation``: the ``EXPLAIN_REGIONS`` regions
-whose time changed most, in ms of the timed median (``answers.region_ms``) and percent, each
-with the operators inside it that changed most (``profile_region_ops``), an operator that left
-the region's top list and one that entered it written ``old → new``:
+Explanations: a regressed or improved point whose two records both hold a profiled pass
+(``profile_share_*``) gets ``PointResult.explanation``: the ``EXPLAIN_REGIONS`` regions whose
+time changed most, in ms of the timed median (``regions.region_ms``) and percent, each with the
+operators inside it that changed most (``profile_region_ops``), an operator that left the
+region's top list and one that entered it written ``old → new``:
 "attention +2.10 ms (+38%): aten::_scaled_dot_product_flash_attention_for_cpu → aten::bmm".
 Never imports torch.
 """
@@ -37,13 +38,9 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 
-from scipy.stats import mannwhitneyu, ttest_ind
-
 from harness.analyse.regions import region_ms
-from harness.records import BadInput, RunFolder, stats
+from harness.records import BadInput, RunFolder, pairs
 
-MIN_SAMPLES = 5
-ALPHA = 0.01
 DETERMINISTIC_RTOL = 1e-9
 TIMING_METRICS = {"latency_ms_p50": "lower"}
 DETERMINISTIC_METRICS = {
@@ -55,6 +52,8 @@ DETERMINISTIC_METRICS = {
 DEFAULT_METRICS = tuple(TIMING_METRICS) + tuple(DETERMINISTIC_METRICS)
 EXPLAIN_REGIONS, EXPLAIN_OPS = 2, 2
 _RANK = {"regression": 3, "inconclusive": 2, "improvement": 1, "ok": 0}
+VERDICT_OF = {"slower": "regression", "faster": "improvement", "equal": "ok",
+              "undecided": "inconclusive"}
 
 
 @dataclass
@@ -63,9 +62,11 @@ class MetricResult:
     kind: str  # "timing" | "deterministic"
     base: float | None
     current: float | None
-    ratio: float | None
-    p_value: float | None
+    ratio: float | None  # current / base
     verdict: str  # regression | improvement | inconclusive | ok
+    ci_low: float | None = None  # the timing ratio's interval
+    ci_high: float | None = None
+    n: int | None = None  # pairs, or rounds per side
     informational: bool = False
     note: str = ""
 
@@ -80,19 +81,20 @@ class PointResult:
     verdict: str
     metrics: list[MetricResult] = field(default_factory=list)
     note: str = ""
-    explanation: str = ""  # where the time changed, from both profiled passes (issue 12)
+    explanation: str = ""  # where the time changed, from both profiled passes
 
 
 @dataclass
 class Comparison:
     verdict: str  # regression | inconclusive | improvement | ok | incomparable
     threshold: float
-    alpha: float
+    confidence: float
     points: list[PointResult]
     base_fingerprint: str | None = None
     current_fingerprint: str | None = None
     forced: bool = False
     timing_informational: bool = False
+    method: str = "independent"  # paired | independent
 
     @property
     def exit_code(self) -> int:
@@ -112,81 +114,49 @@ class Comparison:
         return json.dumps(body, sort_keys=True, indent=2, allow_nan=False) + "\n"
 
 
-def timing_verdict(base_ms, current_ms, threshold: float, alpha: float = ALPHA) -> MetricResult:
-    """The two-condition decision on per-sample times (current vs base, lower is better)."""
-    n_b, n_c = len(base_ms), len(current_ms)
-    if n_b < MIN_SAMPLES or n_c < MIN_SAMPLES:
-        b = stats.median(base_ms) if n_b else None
-        c = stats.median(current_ms) if n_c else None
-        return MetricResult("latency_ms_p50", "timing", b, c, _ratio(b, c), None, "inconclusive",
-                            note=f"too few samples ({n_b} vs {n_c}; need {MIN_SAMPLES} per side)")
-    b, c = stats.median(base_ms), stats.median(current_ms)
-    ratio = _ratio(b, c)
-    p_slower = _mwu(current_ms, base_ms, "greater")
-    p_faster = _mwu(current_ms, base_ms, "less")
-    verdict, p = decide(ratio, p_slower, p_faster, threshold, alpha)
-    return MetricResult("latency_ms_p50", "timing", b, c, ratio, p, verdict)
-
-
-def decide(ratio: float, p_slower: float, p_faster: float, threshold: float,
-           alpha: float) -> tuple[str, float]:
-    """Both conditions: the ratio beyond ``1 ± threshold`` AND the one-sided p below ``alpha``
-    -> regression / improvement; only one of them -> inconclusive; neither -> ok."""
-    slower, faster = ratio > 1 + threshold, ratio < 1 - threshold
-    if slower and p_slower < alpha:
-        return "regression", p_slower
-    if faster and p_faster < alpha:
-        return "improvement", p_faster
-    if slower or faster or min(p_slower, p_faster) < alpha:
-        return "inconclusive", (p_slower if ratio >= 1 else p_faster)
-    return "ok", min(p_slower, p_faster)
-
-
 def round_medians(rec: dict) -> list[float]:
-    """The per-round medians of a record (``metrics.latency_ms_round_p50s``), [] for one round."""
+    """The per-round medians of a record, [] for none."""
     medians = (rec.get("metrics") or {}).get("latency_ms_round_p50s") or []
-    return [float(m) for m in medians if m is not None] if len(medians) >= 2 else []
+    return [float(m) for m in medians if m]
 
 
-def rounds_verdict(base_medians, current_medians, threshold: float,
-                   alpha: float = ALPHA) -> MetricResult:
-    """The two-condition decision on round medians (each round a fresh worker process): the
-    ratio of the means of round medians beyond ``1 ± threshold`` AND a one-sided Welch t-test
-    on the logarithms of the round medians with p < ``alpha``. The noise it judges against is
-    the spread between processes, drift included, not the spread of one process's samples."""
-    b, c = stats.mean(base_medians), stats.mean(current_medians)
-    ratio = _ratio(b, c)
-    lb, lc = [math.log(x) for x in base_medians], [math.log(x) for x in current_medians]
-    p_slower, p_faster = _welch(lc, lb, "greater"), _welch(lc, lb, "less")
-    verdict, p = decide(ratio, p_slower, p_faster, threshold, alpha)
-    note = f"{len(base_medians)} vs {len(current_medians)} rounds"
-    return MetricResult("latency_ms_p50", "timing", b, c, ratio, p, verdict, note=note)
+def timing_result(ratio: pairs.Ratio, base: float | None, current: float | None,
+                  why_undecided: str) -> MetricResult:
+    """A timing MetricResult from a decided (or undecided) ratio."""
+    note = f"{ratio.n} {'pairs' if ratio.method == 'paired' else 'rounds a side'}"
+    if ratio.look:
+        note += f", sequential look {ratio.look} ({ratio.confidence:.2%} interval)"
+    if not ratio.decided:
+        note += "; " + (f"could resolve differences ≥ {ratio.resolvable:.0%}; " if ratio.resolvable
+                        else "") + why_undecided
+    return MetricResult("latency_ms_p50", "timing", base, current, ratio.estimate,
+                        VERDICT_OF[ratio.verdict], ratio.low, ratio.high, ratio.n, note=note)
 
 
-def _welch(x, y, alternative: str) -> float:
-    if stats.stdev(x) == 0 and stats.stdev(y) == 0:  # constant rounds: the means decide alone
-        diff = stats.mean(x) - stats.mean(y)
-        if diff == 0:
-            return 1.0
-        return 0.0 if (diff > 0) == (alternative == "greater") else 1.0
-    return float(ttest_ind(x, y, equal_var=False, alternative=alternative).pvalue)
+def timing_independent(base: dict, current: dict, threshold: float,
+                       confidence: float = pairs.CONFIDENCE) -> MetricResult:
+    """Two records measured apart: Welch on their log round medians (a record from before
+    rounds: its headline, one value -- undecided, but its ratio shown)."""
+    mb, mc = (round_medians(r) or [v for v in [(r.get("metrics") or {}).get("latency_ms_p50")] if v]
+              for r in (base, current))
+    ratio = pairs.independent(mb, mc, threshold, confidence)
+    b, c = ((base.get("metrics") or {}).get("latency_ms_p50"),
+            (current.get("metrics") or {}).get("latency_ms_p50"))
+    why = ("one round on a side: no spread between processes to judge against"
+           if min(len(mb), len(mc)) < 2 else
+           "more rounds would decide, or measure both in one run (gate --ab / --rev pair them)")
+    return timing_result(ratio, b, c, why)
 
 
-def timing_metric(base: dict, current: dict, threshold: float) -> MetricResult:
-    """Round-level rule when both records have >= 2 rounds, else the per-sample rule (with a
-    note: one process per side cannot show drift between processes)."""
+def timing_paired(base: dict, current: dict, threshold: float, look: int | None = None,
+                  confidence: float = pairs.CONFIDENCE) -> MetricResult:
+    """Two records measured round by round together: the log ratio of each round's medians."""
     mb, mc = round_medians(base), round_medians(current)
-    if mb and mc:
-        return rounds_verdict(mb, mc, threshold)
-    r = timing_verdict(base.get("samples_ms") or [], current.get("samples_ms") or [], threshold)
-    r.note = r.note or "one round on a side: samples of one process, drift between processes unseen"
-    return r
-
-
-def _mwu(x, y, alternative: str) -> float:
-    if len(set(x)) == 1 and set(x) == set(y):
-        return 1.0  # identical constant samples: no evidence either way
-    return float(mannwhitneyu(x, y, alternative=alternative).pvalue)
+    logs = [math.log(c / b) for b, c in zip(mb, mc)]
+    ratio = pairs.paired(logs, threshold, confidence, look)
+    b, c = ((base.get("metrics") or {}).get("latency_ms_p50"),
+            (current.get("metrics") or {}).get("latency_ms_p50"))
+    return timing_result(ratio, b, c, "more rounds would decide (gate --rounds, or auto)")
 
 
 def _ratio(base, current) -> float | None:
@@ -199,11 +169,11 @@ def deterministic_verdict(metric: str, base, current) -> MetricResult:
     direction = DETERMINISTIC_METRICS[metric]
     if base is None or current is None:
         note = "" if base is None and current is None else "available on one side only"
-        return MetricResult(metric, "deterministic", base, current, None, None, "ok", note=note)
+        return MetricResult(metric, "deterministic", base, current, None, "ok", note=note)
     if math.isclose(base, current, rel_tol=DETERMINISTIC_RTOL, abs_tol=0.0):
-        return MetricResult(metric, "deterministic", base, current, _ratio(base, current), None, "ok")
+        return MetricResult(metric, "deterministic", base, current, _ratio(base, current), "ok")
     worse = current > base if direction == "lower" else current < base
-    return MetricResult(metric, "deterministic", base, current, _ratio(base, current), None,
+    return MetricResult(metric, "deterministic", base, current, _ratio(base, current),
                         "regression" if worse else "improvement")
 
 
@@ -218,8 +188,10 @@ def _status_verdict(base: str, current: str) -> str:
 
 
 def compare_pair(base: dict, current: dict, metrics, threshold: float,
-                 timing_informational: bool = False) -> PointResult:
-    """Compare two records of the same point."""
+                 timing_informational: bool = False, paired: bool = False,
+                 look: int | None = None, timing: pairs.Ratio | None = None) -> PointResult:
+    """Compare two records of the same point (``paired``: measured round by round together;
+    ``timing``: the ratio already decided by the run that measured both)."""
     bs, cs = base.get("status"), current.get("status")
     out = PointResult(base.get("point_id", "?"), current.get("label") or base.get("label", ""),
                       "matched", bs, cs, _status_verdict(bs, cs))
@@ -230,7 +202,14 @@ def compare_pair(base: dict, current: dict, metrics, threshold: float,
         return out
     for m in metrics:
         if m in TIMING_METRICS:
-            r = timing_metric(base, current, threshold)
+            if timing is not None:
+                r = timing_result(timing, (base.get("metrics") or {}).get("latency_ms_p50"),
+                                  (current.get("metrics") or {}).get("latency_ms_p50"),
+                                  "more rounds (or budget) would decide")
+            elif paired:
+                r = timing_paired(base, current, threshold, look)
+            else:
+                r = timing_independent(base, current, threshold)
             r.informational = timing_informational
         else:
             r = deterministic_verdict(m, (base.get("metrics") or {}).get(m),
@@ -284,7 +263,8 @@ def explain(base: dict, current: dict) -> str:
 
 def compare_records(base: list[dict], current: list[dict], *, threshold: float = 0.05,
                     metrics=DEFAULT_METRICS, timing_informational: bool = False,
-                    key: str = "point_id") -> list[PointResult]:
+                    key: str = "point_id", paired: bool = False,
+                    look: int | None = None) -> list[PointResult]:
     """Pair records by ``key`` (the last record of a key wins) and compare each pair."""
     unknown = [m for m in metrics if m not in TIMING_METRICS and m not in DETERMINISTIC_METRICS]
     if unknown:
@@ -295,7 +275,8 @@ def compare_records(base: list[dict], current: list[dict], *, threshold: float =
     results = []
     for k in sorted(set(b) | set(c), key=str):
         if k in b and k in c:
-            results.append(compare_pair(b[k], c[k], metrics, threshold, timing_informational))
+            results.append(compare_pair(b[k], c[k], metrics, threshold, timing_informational,
+                                        paired, look))
         else:
             r = b.get(k) or c[k]
             presence = "missing" if k in b else "new"
@@ -319,90 +300,12 @@ def overall_verdict(points: list[PointResult]) -> str:
 def compare_runs(base: RunFolder, current: RunFolder, *, threshold: float = 0.05,
                  metrics=DEFAULT_METRICS, force: bool = False,
                  timing_informational: bool = False) -> Comparison:
-    """Compare two loaded run folders (see ``harness.records.read_run_folder``)."""
+    """Compare two loaded run folders (``harness.records.read_run_folder``), measured apart."""
     points = compare_records(base.records, current.records, threshold=threshold,
                              metrics=metrics, timing_informational=timing_informational)
     bf, cf = base.run.get("fingerprint"), current.run.get("fingerprint")
     verdict = overall_verdict(points)
     if bf != cf and not force:
         verdict = "incomparable"
-    return Comparison(verdict, threshold, ALPHA, points, bf, cf, force, timing_informational)
-
-
-def _fmt(x) -> str:
-    if x is None:
-        return "—"
-    if isinstance(x, float) and not x.is_integer():
-        return f"{x:.4g}"
-    return f"{int(x):,}" if isinstance(x, (int, float)) else str(x)
-
-
-def _cell(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
-def _change(p: PointResult) -> float:
-    """Size of the point's largest change: |log ratio| over its counted metrics."""
-    logs = [abs(math.log(r.ratio)) for r in p.metrics if r.ratio and r.ratio > 0]
-    return max(logs, default=0.0)
-
-
-def ordered(points: list[PointResult]) -> list[PointResult]:
-    """Rows by verdict (regression, inconclusive, improvement, ok), then by size of change."""
-    def key(p):
-        verdict = p.presence if p.presence != "matched" else p.verdict
-        return (-_RANK.get(verdict, 2), -_change(p))
-    return sorted(points, key=key)
-
-
-def _constant_metrics(points: list[PointResult]) -> set[str]:
-    """Deterministic metrics with one value for every point of both runs (padding efficiency
-    1.0 in a suite without padding): rows of them are left out unless they changed."""
-    values: dict[str, set] = {}
-    for p in points:
-        for r in p.metrics:
-            if r.kind == "deterministic":
-                values.setdefault(r.metric, set()).update({r.base, r.current})
-    return {m for m, v in values.items() if len(v) == 1}
-
-
-def to_markdown(cmp: Comparison) -> str:
-    """A GFM summary: verdict line, counts, then one row per (point, metric) worth showing."""
-    lines = [f"## tbench compare: **{cmp.verdict.upper()}**", ""]
-    lines.append(f"threshold {cmp.threshold:.1%}; timing: Welch t-test on the log round medians "
-                 f"(Mann-Whitney U on samples for single-round points), one-sided p < {cmp.alpha}"
-                 + (", timing informational only" if cmp.timing_informational else ""))
-    lines.append("")
-    lines.append("counts: " + ", ".join(f"{k} {v}" for k, v in cmp.counts().items()))
-    if cmp.base_fingerprint != cmp.current_fingerprint:
-        lines += ["", f"environment fingerprints differ: `{_cell(cmp.base_fingerprint)}` vs "
-                      f"`{_cell(cmp.current_fingerprint)}`"
-                  + (" (forced)" if cmp.forced else " — results are incomparable; use --force")]
-    lines += ["", "| point | metric | base | current | ratio | p | verdict |",
-              "|---|---|---:|---:|---:|---:|---|"]
-    constant = _constant_metrics(cmp.points)
-    for p in ordered(cmp.points):
-        label = _cell(f"{p.label} (`{p.point_id}`)")
-        if p.presence != "matched" or p.base_status != p.current_status or p.base_status != "ok":
-            what = p.presence if p.presence != "matched" else "status"
-            lines.append(f"| {label} | {what} | {_cell(p.base_status or '—')} | "
-                         f"{_cell(p.current_status or '—')} | | | {p.verdict if what == 'status' else what} |")
-            continue
-        for r in p.metrics:
-            if r.base is None and r.current is None:
-                continue  # unavailable on both sides (e.g. GPU memory on CPU)
-            if r.metric in constant and r.verdict == "ok":
-                continue  # the same everywhere in both runs: says nothing about this suite
-            verdict = r.verdict + (" (info)" if r.informational else "")
-            if r.note:
-                verdict += f": {_cell(r.note)}"
-            ratio = "—" if r.ratio is None else f"{r.ratio:.3f}"
-            pv = "—" if r.p_value is None else f"{r.p_value:.2g}"
-            lines.append(f"| {label} | {r.metric} | {_fmt(r.base)} | {_fmt(r.current)} | "
-                         f"{ratio} | {pv} | {verdict} |")
-    explained = [p for p in ordered(cmp.points) if p.explanation]
-    if explained:
-        lines += ["", "Where the time changed (profiled passes; ms of the timed median):", ""]
-        lines += [f"- {_cell(p.label)} (`{p.point_id}`), {p.verdict}: {_cell(p.explanation)}"
-                  for p in explained]
-    return "\n".join(lines) + "\n"
+    return Comparison(verdict, threshold, pairs.CONFIDENCE, points, bf, cf, force,
+                      timing_informational)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness import records
-from harness.analyse.memory_tolerance import MEM_MODEL_TOLERANCE as TOLERANCE
+from harness.records.metrics import MEM_MODEL_TOLERANCE as TOLERANCE
 from harness.analyse.units import fmt_bytes
 
 FRONTIER_FILE = "frontier.jsonl"

@@ -32,10 +32,19 @@ def parse_threshold(text: str) -> float:
     return value
 
 
-def _emit(cmp, json_out: Optional[Path]) -> None:
-    from harness.analyse import compare as cmp_mod
+def parse_rounds(text: str):
+    """``auto`` or an integer >= 2."""
+    if text == "auto":
+        return "auto"
+    if not text.isdigit() or int(text) < 2:
+        raise fail(f"--rounds: got {text!r}, allowed: auto or an integer >= 2")
+    return int(text)
 
-    typer.echo(cmp_mod.to_markdown(cmp))
+
+def _emit(cmp, json_out: Optional[Path]) -> None:
+    from harness.analyse.compare_markdown import to_markdown
+
+    typer.echo(to_markdown(cmp))
     if json_out is not None:
         with user_errors():
             json_out.parent.mkdir(parents=True, exist_ok=True)
@@ -96,8 +105,10 @@ def gate(suite: Path = typer.Argument(..., help="suite YAML"),
              None, "--rev", help="git revision to compare the working tree with: the suite runs "
                                  "on both (a temporary worktree), interleaved round by round"
                                  + default("none")),
-         rounds: int = typer.Option(3, min=2, help="rounds per side for --ab and --rev "
-                                                   "(alternating order)" + default("3")),
+         rounds: str = typer.Option("auto", help="--ab and --rev: pairs of rounds, a number >= 2, "
+                                                 "or auto: pairs added until every comparison "
+                                                 "is decided against --threshold (or the "
+                                                 "budget is spent)"),
          threshold: str = typer.Option("5%", help="timing change that matters"),
          metric: Optional[List[str]] = typer.Option(None, "--metric", help="repeatable" + METRICS_DEFAULT),
          json_out: Optional[Path] = typer.Option(None, "--json", help="write the JSON verdict"
@@ -110,17 +121,18 @@ def gate(suite: Path = typer.Argument(..., help="suite YAML"),
 
     t = parse_threshold(threshold)
     metrics = tuple(metric or cmp_mod.DEFAULT_METRICS)
+    n_rounds = parse_rounds(rounds)
     if sum((baseline is not None, bool(ab), rev is not None)) != 1:
         raise fail("give exactly one of --baseline FILE_OR_RUN, --ab BASE --ab CANDIDATE, --rev REV")
     if ab and len(ab) != 2:
         raise fail(f"--ab: got {len(ab)} value(s), allowed: exactly two (BASE then CANDIDATE)")
     with user_errors():
         if rev is not None:
-            cmp = gate_mod.rev_gate(suite, rev, out, list(set_ or []), rounds=rounds, threshold=t,
+            cmp = gate_mod.rev_gate(suite, rev, out, list(set_ or []), rounds=n_rounds, threshold=t,
                                     metrics=metrics, timing_informational=deterministic_only)
         elif ab:
             cmp = gate_mod.ab_gate(suite, gate_mod.parse_spec(ab[0]), gate_mod.parse_spec(ab[1]),
-                                   out, list(set_ or []), rounds=rounds, threshold=t,
+                                   out, list(set_ or []), rounds=n_rounds, threshold=t,
                                    metrics=metrics, timing_informational=deterministic_only)
         else:
             cmp = gate_mod.gate(suite, baseline, out, list(set_ or []), threshold=t,

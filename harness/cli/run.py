@@ -27,7 +27,7 @@ from typing import List, Optional
 import typer
 
 from harness.cli.app import app, console, default
-from harness.cli.user_errors import user_errors
+from harness.cli.user_errors import fail, user_errors
 
 
 class Device(str, Enum):
@@ -103,6 +103,10 @@ def run(suite: Path = SUITE, out: Optional[Path] = OUT, device: Optional[Device]
 
     cuda with no visible CUDA device: exit 2 before anything runs.
     --dry-run lists the points anyway (with a warning) and their duration in previous runs."""
+    from harness.suite.limits import too_large
+
+    if too_large(suite):  # before torch is imported: a 50 MB file is refused at once
+        raise fail(too_large(suite))
     from harness.run import lifecycle, plan
 
     slurm = dict(partition=partition, account=account, time_min=time_min,

@@ -2,7 +2,8 @@
 
 ``classify(exc)`` -> "oom" | "not_supported" | "error" for an exception a point raised.
 ``TBENCH_FAULT="<point id or *>=<fault>[,...]"`` makes the measured step of a matching point
-``raise``, allocate far beyond memory (``oom``), ``segfault`` or ``hang`` (ignoring SIGTERM).
+``raise``, allocate far beyond memory (``oom``), ``segfault``, ``hang`` (ignoring SIGTERM) or
+``stall`` (sleeping; SIGTERM ends it as it would a real step).
 Unset, it costs one dict lookup and changes nothing.
 """
 from __future__ import annotations
@@ -22,7 +23,7 @@ NOT_IMPLEMENTED_MARKER = "not implemented for '"  # a kernel missing for a dtype
 NO_SDPA_KERNEL_MARKERS = ("No viable backend for scaled_dot_product_attention",  # one backend forced
                          "No available kernel")  # (both wordings of torch 2.13)
 FLEX_NO_BACKWARD = "FlexAttention does not support backward"  # torch's refusal on CPU
-FAULTS = ("raise", "oom", "segfault", "hang")
+FAULTS = ("raise", "oom", "segfault", "hang", "stall")
 
 
 def classify(exc: BaseException) -> str:
@@ -62,8 +63,9 @@ def _fire(fault: str) -> None:
         torch.empty(10**15, dtype=torch.uint8)  # 1 PB: the allocator refuses at once
     if fault == "segfault":
         os.kill(os.getpid(), signal.SIGSEGV)
-    if fault == "hang":
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # only the runner's SIGKILL can end it
+    if fault in ("hang", "stall"):
+        if fault == "hang":
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # only the runner's SIGKILL can end it
         while True:
             time.sleep(3600)
 

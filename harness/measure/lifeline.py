@@ -35,15 +35,16 @@ def _prctl() -> Callable[..., int]:
     return ctypes.CDLL(None, use_errno=True).prctl
 
 
-def pdeathsig_hook() -> Callable[[], None] | None:
-    """A ``preexec_fn`` that gives the child SIGKILL when the thread that started it exits
-    (None off Linux). libc is looked up here, before the fork: the child only makes the call."""
+def pdeathsig_hook(sig: int = signal.SIGKILL) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that gives the child ``sig`` (SIGKILL by default; the fork server asks
+    for SIGTERM, to remove its folder first) when the thread that started it exits (None off
+    Linux). libc is looked up here, before the fork: the child only makes the call."""
     if not sys.platform.startswith("linux"):
         return None
     prctl = _prctl()
 
     def die_with_parent() -> None:
-        prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
 
     return die_with_parent
 

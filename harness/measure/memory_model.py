@@ -40,7 +40,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from harness.analyse.memory_tolerance import MEM_MODEL_TOLERANCE
+from harness.records.metrics import MEM_MODEL_TOLERANCE
 from implementations import flops
 
 # elements per token and layer that a training forward keeps for the backward, by ops path

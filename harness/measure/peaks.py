@@ -18,7 +18,7 @@ Contract
 fp32 means plain FP32 (CUDA cores, TF32 off); tf32 means FP32 matmuls on TF32 tensor cores.
 Sources: NVIDIA datasheets (H100, H200, A100, A10, L4, L40, L40S, V100, T4) and the Ada
 architecture whitepaper (RTX 4090, fp16/bf16 with FP32 accumulate, which is what PyTorch uses).
-H100 SXM and H200 figures are those of ANCHORS.md. This module never imports torch.
+This module never imports torch.
 """
 from __future__ import annotations
 

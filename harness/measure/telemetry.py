@@ -47,6 +47,11 @@ import statistics
 import threading
 import time
 
+from harness.measure.nvml_fields import (  # noqa: F401 (re-exported: the contract above)
+    CLOCK_EVENT_REASONS, GIB, POWER_CAP_MASK, READERS, RESULT_KEYS, SERIES, THROTTLE_MASK,
+    bytes_or_none, decode_clock_event_reasons, text,
+)
+
 try:
     import pynvml  # nvidia-ml-py; tests replace this module object with a fake
 except Exception:  # not installed: every call below reports "not available"
@@ -54,31 +59,6 @@ except Exception:  # not installed: every call below reports "not available"
 
 MIN_ENERGY_WINDOW_S = 0.1  # the energy counter updates about every 10-100 ms; shorter windows lie
 ENERGY_CROSSCHECK_MIN_S = 1.0  # NVML power readings are ~1 s averages; only compare longer windows
-_GIB = 1 << 30
-_NOT_AVAILABLE = (1 << 64) - 1  # NVML_VALUE_NOT_AVAILABLE for unsigned long long fields
-
-# Clock-event reason bits from nvml.h (nvmlClocksEventReason*, formerly *ClocksThrottleReason*).
-CLOCK_EVENT_REASONS = {
-    0x1: "gpu_idle",
-    0x2: "applications_clocks_setting",
-    0x4: "sw_power_cap",
-    0x8: "hw_slowdown",  # clocks cut by 2x or more; set by HW thermal slowdown or the power brake
-    0x10: "sync_boost",
-    0x20: "sw_thermal_slowdown",
-    0x40: "hw_thermal_slowdown",
-    0x80: "hw_power_brake_slowdown",
-    0x100: "display_clock_setting",
-}
-THROTTLE_MASK = 0x8 | 0x20 | 0x40 | 0x80  # thermal and hardware slowdowns
-POWER_CAP_MASK = 0x4
-
-RESULT_KEYS = (
-    "nvml", "n_samples", "window_s", "mem_nvml_baseline_bytes", "mem_nvml_peak_bytes",
-    "mem_process_gpu_bytes", "power_w_mean", "power_w_max", "energy_j", "energy_source",
-    "energy_j_power_x_time", "gpu_util_pct_mean", "sm_clock_mhz_min", "sm_clock_mhz_median",
-    "sm_clock_mhz_max", "temperature_c_max", "clock_event_reasons", "throttle_reasons", "throttled",
-    "power_capped", "warnings",
-)
 
 _init_state = {"pid": None, "error": None}
 _init_lock = threading.Lock()
@@ -124,52 +104,6 @@ def _open(device_index: int):
         return None, f"device {device_index}: {_describe(exc)}"
 
 
-def _text(value) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _bytes_or_none(value) -> int | None:
-    return None if value is None or value >= _NOT_AVAILABLE else int(value)
-
-
-def decode_clock_event_reasons(mask: int) -> list[str]:
-    """Names of the set bits, lowest bit first; bits unknown to this table as 'unknown_0x...'."""
-    names, bit = [], 1
-    while bit <= mask:
-        if mask & bit:
-            names.append(CLOCK_EVENT_REASONS.get(bit, f"unknown_{bit:#x}"))
-        bit <<= 1
-    return names
-
-
-def _read_reasons(nv, handle) -> int:
-    read = getattr(nv, "nvmlDeviceGetCurrentClocksEventReasons", None)
-    if read is None:  # nvidia-ml-py < 12.535 only has the older name
-        read = nv.nvmlDeviceGetCurrentClocksThrottleReasons
-    return int(read(handle))
-
-
-def _process_bytes(nv, handle) -> int | None:
-    pid = os.getpid()
-    for proc in nv.nvmlDeviceGetComputeRunningProcesses(handle):
-        if proc.pid == pid:
-            return _bytes_or_none(proc.usedGpuMemory)
-    return None
-
-
-_READERS = {
-    "mem_used": lambda nv, h: int(nv.nvmlDeviceGetMemoryInfo(h).used),
-    "proc_mem": _process_bytes,
-    "power_w": lambda nv, h: nv.nvmlDeviceGetPowerUsage(h) / 1000.0,  # mW -> W
-    "util": lambda nv, h: float(nv.nvmlDeviceGetUtilizationRates(h).gpu),
-    "sm_clock": lambda nv, h: float(nv.nvmlDeviceGetClockInfo(h, nv.NVML_CLOCK_SM)),
-    "temp": lambda nv, h: float(nv.nvmlDeviceGetTemperature(h, nv.NVML_TEMPERATURE_GPU)),
-    "reasons": _read_reasons,
-    "energy_mj": lambda nv, h: int(nv.nvmlDeviceGetTotalEnergyConsumption(h)),
-}
-_SERIES = ("mem_used", "proc_mem", "power_w", "util", "sm_clock", "temp", "reasons")
-
-
 def empty_result(reason: str) -> dict:
     """Every key of stop()'s dict with None values, for a window NVML could not observe."""
     result = dict.fromkeys(RESULT_KEYS)
@@ -189,7 +123,7 @@ class TelemetrySampler:
         self.result: dict | None = None
         self._handle = None
         self._error = "sampler was not started"
-        self._series: dict[str, list] = {name: [] for name in _SERIES}
+        self._series: dict[str, list] = {name: [] for name in SERIES}
         self._off: dict[str, str] = {}  # metric -> why NVML refused it (not read again)
         self._n = 0
         self._stop_event = threading.Event()
@@ -238,13 +172,13 @@ class TelemetrySampler:
         if name in self._off:
             return None
         try:
-            return _READERS[name](pynvml, self._handle)
+            return READERS[name](pynvml, self._handle)
         except Exception as exc:
             self._off[name] = _describe(exc)
             return None
 
     def _sample(self) -> None:
-        for name in _SERIES:
+        for name in SERIES:
             value = self._read(name)
             if value is not None:
                 self._series[name].append(value)
@@ -338,13 +272,13 @@ def device_info(device_index: int = 0) -> dict:
         return {}
     nv = pynvml
     getters = {
-        "name": lambda: _text(nv.nvmlDeviceGetName(handle)),
-        "uuid": lambda: _text(nv.nvmlDeviceGetUUID(handle)),
+        "name": lambda: text(nv.nvmlDeviceGetName(handle)),
+        "uuid": lambda: text(nv.nvmlDeviceGetUUID(handle)),
         "memory_total_bytes": lambda: int(nv.nvmlDeviceGetMemoryInfo(handle).total),
         "power_limit_w": lambda: nv.nvmlDeviceGetEnforcedPowerLimit(handle) / 1000.0,
         "sm_clock_max_mhz": lambda: int(nv.nvmlDeviceGetMaxClockInfo(handle, nv.NVML_CLOCK_SM)),
         "mem_clock_max_mhz": lambda: int(nv.nvmlDeviceGetMaxClockInfo(handle, nv.NVML_CLOCK_MEM)),
-        "driver_version": lambda: _text(nv.nvmlSystemGetDriverVersion()),
+        "driver_version": lambda: text(nv.nvmlSystemGetDriverVersion()),
         "cuda_driver_version": lambda: "{}.{}".format(*divmod(nv.nvmlSystemGetCudaDriverVersion() // 10, 100)),
         "compute_capability": lambda: list(nv.nvmlDeviceGetCudaComputeCapability(handle)),
     }
@@ -375,13 +309,13 @@ def gpu_contention_warning(device_index: int = 0, idle_used_bytes: int | None = 
         except Exception:
             continue
         for proc in procs:
-            used = _bytes_or_none(proc.usedGpuMemory)
+            used = bytes_or_none(proc.usedGpuMemory)
             if proc.pid == me:
                 own = max(own, used or 0)
             else:
                 others[proc.pid] = used
     if others:
-        listed = ", ".join(f"pid {pid} ({'?' if used is None else f'{used / _GIB:.1f} GiB'})"
+        listed = ", ".join(f"pid {pid} ({'?' if used is None else f'{used / GIB:.1f} GiB'})"
                            for pid, used in sorted(others.items()))
         return (f"GPU {device_index} is in use by {len(others)} other process(es) before this run: "
                 f"{listed}; timings and memory may be disturbed")
@@ -391,9 +325,9 @@ def gpu_contention_warning(device_index: int = 0, idle_used_bytes: int | None = 
     except Exception:
         return None
     if idle_used_bytes is None:
-        idle_used_bytes = max(_GIB, int(info.total) // 50)
+        idle_used_bytes = max(GIB, int(info.total) // 50)
     if used - own > idle_used_bytes:
-        return (f"GPU {device_index} has {used / _GIB:.1f} GiB in use that no visible process of ours "
-                f"accounts for (idle is under {idle_used_bytes / _GIB:.1f} GiB): another process or "
+        return (f"GPU {device_index} has {used / GIB:.1f} GiB in use that no visible process of ours "
+                f"accounts for (idle is under {idle_used_bytes / GIB:.1f} GiB): another process or "
                 f"container may be using it")
     return None

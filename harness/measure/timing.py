@@ -19,7 +19,11 @@ Rules:
   * on several ranks each rank's clock would cross ``min_time_s`` (or ``warmup_s``) at its own
     step, and a rank that stopped would leave its peers waiting in the next collective: rank 0
     decides, outside the timed region, and broadcasts (``agreement``);
-  * CPU samples use ``time.perf_counter_ns``; CUDA samples use CUDA events (see ``_cuda_sample``).
+  * CPU samples use ``time.perf_counter_ns``; CUDA samples use CUDA events (see ``_cuda_sample``);
+  * a fixed window (``window_s``, a duet: two workers sampling at the same time) samples until
+    that much wall time has passed, whatever the count, so both sides sample the same minutes;
+    ``ends_s`` says when each sample ended, and the runner keeps the samples of the window
+    both covered.
 """
 from __future__ import annotations
 
@@ -34,6 +38,7 @@ class Timing:
     warmup_iters: int = 0
     warmup_s: float = 0.0
     measure_s: float = 0.0
+    ends_s: list[float] = field(default_factory=list)  # when each sample ended, s after the start
 
 
 Agree = Callable[[bool], bool]  # this rank's "stop now?" -> the decision every rank follows
@@ -122,32 +127,45 @@ def sample(
     max_samples: int,
     steps_per_sample: int = 1,
     agree: Agree | None = None,
-) -> tuple[list[float], float]:
+    window_s: float | None = None,
+) -> tuple[list[float], float, list[float]]:
     """Per-step times (ms), one per sample of ``steps_per_sample`` steps, until min_samples AND
-    min_time_s, capped at max_samples."""
+    min_time_s, capped at max_samples -- or, given ``window_s``, until that many seconds have
+    passed; (samples, seconds, when each sample ended)."""
     if min_samples < 1 or max_samples < min_samples or steps_per_sample < 1:
         raise ValueError(f"need 1 <= min_samples ({min_samples}) <= max_samples ({max_samples}) "
                          f"and steps_per_sample ({steps_per_sample}) >= 1")
     one = _sampler(device)
     samples: list[float] = []
+    ends: list[float] = []
     t0 = time.perf_counter()
-    while len(samples) < max_samples:
+    while window_s is not None or len(samples) < max_samples:
         samples.append(one(step, steps_per_sample))
-        enough = len(samples) >= min_samples and time.perf_counter() - t0 >= min_time_s
+        ends.append(time.perf_counter() - t0)
+        if window_s is not None:
+            if ends[-1] >= window_s:
+                break
+            continue
+        enough = len(samples) >= min_samples and ends[-1] >= min_time_s
         if agree(enough) if agree else enough:  # the cap is a count: every rank reaches it alike
             break
-    return samples, time.perf_counter() - t0
+    return samples, time.perf_counter() - t0, ends
 
 
 def measure(step: Callable[[], object], device: str, spec, *, warmup_iters: int | None = None,
-            agree: Agree | None = None, before_sampling: Callable[[], object] | None = None) -> Timing:
+            agree: Agree | None = None,
+            before_sampling: Callable[[float], float | None] | None = None) -> Timing:
     """Warm up then sample ``step`` with the settings of ``spec`` (a MeasureSpec-like object);
     ``warmup_iters`` raises the spec's warm-up count (a full cycle of the point's batches);
-    ``before_sampling`` runs between the two phases (it opens the telemetry window)."""
+    ``before_sampling(step_ms)`` runs between the two phases, told the warm-up's mean step time
+    (it opens the telemetry window; in a duet it waits for the partner) and may return the
+    window to sample for, in seconds."""
     iters = max(spec.warmup_iters, warmup_iters or 0)
     n_warm, warm_s = warmup(step, device, iters, spec.warmup_s, agree)
+    window = None
     if before_sampling is not None:
-        before_sampling()
-    samples, measure_s = sample(step, device, spec.min_samples, spec.min_time_s, spec.max_samples,
-                                getattr(spec, "steps_per_sample", 1), agree)
-    return Timing(samples_ms=samples, warmup_iters=n_warm, warmup_s=warm_s, measure_s=measure_s)
+        window = before_sampling(1e3 * warm_s / max(n_warm, 1))
+    samples, measure_s, ends = sample(step, device, spec.min_samples, spec.min_time_s,
+                                      spec.max_samples, getattr(spec, "steps_per_sample", 1), agree,
+                                      window_s=window)
+    return Timing(samples, n_warm, warm_s, measure_s, ends)

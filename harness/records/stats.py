@@ -15,7 +15,8 @@ Conventions (pinned by tests/test_stats.py with hand-computed values):
     interval (None), since even ``[min, max]`` covers the median with less than 95%.
 
 ``summarize_rounds(rounds_ms)``: the same metrics for a point measured in several worker
-processes, with the headline and its CI from the round medians (see its docstring).
+processes, with the headline and its CI from the round medians on the log scale (see its
+docstring); ``log_interval(values)``: the geometric mean and its t interval on the logs.
 
 Never imports torch: runs on a CPU-only CI box.
 """
@@ -74,27 +75,19 @@ def iqr(values: Sequence[float]) -> float:
     return percentile(values, 75) - percentile(values, 25)
 
 
-def binom_cdf_half(k: int, n: int) -> float:
-    """``P(B <= k)`` for ``B ~ Binomial(n, 1/2)``, exact: integer counts over ``2**n`` (Python
-    ints; floats overflow past n = 1023)."""
-    if k < 0:
-        return 0.0
-    return sum(math.comb(n, i) for i in range(min(k, n) + 1)) / 2**n
-
-
 def median_ci_ranks(n: int, confidence: float = 0.95) -> tuple[int, int] | None:
     """1-based ranks ``(l, n+1-l)`` of the distribution-free CI of the median, or None: the
-    largest ``l`` with ``P(B <= l - 1) <= (1 - confidence) / 2``, the binomial's CDF summed one
-    term at a time in exact integers (one pass; 1 s at n = 100,000)."""
+    largest ``l`` with ``P(B <= l - 1) <= (1 - confidence) / 2``, ``B ~ Binomial(n, 1/2)``
+    (scipy's binomial quantile, then its CDF to step down where the quantile overshoots)."""
+    from scipy.stats import binom
+
+    if n < 1:
+        return None
     alpha_half = (1.0 - confidence) / 2.0
-    total, below, comb, best = 2**n, 0, 1, None  # comb = C(n, l - 1)
-    for l in range(1, n // 2 + 1):
-        below += comb  # sum of C(n, i) for i <= l - 1
-        if below / total > alpha_half:
-            break
-        best = l
-        comb = comb * (n - l + 1) // l
-    return None if best is None else (best, n + 1 - best)
+    k = int(binom.ppf(alpha_half, n, 0.5))  # the smallest k with P(B <= k) >= alpha/2
+    if binom.cdf(k, n, 0.5) > alpha_half * (1 + 1e-12):
+        k -= 1
+    return None if k < 0 else (k + 1, n - k)
 
 
 def median_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float | None, float | None]:
@@ -127,44 +120,62 @@ def summarize(samples_ms: Sequence[float]) -> dict[str, float | int | None]:
     }
 
 
-ROUND_METRICS = ("n_rounds", "latency_ms_round_p50s", "latency_ms_between_round_cv")
-
-
 def t_quantile(q: float, df: int) -> float:
     from scipy.stats import t
 
     return float(t.ppf(q, df))
 
 
-def summarize_rounds(rounds_ms: Sequence[Sequence[float]], confidence: float = 0.95) -> dict:
+def log_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float]:
+    """(geometric mean, low, high): Student's t interval of the mean of ``log(values)``, taken
+    back with ``exp`` -- positive whatever the spread (2 or more values)."""
+    logs = [math.log(v) for v in values]
+    m, s = mean(logs), stdev(logs)
+    half = t_quantile(1 - (1 - confidence) / 2, len(logs) - 1) * s / math.sqrt(len(logs))
+    return math.exp(m), math.exp(m - half), math.exp(m + half)
+
+
+def summarize_rounds(rounds_ms: Sequence[Sequence[float]], confidence: float = 0.95,
+                     excluded: Sequence[bool] | None = None) -> dict:
     """The latency metrics of a point measured in several worker processes (rounds).
 
     Model: a round's median is one draw of "the step's typical time in a fresh process" (its
-    within-round noise included); rounds differ by between-process and between-minute drift.
-    With R >= 2 rounds of samples:
-      * ``latency_ms_p50`` is the MEAN of the R round medians;
-      * its CI is Student's t interval over the round medians,
-        ``mean ± t(1 - (1 - confidence)/2, R - 1) · s / sqrt(R)`` (``s``: their sample standard
-        deviation), so drift between processes widens it and nothing pretends that samples
-        of one process are independent draws of the next one's;
+    within-round noise included); rounds differ by between-process and between-minute drift,
+    and noise on a shared machine only adds time and scales it: it is multiplicative. So, with
+    R >= 2 kept rounds:
+      * ``latency_ms_p50`` is the GEOMETRIC mean of the kept round medians (the mean of their
+        logarithms, taken back): one round r times slower moves it by r ** (1/R), its share of
+        the log, where an arithmetic mean would move by (r - 1) / R of the whole;
+      * its CI is Student's t interval on the logarithms, ``exp(mean ± t(1 - (1 - c)/2, R - 1)
+        · s / sqrt(R))`` (``s``: the sample standard deviation of the log medians): never
+        <= 0, asymmetric as a ratio should be, and drift between processes widens it;
+      * ``excluded`` marks rounds kept out of the headline (measured on a disturbed machine,
+        with at least two clean rounds left): ``latency_ms_rounds_excluded`` counts them, and
+        they stay in the record's rounds and in the pooled samples;
       * the spread metrics (mean, std, IQR, p10, p90, p99, n_samples) are of the pooled samples;
-      * ``latency_ms_between_round_cv`` = s / mean of the round medians.
-    With one round it is ``summarize`` (the median and its distribution-free CI), plus
-    ``n_rounds`` = 1 and no between-round figure.
+      * ``latency_ms_between_round_cv`` = the standard deviation of the log medians (for a
+        small spread, the coefficient of variation of the medians).
+    With one kept round it is ``summarize`` of that round's samples (the median and its
+    distribution-free CI), plus ``n_rounds`` and no between-round figure.
     """
     rounds = [list(r) for r in rounds_ms if r]
+    skip = list(excluded or [False] * len(rounds_ms))
+    skip = [x for x, r in zip(skip, rounds_ms) if r]
+    kept = [r for r, x in zip(rounds, skip) if not x]
+    if len(kept) < 2:  # too few clean rounds: every round counts
+        kept, skip = rounds, [False] * len(rounds)
     pooled = [x for r in rounds for x in r]
     out = summarize(pooled)
     medians = [median(r) for r in rounds]
     out.update(n_rounds=len(rounds), latency_ms_round_p50s=medians,
-               latency_ms_between_round_cv=None)
-    if len(rounds) < 2:
+               latency_ms_between_round_cv=None, latency_ms_rounds_excluded=sum(skip))
+    if len(kept) < 2:
+        out.update({k: v for k, v in summarize(kept[0] if kept else []).items()
+                    if k in ("latency_ms_p50", "latency_ms_p50_ci_low", "latency_ms_p50_ci_high")})
         return out
-    m, s = mean(medians), stdev(medians)
-    half = t_quantile(1 - (1 - confidence) / 2, len(medians) - 1) * s / math.sqrt(len(medians))
-    out.update(latency_ms_p50=m, latency_ms_p50_ci_low=max(m - half, 0.0),
-               latency_ms_p50_ci_high=m + half,
-               latency_ms_between_round_cv=s / m if m > 0 else None)
+    geo, low, high = log_interval([median(r) for r in kept], confidence)
+    out.update(latency_ms_p50=geo, latency_ms_p50_ci_low=low, latency_ms_p50_ci_high=high,
+               latency_ms_between_round_cv=stdev([math.log(median(r)) for r in kept]))
     return out
 
 

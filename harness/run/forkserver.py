@@ -4,8 +4,8 @@
         proc = server.start([POINT_JSON, RESULT_JSON], env=env, cwd=work_dir, log=worker_log)
         proc.pid; proc.wait(timeout_s) -> exit code (-N: killed by signal N)   # like Popen
 
-The server is ``python -m harness.run.forkserver SOCKET_DIR RUN_DIR MODULE`` (its command line,
-which every forked worker inherits, names the run folder and the module its workers run). It
+The server is ``python -m harness.run.forkserver_process SOCKET_DIR RUN_DIR MODULE`` (its command
+line, which every forked worker inherits, names the run folder and the module its workers run). It
 imports ``PRELOAD`` (torch, numpy, the model code, the measuring harness) and then only waits on
 a Unix socket in a private 0700 folder. Each request forks one worker, which runs exactly what
 ``python -m MODULE ARGS`` runs in a fresh process (``runpy``, ``__name__ == "__main__"``), in a
@@ -29,8 +29,10 @@ What isolation holds (tests/test_forkserver.py checks each):
 What a fork does not give: the server's imports are shared (a module torch would read an
 environment variable from at import time reads the server's; ``worker_env`` sets them alike).
 
-Lifetime: the server dies with the runner (PR_SET_PDEATHSIG when started from the main thread,
-and a pidfd on ``TBENCH_RUNNER_PID`` in its loop); each worker dies with the server
+Lifetime: the server dies with the runner (PR_SET_PDEATHSIG -- SIGTERM, on which it removes its
+folder before exiting -- when started from the main thread, and a pidfd on ``TBENCH_RUNNER_PID``
+in its loop); a folder left anyway (the server killed with the runner) is swept by the next
+``ForkServer`` once its runner's pid is gone; each worker dies with the server
 (PR_SET_PDEATHSIG; a child whose server died before that was set exits at once) and with the
 runner (``harness.measure.lifeline.guard``, as before). A server found dead is started again
 on the next ``start`` (``restarts`` counts; the notice goes to stderr and to forkserver.log); a
@@ -54,14 +56,12 @@ import time
 from pathlib import Path
 
 from harness.measure.lifeline import RUNNER_PID_ENV, pdeathsig_hook
+from harness.run.forkserver_process import PRELOAD, WORKER_MODULE, cuda_initialized, run_child
 
-# what every worker imports (found by diffing sys.modules around a worker's run): imported
-# once here, a forked worker finds them loaded; importing initialises no device
-PRELOAD = ("numpy", "numpy.random", "torch", "implementations.registry", "implementations.ops",
-           "implementations.memory", "harness.measure.measurement", "harness.measure.budget",
-           "harness.measure.worker", "harness.suite.point")
-WORKER_MODULE = "harness.measure.worker"
 READY_TIMEOUT_S = 300.0  # importing torch on a loaded 2-core machine can take tens of seconds
+REQUEST_TIMEOUT_S = 60.0  # a fork is milliseconds; a server silent this long is frozen
+REPORT_GRACE_S = 2.0  # how long a worker's exit may go unreported before its server is frozen
+FOLDER_PREFIX = "tbench-fs-"  # tbench-fs-<runner pid>-<random>: a dead runner's is swept
 
 
 class ServerError(RuntimeError):
@@ -78,35 +78,67 @@ def last_line(path: Path) -> str:
     return lines[-1] if lines else "(its log is empty)"
 
 
-class ForkedWorker:
-    """One forked worker, seen from the runner: ``pid`` and ``wait`` like ``subprocess.Popen``."""
+class ServerTimeout(ServerError):
+    """The fork server did not answer a request in time (stopped, wedged): it is killed, and the
+    next worker starts a new one."""
 
-    def __init__(self, conn: socket.socket, pid: int):
-        self.conn, self.pid = conn, pid
+
+class ForkedWorker:
+    """One forked worker, seen from the runner: ``pid`` and ``wait`` like ``subprocess.Popen``.
+
+    It waits on the server's report of the exit code and on the worker itself (a pidfd): a
+    worker that ended while its server could not report it (a stopped server cannot reap) is
+    done all the same -- its result file says how it went -- and the server is killed as
+    frozen (``unreported``; the next worker starts a new one)."""
+
+    def __init__(self, conn: socket.socket, pid: int, server: "ForkServer | None" = None):
+        self.conn, self.pid, self.server = conn, pid, server
         self.returncode: int | None = None
         self.lost = False  # the server died before it could report the exit
+        self.unreported = False  # the worker ended, its frozen server never said how
         self._buf = b""
+        try:
+            self._pidfd: int | None = os.pidfd_open(pid)
+        except (AttributeError, OSError):  # gone already, or no pidfd: the server's report only
+            self._pidfd = None
+
+    def _done(self, rc: int) -> int:
+        self.returncode = rc
+        self.conn.close()
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+            self._pidfd = None
+        return rc
 
     def wait(self, timeout: float | None = None) -> int:
         if self.returncode is not None:
             return self.returncode
         deadline = None if timeout is None else time.monotonic() + timeout
+        exited_at = None
         while b"\n" not in self._buf:
             left = None if deadline is None else deadline - time.monotonic()
+            if exited_at is not None:  # the worker is gone: give its server a moment to say so
+                grace = REPORT_GRACE_S - (time.monotonic() - exited_at)
+                if grace <= 0:
+                    self.unreported = True
+                    if self.server is not None:
+                        self.server.kill_frozen("a worker ended and the server did not report it")
+                    return self._done(0)
+                left = grace if left is None else min(left, grace)
             if left is not None and left <= 0:
                 raise subprocess.TimeoutExpired(f"forked worker {self.pid}", timeout)
-            ready, _, _ = select.select([self.conn], [], [], left)
-            if not ready:
+            watched = [self.conn] + ([self._pidfd] if self._pidfd is not None and exited_at is None else [])
+            ready, _, _ = select.select(watched, [], [], left)
+            if self._pidfd is not None and self._pidfd in ready:
+                exited_at = time.monotonic()
+            if self.conn not in ready:
                 continue
             chunk = self.conn.recv(4096)
             if not chunk:  # the server is gone; its PDEATHSIG killed this worker
-                self.lost, self.returncode = True, -int(signal.SIGKILL)
-                self.conn.close()
-                return self.returncode
+                self.lost = True
+                return self._done(-int(signal.SIGKILL))
             self._buf += chunk
-        self.returncode = int(json.loads(self._buf.split(b"\n", 1)[0])["rc"])
-        self.conn.close()
-        return self.returncode
+        return self._done(int(json.loads(self._buf.split(b"\n", 1)[0])["rc"]))
 
 
 class ForkServer:
@@ -118,7 +150,8 @@ class ForkServer:
         self.env[RUNNER_PID_ENV] = str(os.getpid())
         root = str(Path(__file__).resolve().parents[2])  # the server imports the harness from here
         self.env["PYTHONPATH"] = root + os.pathsep + self.env.get("PYTHONPATH", "")
-        self.folder = Path(tempfile.mkdtemp(prefix="tbench-fs-"))  # 0700: only we may connect
+        sweep_stale_folders()
+        self.folder = Path(tempfile.mkdtemp(prefix=f"{FOLDER_PREFIX}{os.getpid()}-"))  # 0700: ours
         self.socket_path = self.folder / "s"
         # the server's own output; copied to RUN_DIR/forkserver.log at close when not empty (the
         # run folder may not exist yet when the server starts)
@@ -135,10 +168,10 @@ class ForkServer:
         main_thread = threading.current_thread() is threading.main_thread()
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "harness.run.forkserver", str(self.folder), str(self.run_dir),
+                [sys.executable, "-m", "harness.run.forkserver_process", str(self.folder), str(self.run_dir),
                  self.module, str(ready_w)], env=self.env, stdin=subprocess.DEVNULL, stdout=log,
                 stderr=subprocess.STDOUT, pass_fds=(ready_w,), start_new_session=True,
-                preexec_fn=pdeathsig_hook() if main_thread else None)
+                preexec_fn=pdeathsig_hook(signal.SIGTERM) if main_thread else None)
         os.close(ready_w)
         self._ready_r = ready_r
 
@@ -166,41 +199,70 @@ class ForkServer:
         return self.proc is not None and self.proc.poll() is None
 
     def start(self, argv: list[str], *, env: dict[str, str], cwd, log) -> ForkedWorker:
-        """Fork one worker running ``python -m MODULE *argv`` (see the module docstring)."""
+        """Fork one worker running ``python -m MODULE *argv`` (see the module docstring); a
+        server that does not answer within ``REQUEST_TIMEOUT_S`` is killed (``ServerTimeout``)."""
         with self._lock:
-            if self.proc is None:  # the first worker: start the server now
+            if self.proc is None:  # the first worker, or after a frozen one: start a server now
                 self._spawn()
             self._await_ready()
             if not self.alive():
+                self._note(f"the fork server died (exit {self.proc.returncode}); starting it again")
                 self.restarts += 1
-                notice = (f"tbench: the fork server died (exit {self.proc.returncode}); starting it "
-                          "again")
-                print(notice, file=sys.stderr, flush=True)
-                with contextlib.suppress(OSError), open(self.log_path, "a") as server_log:
-                    server_log.write(notice + "\n")  # RUN_DIR/forkserver.log keeps it too
                 self._spawn()
                 self._await_ready()
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        conn.connect(str(self.socket_path))
+        conn.settimeout(REQUEST_TIMEOUT_S)
         request = {"argv": [str(a) for a in argv], "env": env, "cwd": str(cwd), "log": str(log)}
-        conn.sendall(json.dumps(request).encode() + b"\n")
         reply = b""
-        while b"\n" not in reply:
-            chunk = conn.recv(4096)
-            if not chunk:
-                conn.close()
-                raise ServerError(f"the fork server refused to fork: {last_line(self.log_path)}")
-            reply += chunk
+        try:
+            conn.connect(str(self.socket_path))
+            conn.sendall(json.dumps(request).encode() + b"\n")
+            while b"\n" not in reply:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    conn.close()
+                    raise ServerError(f"the fork server refused to fork: {last_line(self.log_path)}")
+                reply += chunk
+        except (socket.timeout, TimeoutError):
+            conn.close()
+            self.kill_frozen(f"it did not answer a request within {REQUEST_TIMEOUT_S:g} s")
+            raise ServerTimeout(f"the fork server did not answer within {REQUEST_TIMEOUT_S:g} s; "
+                                "it was killed, and the next point starts a new one") from None
+        conn.settimeout(None)
         head, rest = reply.split(b"\n", 1)
-        worker = ForkedWorker(conn, int(json.loads(head)["pid"]))
+        worker = ForkedWorker(conn, int(json.loads(head)["pid"]), self)
         worker._buf = rest
         return worker
 
+    def _note(self, text: str) -> None:
+        notice = f"tbench: {text}"
+        print(notice, file=sys.stderr, flush=True)
+        with contextlib.suppress(OSError), open(self.log_path, "a") as server_log:
+            server_log.write(notice + "\n")  # RUN_DIR/forkserver.log keeps it too
+
+    def kill_frozen(self, why: str) -> None:
+        """SIGKILL a server that stopped answering (SIGSTOP, a wedged import); the next
+        ``start`` spawns a new one. Its running workers die with it (their PDEATHSIG)."""
+        with self._lock:
+            if self.proc is None:
+                return
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=10.0)
+            self._note(f"the fork server was killed: {why}; the next worker starts a new one")
+            self.restarts += 1
+            self.proc = None
+
     def close(self, grace_s: float = 2.0) -> None:
-        """Stop the server (its workers, if any were left, die with it) and remove its socket."""
+        """Stop the server (its workers, if any were left, die with it) and remove its folder,
+        its log first copied to RUN_DIR/forkserver.log when not empty."""
         if self._ready_r is not None:
             os.close(self._ready_r)
             self._ready_r = None
+        with contextlib.suppress(OSError):  # before the server's SIGTERM removes its folder
+            if self.log_path.stat().st_size and self.run_dir.is_dir():
+                shutil.copyfile(self.log_path, self.run_dir / "forkserver.log")
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -208,9 +270,6 @@ class ForkServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        with contextlib.suppress(OSError):
-            if self.log_path.stat().st_size and self.run_dir.is_dir():
-                shutil.copyfile(self.log_path, self.run_dir / "forkserver.log")
         shutil.rmtree(self.folder, ignore_errors=True)
 
     def __enter__(self) -> "ForkServer":
@@ -259,152 +318,23 @@ class DirectChild:
         return self.returncode
 
 
-# --- the server process -------------------------------------------------------------------
-
-def cuda_initialized() -> bool:
-    torch = sys.modules.get("torch")
-    return bool(torch is not None and torch.cuda.is_initialized())
-
-
-def run_child(module: str, request: dict) -> None:
-    """In the forked child: become the worker the request describes, then ``os._exit``."""
-    rc = 1
+def _alive(pid: int) -> bool:
     try:
-        parent = os.getppid()
-        os.setsid()
-        hook = pdeathsig_hook()
-        if hook is not None:
-            hook()  # die with the server
-            if os.getppid() != parent:  # it died before the hook was armed: die now
-                os._exit(1)
-        # every handler the server (or submitit in a Slurm job: SIGUSR2) installed goes back to
-        # the default; what is ignored (SIGPIPE, as in any Python process) stays ignored
-        for sig in signal.valid_signals():
-            with contextlib.suppress(OSError, ValueError):
-                if callable(signal.getsignal(sig)):
-                    signal.signal(sig, signal.SIG_DFL)
-        signal.set_wakeup_fd(-1)
-        log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        null = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(null, 0)
-        os.dup2(log, 1)
-        os.dup2(log, 2)
-        os.closerange(3, 1 << 16)  # the listener, other clients' sockets, the wake-up pipe
-        # a fresh process's sys.stdout / sys.stderr on fds 1 and 2 (not the parent's objects: they
-        # may hold its unflushed output, or wrap an fd just closed, as under pytest's capture)
-        sys.stdout = sys.__stdout__ = open(1, "w", closefd=False)
-        sys.stderr = sys.__stderr__ = open(2, "w", buffering=1, closefd=False)
-        os.chdir(request["cwd"])
-        os.environ.clear()
-        os.environ.update(request["env"])
-        sys.argv = [module, *request["argv"]]
-        import runpy
-
-        sys.modules.pop(module, None)  # runpy runs it afresh as __main__ (no double-import warning)
-        try:
-            runpy.run_module(module, run_name="__main__", alter_sys=True)
-            rc = 0
-        except SystemExit as exc:
-            rc = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-            if not isinstance(exc.code, (int, type(None))):
-                print(exc.code, file=sys.stderr)
-    except BaseException:  # noqa: BLE001 -- a worker's crash is reported by its exit code
-        import traceback
-
-        traceback.print_exc()
-    finally:
-        with contextlib.suppress(Exception):
-            sys.stdout.flush()
-            sys.stderr.flush()
-        os._exit(rc)
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
-def serve(folder: str, module: str, ready_fd: int) -> None:
-    for name in PRELOAD:
-        importlib.import_module(name)
-    importlib.import_module(module)
-    if cuda_initialized():
-        raise SystemExit("fork server: importing the preload initialised CUDA; refusing to fork")
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(os.path.join(folder, "s"))
-    listener.listen(64)
-    wake_r, wake_w = os.pipe()
-    os.set_blocking(wake_w, False)
-    signal.set_wakeup_fd(wake_w)
-    signal.signal(signal.SIGCHLD, lambda *a: None)
-    runner = os.environ.get(RUNNER_PID_ENV)
-    try:
-        runner_fd = os.pidfd_open(int(runner)) if runner and runner.isdigit() else None
-    except (AttributeError, OSError):
-        runner_fd = None
-    os.write(ready_fd, b"ready\n")
-    os.close(ready_fd)
-    clients: dict[int, socket.socket] = {}
-    watched = [listener, wake_r] + ([runner_fd] if runner_fd is not None else [])
-    while True:
-        ready, _, _ = select.select(watched, [], [], 5.0)
-        if runner_fd is not None and runner_fd in ready:  # the runner is gone (kill -9?)
-            shutil.rmtree(folder, ignore_errors=True)  # what its close() would have removed
-            os._exit(0)  # workers die with us
-        if wake_r in ready:
-            with contextlib.suppress(BlockingIOError):
-                os.read(wake_r, 4096)
-        reap(clients)
-        if listener in ready:
-            conn, _ = listener.accept()
-            fork_one(conn, module, clients)
-
-
-def read_request(conn: socket.socket) -> dict:
-    conn.settimeout(30.0)
-    data = b""
-    while b"\n" not in data:
-        chunk = conn.recv(65536)
-        if not chunk:
-            raise ConnectionError("the client closed before its request was complete")
-        data += chunk
-    return json.loads(data.split(b"\n", 1)[0])
-
-
-def fork_one(conn, module, clients) -> None:
-    try:
-        request = read_request(conn)
-    except (OSError, ValueError) as exc:
-        print(f"fork server: bad request: {exc}", file=sys.stderr, flush=True)
-        conn.close()
-        return
-    if cuda_initialized():  # never: but a worker must not inherit a CUDA context
-        print("fork server: CUDA is initialised here; refusing to fork", file=sys.stderr, flush=True)
-        conn.close()
-        os._exit(3)
-    pid = os.fork()
-    if pid == 0:
-        run_child(module, request)
-    clients[pid] = conn
-    with contextlib.suppress(OSError):
-        conn.sendall(json.dumps({"pid": pid}).encode() + b"\n")
-
-
-def reap(clients: dict[int, socket.socket]) -> None:
-    """Collect every exited child and tell its client the exit code (-N: signal N)."""
-    while True:
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-        conn = clients.pop(pid, None)
-        if conn is not None:
-            with contextlib.suppress(OSError):
-                conn.sendall(json.dumps({"rc": os.waitstatus_to_exitcode(status)}).encode() + b"\n")
-            conn.close()
-
-
-def main(argv: list[str]) -> None:
-    folder, _run_dir, module, ready_fd = argv  # the run folder only names the server in ps
-    serve(folder, module, int(ready_fd))
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])
+def sweep_stale_folders() -> list[Path]:
+    """Remove the fork-server folders of runners that are gone (``kill -9`` of ``tbench``
+    leaves its server no time to clean up); the folders removed."""
+    removed = []
+    for folder in Path(tempfile.gettempdir()).glob(f"{FOLDER_PREFIX}*"):
+        pid = folder.name[len(FOLDER_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed

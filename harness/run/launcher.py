@@ -19,8 +19,8 @@ exception such as an interrupt -- ends with the worker's group killed. The worke
 same group kill; a distributed point still starts torchrun. ``where.devices``: the CUDA devices
 the worker may see (``CUDA_VISIBLE_DEVICES``; None leaves the environment's). ``where.nodes``
 (in a Slurm job): a distributed point's torchrun is started on that many nodes by ``srun``.
-``where.on_start(proc)`` and ``on_start(None)`` bracket the worker's life, so a scheduler can
-kill it from another thread.
+``where.on_start(proc)`` and ``where.on_end(proc)`` bracket the worker's life, so a scheduler
+can kill it from another thread.
 """
 from __future__ import annotations
 
@@ -40,6 +40,7 @@ from harness.measure.lifeline import RUNNER_PID_ENV, pdeathsig_hook
 from harness.measure.worker import rank_result_path
 from harness.records import write_json_atomic
 from harness.run import extensions
+from harness.run.forkserver import ServerTimeout
 from implementations.parallel.base import free_port
 from implementations.parallel.state_bytes import aggregate_ranks
 
@@ -53,7 +54,9 @@ class LaunchOptions:
     server: Any = None  # a ForkServer (or forkserver.DirectFork in a Slurm job); None: fresh
     devices: tuple[int, ...] | None = None  # CUDA devices the worker may see
     nodes: int | None = None  # inside a Slurm job: the nodes a distributed point spans
-    on_start: Callable[[Any], None] | None = None  # on_start(proc), then on_start(None)
+    on_start: Callable[[Any], None] | None = None  # on_start(proc) when the worker starts,
+    on_end: Callable[[Any], None] | None = None  # on_end(proc) once its group is gone
+    env: tuple[tuple[str, str], ...] = ()  # more environment: the run's threads, a duet's lane
 
 
 def launched(point) -> bool:
@@ -148,13 +151,17 @@ def launch(point, work_dir: Path, grace_s: float,
     for stale in work_dir.glob("result*.json"):
         stale.unlink()
     env = worker_env(point)
+    env.update(dict(where.env))
     env[RUNNER_PID_ENV] = str(os.getpid())
     if nodes is not None and nodes > 1:  # ranks on other nodes cannot watch this pid: Slurm
         env.pop(RUNNER_PID_ENV)  # ends the step when srun dies
     if devices is not None:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(d) for d in devices)
         env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # the indices are NVML's (harness.run.devices)
-    proc = start_worker(point, work_dir, env, where.server, nodes)
+    try:
+        proc = start_worker(point, work_dir, env, where.server, nodes)
+    except ServerTimeout as exc:  # a frozen server: this point's record says so, the sweep goes on
+        return {"status": "crashed", "error": str(exc), "stderr_tail": None}
     if on_start is not None:
         on_start(proc)
     try:
@@ -163,8 +170,8 @@ def launch(point, work_dir: Path, grace_s: float,
         rc = None
     finally:  # also on Ctrl-C / SIGTERM: no worker may outlive the sweep
         kill_group(proc, grace_s)
-        if on_start is not None:
-            on_start(None)
+        if where.on_end is not None:
+            where.on_end(proc)
     if rc is None:
         return {"status": "timeout", "stderr_tail": tail(log_file),
                 "error": f"point exceeded its timeout of {point.measure.timeout_s:g} s; "
@@ -172,6 +179,10 @@ def launch(point, work_dir: Path, grace_s: float,
     record = collect(point, result_file, rc, tail(log_file))
     if getattr(proc, "lost", False) and record.get("status") == "crashed":
         record["error"] += " (its fork server died; the next point starts a new one)"
+    if getattr(proc, "unreported", False):
+        record.setdefault("warnings", []).append(
+            "its fork server did not report the worker's exit (stopped or frozen): it was "
+            "killed, and the next point starts a new one; the result file says how it went")
     return record
 
 

@@ -24,13 +24,15 @@ from __future__ import annotations
 import contextlib
 import signal
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Callable
 
 from harness import records
 from harness.run import extensions, forkserver, launcher, rounds, rundir, schedule
+from harness.run.design import Choice, Design, choose
+from harness.run.duet import measure_duet
 from harness.run.ledger import Ledger, ProgressEvent
 from harness.run.lock import FolderLock
 from harness.run.signals import signal_of, stop_signals
@@ -148,12 +150,47 @@ def fork_server(plan, done: set[str]):
     return forkserver.ForkServer(plan.run_dir).spawn()
 
 
+def design_of(plan, session: Session) -> Design:
+    """The run's design: chosen now, or the one a resumed run chose (so both sides of every
+    pair keep their threads and lanes), recorded in run.json."""
+    run = session.opened.run
+    spec = plan.compare
+    if run.get("design"):
+        choice = Choice.from_json(run["design"])
+    elif plan.placement.name == "slurm":  # the compute nodes, not this machine, set the threads
+        choice = Choice("interleaved", None, why="a Slurm run: each job on its node, in turn")
+    else:
+        together = plan.placement.name == "slurm" or len(plan.placement.slots or ()) > 1
+        if together and spec.design in ("auto", "duet"):  # points placed elsewhere: no lanes here
+            spec = spec.model_copy(update={"design": "interleaved"})
+        choice = choose(plan.points, spec)
+        run["design"] = choice.as_json()
+        records.write_json_atomic(plan.run_dir / records.RUN_FILE, run)
+    session.say(f"design: {choice.why}")
+    return Design(plan.points, spec, choice, pairs_of=plan.pairs)
+
+
+def run_task(measure_round, run_dir: Path, grace_s: float, task, where) -> list[dict]:
+    """A task's rounds: one point's, or a duet's two; each told its block and place."""
+    if task.threads is not None:
+        where = replace(where, env=where.env + (("TBENCH_THREADS", str(task.threads)),))
+    if task.duet:
+        recs = measure_duet(task, measure_round, run_dir, grace_s, where)
+    else:
+        point, round_no = task.members[0]
+        recs = [measure_round(point, run_dir, grace_s, round_no, where)]
+    for rec in recs:
+        rec.update(block=task.block, group=task.group, order=task.order)
+    return recs
+
+
 def sweep(plan, session: Session, measure_round, progress, grace_s: float) -> Ledger:
     """Steps 3 and 4: every round not measured yet, on the plan's placement."""
     opened = session.opened
     extensions.prepare(plan.points, session.say)
-    ledger = Ledger(plan.points, plan.run_dir, opened.done, opened.rounds, progress)
-    round_fn = partial(_one_round, measure_round, plan.run_dir, grace_s)
+    design = design_of(plan, session)
+    ledger = Ledger(plan.points, plan.run_dir, opened.done, opened.rounds, progress, design)
+    round_fn = partial(run_task, measure_round, plan.run_dir, grace_s)
     with stop_signals() as disarm:
         server = None
         try:
@@ -175,10 +212,6 @@ def sweep(plan, session: Session, measure_round, progress, grace_s: float) -> Le
             if server is not None:
                 server.close()
     return ledger
-
-
-def _one_round(measure_round, run_dir: Path, grace_s: float, point, round_no: int, where) -> dict:
-    return measure_round(point, run_dir, grace_s, round_no, where)
 
 
 def run(plan, *, progress: Callable[[ProgressEvent], None] | None = None,
@@ -206,7 +239,7 @@ def finish(plan, result: RunResult) -> None:
     from harness.analyse.answers import answers
 
     if plan.placement.name == "slurm":
-        from harness.run.slurm import write_nodes
+        from harness.run.slurm_job import write_nodes
 
         mixed = write_nodes(plan.run_dir)
         if mixed:

@@ -70,10 +70,18 @@ class RunPlan:
     points: tuple
     run_dir: Path  # absolute: workers run in their own folders
     placement: Local | Slurm
+    pairs: tuple[tuple[str, str], ...] | None = None  # explicit pair groups (gate --ab), by id
 
     @property
     def device(self) -> str:
         return self.points[0].device
+
+    @property
+    def compare(self):
+        """The suite's ``compare:`` section (the defaults for a plan with no suite)."""
+        from harness.suite.schema import CompareSpec
+
+        return self.suite.compare if self.suite is not None else CompareSpec()
 
     def resolved_doc(self) -> dict | None:
         """What ``suite.resolved.json`` holds (None for a plan with no suite behind it)."""
@@ -149,7 +157,7 @@ def placement(spec, options: RunOptions, points) -> Local | Slurm:
         if shutil.which("sbatch") is None:
             raise SuiteError(["--launcher slurm: sbatch not found on PATH (run tbench where "
                               "Slurm's client commands work)"])
-        from harness.run.slurm import check_nodes
+        from harness.run.slurm_job import check_nodes
 
         bad = check_nodes(points, spec)
         if bad:

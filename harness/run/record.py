@@ -5,9 +5,10 @@
     point_record(point, rounds) -> the whole record
 
 The record's status is its last round's (a failed round ends a point). On success it pools the
-rounds' samples, takes latency from ``records.stats.summarize_rounds`` and every other metric
-from ``merge_metrics``, keeps each round (samples, contention evidence, warnings, Slurm node)
-and sets ``flags``: ``contended`` (a round measured on a disturbed machine), ``noisy`` (a round
+rounds' samples, takes latency from ``records.stats.summarize_rounds`` -- rounds measured on a
+disturbed machine kept out of the headline while two clean ones remain -- and every other
+metric from ``merge_metrics``, keeps each round (samples, contention evidence, warnings, its
+block and place in it, a duet's partner and common window, Slurm node) and sets ``flags``: ``contended`` (a round measured on a disturbed machine), ``noisy`` (a round
 with IQR/median >= 10%), ``drift`` (round medians spread more than ``DRIFT_CV``).
 """
 from __future__ import annotations
@@ -18,7 +19,7 @@ from harness.records import stats
 from implementations import registry
 
 ROUND_KEYS = ("round", "status", "error", "started_at", "duration_s", "attempts", "samples_ms",
-              "contention", "warnings")
+              "contention", "warnings", "block", "group", "order", "duet")
 DRIFT_CV = 0.05  # round medians spread more than this (CV): flagged "drift"
 
 
@@ -112,7 +113,8 @@ def measured(record: dict, rounds: list[dict]) -> set[str]:
     samples = [r.get("samples_ms") or [] for r in rounds]
     record["samples_ms"] = [x for r in samples for x in r]
     record["metrics"] = merge_metrics([r.get("metrics") or {} for r in rounds])
-    record["metrics"].update(stats.summarize_rounds(samples))
+    disturbed = [bool((r.get("contention") or {}).get("contended")) for r in rounds]
+    record["metrics"].update(stats.summarize_rounds(samples, excluded=disturbed))
     cv = record["metrics"]["latency_ms_between_round_cv"]
     if cv is None or cv <= DRIFT_CV:
         return set()

@@ -14,6 +14,7 @@ interrupt or an I/O error of the run folder, with no worker left running.
 """
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,7 @@ def contention_reasons(point, rec: dict, gpu_warnings: list[str]) -> list[str]:
 def work_dir(run_dir: Path, point, round_no: int) -> Path:
     """The worker's folder: ``RUN_DIR/workers/<id>[/round<N>]``."""
     work = Path(run_dir) / "workers" / point.id
-    return work / f"round{round_no}" if point.measure.rounds > 1 else work
+    return work if point.measure.rounds == 1 else work / f"round{round_no}"
 
 
 def run_round(point, run_dir: Path, grace_s: float, round_no: int,
@@ -67,19 +68,35 @@ def run_round(point, run_dir: Path, grace_s: float, round_no: int,
     return rec
 
 
+def planned_cores(points, where: LaunchOptions) -> float:
+    """The cores a round keeps busy itself: threads times ranks of each point running."""
+    chosen = dict(where.env).get("TBENCH_THREADS")
+    return float(sum((p.measure.threads or int(chosen or 0) or os.cpu_count() or 1)
+                     * workload.nproc_of(p) for p in points))
+
+
+def quiet_limit(points, where: LaunchOptions) -> float:
+    """What other work may use while a round waits for quiet: the cores the round leaves free,
+    plus ``measure.contention_cores`` (the rule of ``harness.measure.contention``)."""
+    cpus = os.cpu_count() or 1
+    return max(cpus - planned_cores(points, where), 0.0) + points[0].measure.contention_cores
+
+
 def measured_round(point, run_dir: Path, grace_s: float, round_no: int,
                    where: LaunchOptions = LaunchOptions()) -> dict[str, Any]:
     """``run_round`` under ``measure.on_contention``: ``flag`` keeps a contended round (marked);
-    ``retry`` waits up to ``contention_wait_s`` for a quiet CPU and measures it again
-    (``RETRY_TRIES`` in all), then keeps it marked; ``fail`` makes it status ``contended``."""
+    ``retry`` waits up to ``contention_wait_s`` for the machine to leave the point its cores
+    and measures it again (``RETRY_TRIES`` in all), then keeps it marked; ``fail`` makes it
+    status ``contended``. One side of a duet is retried with its partner, by the duet."""
     spec = point.measure
-    tries = RETRY_TRIES if spec.on_contention == "retry" else 1
+    alone = "TBENCH_DUET" not in dict(where.env)
+    tries = RETRY_TRIES if spec.on_contention == "retry" and alone else 1
     for attempt in range(1, tries + 1):
         rec = run_round(point, run_dir, grace_s, round_no, where)
         rec["attempts"] = attempt
         if not rec["contention"]["contended"] or attempt == tries:
             break
-        wait_for_quiet(spec.contention_cores, spec.contention_wait_s)
+        wait_for_quiet(quiet_limit([point], where), spec.contention_wait_s)
     if rec["contention"]["contended"] and spec.on_contention == "fail":
         rec.update(status="contended", error="measured on a disturbed machine: "
                    + "; ".join(rec["contention"]["reasons"]))

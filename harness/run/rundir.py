@@ -53,8 +53,34 @@ def now_iso() -> str:
 
 
 def resolved_doc(source, device: str, sets: list[str], suite, points) -> dict:
+    """What suite.resolved.json holds: the source, the overrides, the resolved suite, every
+    point, and ``files``: the sha256 of every file the points name (a lengths file, a model's
+    config), which a resume checks."""
+    data = [p.to_json() for p in points]
     return {"source": str(source), "device": device, "overrides": list(sets),
-            "suite": suite.model_dump(mode="json"), "points": [p.to_json() for p in points]}
+            "suite": suite.model_dump(mode="json"), "points": data, "files": named_files(data)}
+
+
+def named_files(points: list[dict]) -> dict[str, str]:
+    """path -> sha256 of every existing file an absolute path in the points' JSON names."""
+    import hashlib
+
+    found: dict[str, str] = {}
+
+    def walk(node) -> None:
+        if isinstance(node, dict):
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+        elif isinstance(node, str) and node.startswith("/") and node not in found:
+            path = Path(node)
+            if path.is_file():
+                found[node] = hashlib.sha256(path.read_bytes()).hexdigest()
+
+    walk(points)
+    return dict(sorted(found.items()))
 
 
 def default_run_dir(name: str) -> Path:
@@ -88,7 +114,15 @@ def _check_resume(run_dir: Path, points, doc: dict | None, fp: str) -> dict:
         raise RunDirError(f"--resume: {missing} not found; --out must name the folder of the run "
                           "to finish")
     if doc is not None:
-        before = [p.get("id") for p in _read_object(resolved).get("points") or []]
+        stored = _read_object(resolved)
+        for path, digest in (stored.get("files") or {}).items():
+            now_digest = (doc.get("files") or {}).get(path)
+            if now_digest != digest:
+                raise RunDirError(f"--resume: {path} changed since the run started (sha256 "
+                                  f"{digest[:12]} then, {(now_digest or 'missing')[:12]} now): "
+                                  "resuming would pool rounds measured on other data; restore "
+                                  "it, or run into a new folder")
+        before = [p.get("id") for p in stored.get("points") or []]
         now = [p.id for p in points]
         if before != now:
             raise RunDirError(f"--resume: the suite now resolves to different points than the run "

@@ -3,18 +3,19 @@ Slurm jobs (``harness.run.slurm``). The runner hands a backend tasks in its orde
 their rounds in that same order, whichever finishes first (``harness.run.runner.run_points``).
 
 A backend:
-    fits(point) -> bool              may this task start now (free slots for its ranks)?
-    submit(seq, point, round_no)     start it (``Inline`` runs it to the end right here)
-    next_done() -> (seq, round rec)  block until one started task has ended
+    fits(task) -> bool               may this task start now (free slots for its ranks)?
+    submit(seq, task)                start it (``Inline`` runs it to the end right here)
+    next_done() -> (seq, [round rec])  block until one started task has ended
     cancel() -> [seq]                stop every started task (an interrupt); the seqs stopped
     close()
 
-A backend runs a task by calling ``run(point, round_no, where)``, the round function it was
-built with, ``where`` being the ``launcher.LaunchOptions`` of that task: passed as an argument,
+A task is ``harness.run.design.Task``: one round of one point, or a duet of two. A backend runs
+it by calling ``run(task, where)``, the task function it was built with (its rounds' records),
+``where`` being the ``launcher.LaunchOptions`` of that task: passed as an argument,
 never through thread or module state. ``Inline``: one task at a time in the calling (main)
 thread, with the run's fork server. ``Pool``: one thread per running task over ``slots`` (each
 slot a tuple of CUDA device indices, or ``None`` for a CPU slot); a task takes
-``ranks_of(point)`` slots and its worker sees only their devices (``CUDA_VISIBLE_DEVICES``),
+``ranks_of(task)`` slots and its workers see only their devices (``CUDA_VISIBLE_DEVICES``),
 with a hook that lets ``cancel`` kill its group from the main thread.
 """
 from __future__ import annotations
@@ -35,20 +36,25 @@ def ranks_of(point) -> int:
     return int(getattr(point.strategies.parallel, "nproc", 1) or 1)
 
 
-RunRound = Callable[[Any, int, LaunchOptions], dict]  # (point, round_no, where) -> record
+def slots_of(task) -> int:
+    """Device slots a task takes: its members' ranks."""
+    return sum(ranks_of(p) for p in task.points)
+
+
+RunTask = Callable[[Any, LaunchOptions], list]  # (task, where) -> its rounds' records
 
 
 class Inline:
     """One task at a time, run to its end by ``submit`` in the calling thread."""
 
-    def __init__(self, run: RunRound, server=None):
+    def __init__(self, run: RunTask, server=None):
         self.run, self.server, self.done = run, server, []
 
-    def fits(self, point) -> bool:
+    def fits(self, task) -> bool:
         return not self.done
 
-    def submit(self, seq: int, point, round_no: int) -> None:
-        self.done.append((seq, self.run(point, round_no, LaunchOptions(server=self.server))))
+    def submit(self, seq: int, task) -> None:
+        self.done.append((seq, self.run(task, LaunchOptions(server=self.server))))
 
     def next_done(self) -> tuple[int, dict]:
         return self.done.pop()
@@ -63,40 +69,42 @@ class Inline:
 class Pool:
     """Tasks at once on ``slots``, one thread each (see the module docstring)."""
 
-    def __init__(self, run: RunRound, slots: list, server=None, grace_s: float = 5.0):
+    def __init__(self, run: RunTask, slots: list, server=None, grace_s: float = 5.0):
         self.run, self.server, self.grace_s = run, server, grace_s
         self.free = list(range(len(slots)))
         self.slots = slots
         self.results: queue.Queue = queue.Queue()
         self.running: dict[int, tuple[threading.Thread, list[int]]] = {}
-        self.procs: dict[int, Any] = {}  # seq -> its live worker (a Popen / ForkedWorker)
+        self.procs: dict[int, set] = {}  # seq -> its live workers (Popen / ForkedWorker)
         self.lock = threading.Lock()
         self.cancelled = False
 
-    def fits(self, point) -> bool:
-        return len(self.free) >= ranks_of(point)
+    def fits(self, task) -> bool:
+        return len(self.free) >= slots_of(task)
 
     def devices(self, taken: list[int]) -> tuple[int, ...] | None:
         devs = [d for i in taken if self.slots[i] is not None for d in self.slots[i]]
         return tuple(devs) or None
 
-    def submit(self, seq: int, point, round_no: int) -> None:
-        taken, self.free = self.free[:ranks_of(point)], self.free[ranks_of(point):]
+    def submit(self, seq: int, task) -> None:
+        n = slots_of(task)
+        taken, self.free = self.free[:n], self.free[n:]
 
         def on_start(proc) -> None:
             with self.lock:
-                if proc is None:
-                    self.procs.pop(seq, None)
-                else:
-                    self.procs[seq] = proc
-                    if self.cancelled:  # started after cancel(): stop it too
-                        kill_now(proc)
+                self.procs.setdefault(seq, set()).add(proc)
+                if self.cancelled:  # started after cancel(): stop it too
+                    kill_now(proc)
+
+        def on_end(proc) -> None:
+            with self.lock:
+                self.procs.get(seq, set()).discard(proc)
 
         def body() -> None:
             try:
                 where = LaunchOptions(server=self.server, devices=self.devices(taken),
-                                      on_start=on_start)
-                rec = self.run(point, round_no, where)
+                                      on_start=on_start, on_end=on_end)
+                rec = self.run(task, where)
             except BaseException as exc:  # noqa: BLE001 -- carried to the main thread
                 rec = exc
             self.results.put((seq, rec))
@@ -123,7 +131,7 @@ class Pool:
         """SIGTERM every running worker group, SIGKILL after ``grace_s``; wait for the threads."""
         with self.lock:
             self.cancelled = True
-            procs = list(self.procs.values())
+            procs = [p for group in self.procs.values() for p in group]
         for proc in procs:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGTERM)
@@ -132,7 +140,7 @@ class Pool:
             with contextlib.suppress(Exception):
                 proc.wait(timeout=max(0.0, deadline - time.monotonic()))
         with self.lock:
-            for proc in self.procs.values():
+            for proc in [p for group in self.procs.values() for p in group]:
                 kill_now(proc)
         stopped = sorted(self.running)
         for thread, _ in self.running.values():

@@ -15,8 +15,10 @@ submitit's result file; the runner appends them as locally.
 
 A job that ends without a record maps Slurm's state to ours: TIMEOUT -> ``timeout`` (also a job
 that submitit stopped as "timed-out" just before the limit), OUT_OF_MEMORY -> ``oom``,
-FAILED / NODE_FAIL / BOOT_FAIL / anything else -> ``crashed``, CANCELLED -> ``interrupted``
-(``--resume`` runs that point again, like a Ctrl-C'd one); the error names the job and its
+FAILED / BOOT_FAIL / anything else -> ``crashed``, CANCELLED / PREEMPTED / NODE_FAIL ->
+``interrupted`` (``--resume`` runs that point again, like a Ctrl-C'd one) -- also when the job
+wrote a failed record of its own (``scancel`` SIGTERMs the forked worker, submitit's process
+outlives it and returns the worker's "crashed"); the error names the job and its
 state, ``stderr_tail`` is the end of the job's log. Without accounting (no slurmdbd: sacct
 knows no job) the state cannot be read: a job that ``squeue`` no longer lists and that left no
 result ``GONE_GRACE_S`` later is ``crashed``, "state unknown". ``cancel`` (Ctrl-C) cancels every
@@ -36,9 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import math
-import os
 import subprocess
 import time
 import uuid
@@ -47,30 +47,24 @@ from typing import Any
 
 from harness.records import write_json_atomic
 from harness.run.schedule import ranks_of
+from harness.run.slurm_job import SIGNAL_DELAY_S, job, nodes_of, timed_out_by_warning
 
 STATE_STATUS = {"TIMEOUT": "timeout", "DEADLINE": "timeout", "OUT_OF_MEMORY": "oom",
-                "CANCELLED": "interrupted", "PREEMPTED": "interrupted",
-                "FAILED": "crashed", "NODE_FAIL": "crashed", "BOOT_FAIL": "crashed"}
+                "CANCELLED": "interrupted", "PREEMPTED": "interrupted", "NODE_FAIL": "interrupted",
+                "FAILED": "crashed", "BOOT_FAIL": "crashed"}
+# Slurm ended the job from outside: whatever its worker wrote (a SIGTERM'd worker is "crashed"),
+# the point was not measured to its end, and ``--resume`` runs it again
+ENDED_FROM_OUTSIDE = ("CANCELLED", "PREEMPTED", "NODE_FAIL")
 PENDING = ("PENDING", "RUNNING", "REQUEUED", "COMPLETING", "CONFIGURING", "SUSPENDED", "READY",
            "RESIZING", "UNKNOWN", "")
 POLL_S = 0.5  # how often result files are looked for; sacct is asked every SACCT_EVERY_S
 SACCT_EVERY_S = 2.0
 GONE_GRACE_S = 30.0  # a job squeue no longer lists may still be writing its result
-SIGNAL_DELAY_S = 5  # submitit's USR2 before the time limit (its default, 90 s, would hit at once)
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 class SubmitError(RuntimeError):
     """sbatch refused a job (one line: what sbatch said); ``tbench run`` exits 2 on it."""
-
-
-def timed_out_by_warning(rec: dict[str, Any], job_id) -> dict[str, Any]:
-    """A worker ended by Slurm's SIGUSR2 (sent ``SIGNAL_DELAY_S`` before the time limit to every
-    process of the job; a forked worker keeps no handler for it) reached the time limit."""
-    if rec.get("status") == "crashed" and "SIGUSR2" in (rec.get("error") or ""):
-        rec = dict(rec, status="timeout", error=f"Slurm job {job_id} reached its time limit "
-                   f"(Slurm's SIGUSR2, {SIGNAL_DELAY_S} s before it, ended the worker)")
-    return rec
 
 
 def status_of(state: str, error: str | None) -> str:
@@ -88,34 +82,6 @@ def time_limit_min(point, spec) -> int:
     return max(1, math.ceil((tries * point.measure.timeout_s + 120) / 60))
 
 
-def job(point_file: str, run_dir: str, grace_s: float, round_no: int,
-        nodes: int = 1) -> dict[str, Any] | None:
-    """On the compute node: one round of the point in ``point_file``, with ``node`` added. A
-    distributed point's ranks start through ``srun`` on the job's ``nodes`` nodes; submitit runs
-    this on every node of the job, and only the first one measures (the others return None)."""
-    if int(os.environ.get("SLURM_PROCID", "0")) != 0:
-        return None
-    from harness.run import env, forkserver, launcher, rounds
-    from harness.suite.point import Point
-
-    point = Point.from_json(json.loads(Path(point_file).read_text()))
-    found = env.collect_env()  # imports torch, reads GPUs through NVML: no CUDA context here
-    srun = nodes if launcher.launched(point) else None
-    where = launcher.LaunchOptions(server=forkserver.DirectFork(), nodes=srun)  # forks from this job
-    rec = rounds.measured_round(point, Path(run_dir), grace_s, round_no, where)
-    rec["node"] = {"hostname": found.get("hostname"), "fingerprint": env.fingerprint(found),
-                   "gpu": (found.get("gpu") or {}).get("name"),
-                   "cpu": (found.get("cpu") or {}).get("model"),
-                   "job_id": slurm_job_id()}
-    return rec
-
-
-def slurm_job_id() -> str | None:
-    """``ARRAY_TASK`` for a task of a job array (what squeue and sacct show), else the job id."""
-    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
-    return f"{array}_{task}" if array and task else os.environ.get("SLURM_JOB_ID")
-
-
 def sbatch_parameters(args: list[str]) -> dict[str, Any]:
     """``--qos=high`` / ``--exclusive`` -> submitit's ``additional_parameters``."""
     out: dict[str, Any] = {}
@@ -123,33 +89,6 @@ def sbatch_parameters(args: list[str]) -> dict[str, Any]:
         key, eq, value = arg.lstrip("-").partition("=")
         out[key.replace("-", "_")] = value if eq else True
     return out
-
-
-def nodes_of(point, spec) -> int:
-    """The nodes of a point's job: ``spec.nodes_per_point`` for a distributed point, else 1."""
-    from harness.run.launcher import launched
-
-    return spec.nodes_per_point if launched(point) else 1
-
-
-def check_nodes(points, spec) -> list[str]:
-    """The first distributed point whose ranks (or ``gpus_per_point``) do not split evenly over
-    ``nodes_per_point`` nodes, or that sets its own ``launcher_args`` (srun chooses the
-    rendezvous), as one line; [] when every point fits."""
-    from harness.run.launcher import launched
-
-    for p in points:
-        nodes = nodes_of(p, spec)
-        gpus = spec.gpus_per_point or 0
-        if ranks_of(p) % nodes or gpus % nodes:
-            return [f"nodes_per_point (--nodes-per-point) {nodes}: point {p.label} has "
-                    f"{ranks_of(p)} rank(s) and gpus_per_point {gpus}, allowed: a number of "
-                    "nodes that divides both"]
-        if launched(p) and getattr(p.strategies.parallel, "launcher_args", ()):
-            return [f"strategies.parallel.launcher_args: point {p.label} sets its own "
-                    "rendezvous, allowed: none with --launcher slurm (srun and torchrun "
-                    "rendezvous on the job's first node)"]
-    return []
 
 
 class Backend:
@@ -166,16 +105,19 @@ class Backend:
         self.queued: list[tuple[int, Any, int]] = []
         self.jobs: dict[int, Any] = {}  # seq -> submitit job, until it ends
         self.points: dict[int, Any] = {}
+        self.tasks: dict[int, Any] = {}  # seq -> its design task (block, group, order)
         self.last_sacct = 0.0
         self.submitted = 0
         self.name: str | None = None  # this run's jobs: tbench-SUITE-TOKEN (scancel --name)
         self.gone: dict[int, float] = {}  # seq -> when squeue stopped listing its job
         return self
 
-    def fits(self, point) -> bool:
+    def fits(self, task) -> bool:
         return True  # Slurm queues what does not fit now
 
-    def submit(self, seq: int, point, round_no: int) -> None:
+    def submit(self, seq: int, task) -> None:
+        (point, round_no), = task.members  # no duet: the design interleaves a Slurm run
+        self.tasks[seq] = task
         self.queued.append((seq, point, round_no))
 
     def parameters(self, point) -> dict[str, Any]:
@@ -231,7 +173,7 @@ class Backend:
 
     def point_file(self, point, round_no: int) -> Path:
         work = self.run_dir / "workers" / point.id
-        if point.measure.rounds > 1:
+        if point.measure.rounds != 1:
             work = work / f"round{round_no}"
         work.mkdir(parents=True, exist_ok=True)
         write_json_atomic(work / "point.json", point.to_json())
@@ -249,7 +191,9 @@ class Backend:
                         self.last_sacct and handle.watcher.is_done(handle.job_id, mode="cache")):
                     del self.jobs[seq]
                     self.gone.pop(seq, None)
-                    return seq, self.record(handle, self.points.pop(seq), started, gone=gone)
+                    rec = self.record(handle, self.points.pop(seq), started, gone=gone)
+                    task = self.tasks.pop(seq)
+                    return seq, [dict(rec, block=task.block, group=task.group, order=task.order)]
             if time.monotonic() - self.last_sacct >= SACCT_EVERY_S and self.jobs:
                 next(iter(self.jobs.values())).watcher.update()  # one sacct for every job
                 self.last_sacct = time.monotonic()
@@ -275,7 +219,7 @@ class Backend:
         for _ in range(20):  # the result file may be written a moment after sacct says done
             if first.paths.result_pickle.exists():
                 try:
-                    return timed_out_by_warning(first.result(), handle.job_id)
+                    return self.own_record(handle, first.result())
                 except Exception as exc:  # noqa: BLE001 -- the job raised: a failure record
                     error = str(exc)
                     break
@@ -294,6 +238,19 @@ class Backend:
                 "stderr_tail": log_tail(handle), "samples_ms": [], "metrics": {}, "warnings": [],
                 "contention": {"contended": False, "reasons": []},
                 "started_at": None, "duration_s": time.monotonic() - started}
+
+    def own_record(self, handle, rec: dict[str, Any]) -> dict[str, Any]:
+        """The record the job wrote, unless it failed because Slurm ended the job (scancel,
+        preemption, a node failure): then ``interrupted``, its error kept after Slurm's state."""
+        rec = timed_out_by_warning(rec, handle.job_id)
+        if rec.get("status") == "ok":
+            return rec  # measured to its end: a cancellation after it loses nothing
+        state = self.final_state(handle)
+        if state.split(" ")[0].upper() not in ENDED_FROM_OUTSIDE:
+            return rec
+        said = error_line(rec["error"]) if rec.get("error") else rec.get("status")
+        return dict(rec, status="interrupted",
+                    error=f"Slurm job {handle.job_id} ended {state} (the worker: {said})")
 
     def final_state(self, handle) -> str:
         deadline = time.monotonic() + 10.0
@@ -352,36 +309,3 @@ def log_tail(handle, chars: int = 4000) -> str | None:
     except OSError:
         return None
     return text[-chars:] or None
-
-
-def node_summary(run_dir: Path) -> dict[str, dict]:
-    """fingerprint -> {hostnames, gpu, cpu, rounds} of the nodes the run's rounds ran on
-    (read from rounds.jsonl); more than one key: the run is on mixed node types."""
-    from harness.records import read_rounds
-
-    found: dict[str, dict] = {}
-    for rounds in read_rounds(run_dir).values():
-        for rec in rounds:
-            node = rec.get("node")
-            if not node:
-                continue
-            entry = found.setdefault(node["fingerprint"], {"hostnames": [], "gpu": node.get("gpu"),
-                                                           "cpu": node.get("cpu"), "rounds": 0})
-            if node.get("hostname") not in entry["hostnames"]:
-                entry["hostnames"].append(node.get("hostname"))
-            entry["rounds"] += 1
-    return found
-
-
-def write_nodes(run_dir: Path) -> str | None:
-    """``RUN_DIR/nodes.json`` (``node_summary``); a warning line when node types differ."""
-    found = node_summary(run_dir)
-    if not found:
-        return None
-    write_json_atomic(Path(run_dir) / "nodes.json", found, indent=2)
-    if len(found) > 1:
-        kinds = "; ".join(f"{fp}: {', '.join(map(str, n['hostnames']))} ({n['gpu'] or n['cpu']})"
-                          for fp, n in found.items())
-        return (f"warning: the points ran on {len(found)} node types (environment fingerprints "
-                f"{kinds}); compare points across them with care (nodes.json)")
-    return None

@@ -99,14 +99,17 @@ def describe_type(tp) -> str:
 
 
 def describe_field(info, tp) -> str:
+    """``an integer >= 1 and <= 1048576``: the type and every bound of a field."""
     text = describe_type(tp)
+    bounds = []
     for meta in getattr(info, "metadata", []):
         for attr, sign in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
             if isinstance(meta, getattr(annotated_types, attr.capitalize())):
-                text += f" {sign} {getattr(meta, attr)}"
+                bounds.append(f"{sign} {getattr(meta, attr):g}" if isinstance(getattr(meta, attr), float)
+                              else f"{sign} {getattr(meta, attr)}")
         if getattr(meta, "pattern", None):
             text += f" matching {meta.pattern}"
-    return text
+    return text + (" " + " and ".join(bounds) if bounds else "")
 
 
 def _bounded_repr() -> reprlib.Repr:
@@ -148,8 +151,16 @@ def error_line(err: dict, root: type[BaseModel]) -> tuple[tuple, str]:
         return loc, "required, missing"
     if loc and loc[-1] == "[key]":  # a mapping key of the wrong kind (profiles: gpu)
         loc = loc[:-1]
-        allowed = [str(a) for a in typing.get_args(_key_type(root, loc[:-1]))]
-        return loc, f"unknown key {shown(loc[-1])}{suggest(loc[-1], allowed)}; allowed: {', '.join(allowed)}"
+        key_type = _key_type(root, loc[:-1])
+        if typing.get_origin(key_type) is Literal:
+            allowed = [str(a) for a in typing.get_args(key_type)]
+            return loc, (f"unknown key {shown(loc[-1])}{suggest(loc[-1], allowed)}; allowed: "
+                         f"{', '.join(allowed)}")
+        pattern = next((m.pattern for m in typing.get_args(key_type)[1:]
+                        if getattr(m, "pattern", None)), None)
+        return loc, (f"got key {shown(loc[-1])}, allowed: a name matching {pattern} (lower case "
+                     "letters, digits, '_' and '-', a letter first)" if pattern else
+                     f"got key {shown(loc[-1])}, allowed: {describe_type(key_type)}")
     info, tp = field_at(root, loc)
     given = err.get("input")
     if tp is None:

@@ -30,8 +30,10 @@ import yaml
 from pydantic import Field, PrivateAttr, StringConstraints, ValidationError, ValidationInfo, model_validator
 
 from harness.suite.errors import FieldError, SuiteError, format_validation_error, shown
+from harness.suite.limits import MAX_YAML_BYTES, MAX_YAML_DEPTH, MAX_YAML_VALUES, size_error
 from harness.suite.paths import check_override, check_path
 from harness.suite.schema import (
+    CompareSpec,
     FOLDER_CONTEXT,
     LauncherSpec,
     MeasureSpec,
@@ -42,9 +44,6 @@ from harness.suite.schema import (
     _Strict,
 )
 
-MAX_YAML_BYTES = 1 << 20  # a suite is a page of YAML; this is generous and parses in well under 1 s
-MAX_YAML_VALUES = 100_000  # values after alias expansion: every later stage walks the expanded tree
-MAX_YAML_DEPTH = 64  # suites nest about 5 deep; the pure-Python parser recurses once per level
 
 
 class Suite(_Strict):
@@ -59,6 +58,7 @@ class Suite(_Strict):
     measure: MeasureSpec = Field(default_factory=MeasureSpec)
     sweep: SweepSpec = Field(default_factory=SweepSpec)
     launcher: LauncherSpec = Field(default_factory=LauncherSpec)  # where points run (local, slurm)
+    compare: CompareSpec = Field(default_factory=CompareSpec)  # which comparisons, how measured
     # device -> {dotted.path: value}; a list value makes or replaces a sweep axis (harness.suite.sweep)
     profiles: dict[Literal["cpu", "cuda"], dict[str, Any]] = Field(default_factory=dict)
     # name -> device -> {dotted.path: value}: applied on request (--variant quick) after the
@@ -80,6 +80,8 @@ class Suite(_Strict):
 
     @model_validator(mode="after")
     def _paths_exist(self):
+        for key in self.compare.baseline:
+            check_path(key, prefix=("compare", "baseline"))
         for key, values in self.sweep.grid.items():
             check_path(key, prefix=("sweep", "grid"))
             if not values:
@@ -234,8 +236,7 @@ def read_yaml(text: str | bytes, size: int | None = None) -> Any:
     raw = text if isinstance(text, bytes) else text.encode("utf-8")
     size = len(raw) if size is None else size
     if size > MAX_YAML_BYTES:  # before decoding or parsing anything
-        raise YAMLRefused(f"too large ({size:,} bytes); allowed: at most {MAX_YAML_BYTES:,} bytes "
-                          f"({MAX_YAML_BYTES // 2**20} MiB)")
+        raise YAMLRefused(size_error(size))
     loader = StrictLoader(raw.decode("utf-8"))
     try:
         return loader.get_single_data()

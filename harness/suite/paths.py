@@ -83,8 +83,16 @@ def check_path(path: str, prefix: tuple = ()) -> str:
 
 
 def check_override(key: str, value: Any, prefix: tuple = ()) -> str:
-    """Like check_path, also allowing whole sweep parts and the top-level name/description."""
+    """Like check_path, also allowing whole sweep parts, the top-level name/description and a
+    ``compare.<field>`` (settable, never swept)."""
     if key in SWEEP_PARTS or key in TOP_LEVEL:
+        return key
+    if isinstance(key, str) and key.split(".")[0] == "compare":
+        from harness.suite.schema import CompareSpec
+
+        field = key.partition(".")[2]
+        if field not in CompareSpec.model_fields:
+            raise _unknown(field, CompareSpec.model_fields, prefix + (key,))
         return key
     if isinstance(key, str) and key.split(".")[0] == "sweep":
         raise _unknown(key, SWEEP_PARTS, prefix + (key,))

@@ -44,7 +44,18 @@ class PointConfig(_Strict):
             raise FieldError(f"got {longest} ({what}), allowed: <= the model's max_seq_len "
                              f"{cfg['max_seq_len']} (raise model.overrides.max_seq_len)",
                              subpath=("workload", field))
+        self._lengths_fit(cfg["max_seq_len"])
         return self
+
+    def _lengths_fit(self, max_len: int) -> None:
+        """Every attention parameter in tokens is at most the model's max_seq_len."""
+        attention = self.strategies.attention
+        for name in attention.length_params:
+            value = getattr(attention, name)
+            top = max(value, default=None) if isinstance(value, tuple) else value
+            if top is not None and top > max_len:
+                raise FieldError(f"got {top}, allowed: <= the model's max_seq_len {max_len} "
+                                 "(a length in tokens)", subpath=("strategies", "attention", name))
 
     def point_id(self) -> str:
         canonical = json.dumps(self.model_dump(mode="json", include=set(PointConfig.model_fields)),

@@ -240,6 +240,9 @@ class StrategiesSpec(_Strict):
         default_factory=lambda: default_strategy("compression"))
 
 
+AUTO_ONLY = ("min_rounds", "max_rounds", "budget_s")  # MeasureSpec fields only rounds: auto reads
+
+
 class MeasureSpec(_Strict):
     """Warm-up, sampling and timeout of one point."""
 
@@ -250,13 +253,22 @@ class MeasureSpec(_Strict):
     max_samples: int = Field(200, ge=10)
     steps_per_sample: int = Field(1, ge=1)  # steps timed as one sample (per-step time reported)
     timeout_s: float = Field(600, gt=0)  # per round (one worker process)
-    # each round is a fresh worker process; rounds of a sweep's points are interleaved
-    rounds: int = Field(3, ge=1, le=100)
-    threads: int | None = Field(None, ge=1)  # torch intra-op threads per rank; None: CPUs / ranks
-    # a round is contended when other processes used this many CPU cores during its sampling
-    contention_cores: float = Field(0.5, gt=0)
-    on_contention: Literal["flag", "retry", "fail"] = "flag"
-    contention_wait_s: float = Field(60.0, ge=0)  # retry: wait this long at most for a quiet CPU
+    # each round is a fresh worker process; "auto": blocks of rounds are added until every
+    # comparison of the point's group is decided (harness.records.pairs), within budget_s
+    rounds: int | Literal["auto"] = Field("auto")
+    min_rounds: int = Field(3, ge=2, le=100)  # auto: the rounds before the first look
+    max_rounds: int = Field(20, ge=2, le=100)  # auto: a comparison still undecided stops here
+    budget_s: float = Field(300.0, gt=0)  # auto: measuring time a group may spend, all rounds
+    # torch intra-op threads per rank; None (auto): chosen by the run from the cores free when
+    # it starts -- a quiet machine gives each side of a duet its own cores, a machine where
+    # other work holds cores one thread per point (2 threads beside a busy core ran 3-51x
+    # slower, and spread 30x wider, than 1), the same for every point of the run
+    threads: int | None = Field(None, ge=1)
+    # a round is contended when other processes used more than this many CPU cores beyond
+    # what the point left free (cores minus its threads) during its sampling
+    contention_cores: float = Field(0.25, gt=0)
+    on_contention: Literal["flag", "retry", "fail"] = "retry"
+    contention_wait_s: float = Field(10.0, ge=0)  # retry: wait this long at most for a quiet CPU
     # the last round adds a profiled pass after its timed samples (harness.measure.profiling);
     # serialised only when on, so turning it on changes a point's id and leaving it off does not
     profile: bool = False
@@ -267,6 +279,9 @@ class MeasureSpec(_Strict):
     @model_serializer(mode="wrap")
     def _profile_when_on(self, handler):
         data = handler(self)
+        if self.rounds != "auto":  # the auto-only settings: left out, so fixed-round ids stay
+            for key in AUTO_ONLY:
+                data.pop(key, None)
         if not self.profile:
             data.pop("profile", None)
         if self.memory_budget_bytes is None:
@@ -275,6 +290,11 @@ class MeasureSpec(_Strict):
 
     @model_validator(mode="after")
     def _cap_above_floor(self):
+        if isinstance(self.rounds, int) and not 1 <= self.rounds <= 100:
+            raise FieldError(f"got {self.rounds}, allowed: 1..100 or 'auto'", subpath=("rounds",))
+        if self.max_rounds < self.min_rounds:
+            raise FieldError(f"got {self.max_rounds}, allowed: >= min_rounds ({self.min_rounds})",
+                             subpath=("max_rounds",))
         if self.max_samples < self.min_samples:
             raise FieldError(f"got {self.max_samples}, allowed: >= min_samples ({self.min_samples})",
                              subpath=("max_samples",))
@@ -310,3 +330,21 @@ class SweepSpec(_Strict):
     grid: dict[str, list[Any]] = Field(default_factory=dict)  # cartesian product
     zip: list[dict[str, list[Any]]] = Field(default_factory=list)  # each group moves together
     exclude: list[dict[str, Any]] = Field(default_factory=list)  # drop points matching all pairs
+
+
+class CompareSpec(_Strict):
+    """Which comparisons a run decides, and how it measures them (``harness.run.design``).
+
+    A group is the points that differ only in their strategies (same model, workload, measure,
+    device). ``baseline``: ``{path: value}`` like an exclude rule (``{strategies.attention:
+    dense}``); each group's first point matching it, else the first point whose attention is
+    dense, else its first point. Not part of a point: the same points compare either way."""
+
+    baseline: dict[str, Any] = Field(default_factory=dict)
+    pairs: Literal["baseline", "all"] = "baseline"  # each point vs the baseline, or every pair
+    # auto: duet where the machine has the free cores for two single-process CPU points, else
+    # interleaved; independent: rounds interleaved across the whole sweep, no pairs
+    design: Literal["auto", "interleaved", "duet", "independent"] = "auto"
+    resolution: float = Field(0.05, gt=0, lt=1)  # "equal within" this; smaller differences undecided
+    confidence: float = Field(0.95, gt=0.5, lt=1)
+    seed: int = Field(0, ge=0)  # the random order inside each block

@@ -80,6 +80,9 @@ def _apply(data: dict, key: str, value: Any) -> str:
     if key in TOP_LEVEL:
         data[key] = value
         return key
+    if key.startswith("compare."):  # how the run compares, not a field of any point
+        set_at(data, key, value)
+        return key
     path = normalize(key)
     if isinstance(value, list):
         for group in sweep["zip"]:
@@ -147,7 +150,8 @@ def _axes(suite: Suite) -> list[tuple[list[str], list[tuple], str]]:
     return axes
 
 
-def _matches(rule: dict, data: dict) -> bool:
+def matches(rule: dict, data: dict) -> bool:
+    """Whether the plain-dict point ``data`` matches an exclude (or baseline) rule."""
     for path, want in rule.items():
         have = get_at(data, normalize(path))
         if have == want:
@@ -219,7 +223,7 @@ def expand(suite: Suite, device: str, source: str = "suite") -> list[Point]:
         data = copy.deepcopy(base)
         for path in sorted(assignment, key=lambda p: p.count(".")):  # whole strategy before its params
             set_at(data, path, assignment[path])
-        if any(_matches(rule, data) for rule in suite.sweep.exclude):
+        if any(matches(rule, data) for rule in suite.sweep.exclude):
             continue
         try:
             built.append((PointConfig.model_validate({**data, "device": device},

@@ -8,7 +8,7 @@ from implementations.attention.base import AttentionStrategy, diagonal_pairs
 from implementations.attention.grid import Grid, Groups
 from implementations.attention.local import chunk_groups
 from implementations.kv_cache import CachePolicy
-from implementations.registry import register
+from implementations.registry import LENGTH_CAP, register
 
 
 @register("attention", "atrous")
@@ -22,8 +22,10 @@ class AtrousAttention(AttentionStrategy):
     window is exactly ``local``.
     """
 
-    dilation: int = Field(2, ge=1, description="k: query i sees keys j with (i - j) % k == 0")
-    window: int | None = Field(None, ge=0, description="w: also |i - j| <= w; None = no window")
+    length_params = ('dilation', 'window')  # in tokens: at most the model's max_seq_len
+
+    dilation: int = Field(2, ge=1, le=LENGTH_CAP, description="k: query i sees keys j with (i - j) % k == 0")
+    window: int | None = Field(None, ge=0, le=LENGTH_CAP, description="w: also |i - j| <= w; None = no window")
 
     @property
     def pattern_label(self) -> str:

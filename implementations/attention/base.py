@@ -12,7 +12,7 @@ Layout everywhere: ``(B, H, S, D)`` (batch, heads, sequence, head dim). Masks ar
 from __future__ import annotations
 
 import shutil
-from typing import Literal
+from typing import ClassVar, Literal
 
 import pydantic
 import torch
@@ -65,6 +65,7 @@ class AttentionStrategy(Strategy):
     everything_allowed = False  # True for dense: the causal rule is the only mask
     supports_causal = True  # False: no causal form (linformer); a decoder's self-attention is dense
     refuses = "-"  # what the pattern itself cannot run, in words (tbench list; the kernels add theirs)
+    length_params: ClassVar[tuple[str, ...]] = ()  # parameters in tokens (or positions): <= max_seq_len
 
     @property
     def compiles_on_first_call(self) -> bool:

@@ -6,7 +6,7 @@ from pydantic import Field
 
 from implementations.attention.base import AttentionStrategy
 from implementations.attention.grid import Grid, Groups, Rows
-from implementations.registry import register
+from implementations.registry import LENGTH_CAP, SEED_CAP, register
 
 MASK32 = 0xFFFFFFFF
 
@@ -38,12 +38,14 @@ class BigBirdAttention(AttentionStrategy):
     and masks each step (O(S) per token).
     """
 
-    block_size: int = Field(64, ge=1, description="b: positions per block")
-    window_blocks: int = Field(1, ge=0, description="w: query block I sees key blocks |I - J| <= w")
-    global_blocks: int = Field(1, ge=0, description="g: the first g blocks are global tokens")
-    random_blocks: int = Field(3, ge=0, description="r: random key blocks per query block, "
+    length_params = ('block_size',)  # in tokens: at most the model's max_seq_len
+
+    block_size: int = Field(64, ge=1, le=LENGTH_CAP, description="b: positions per block")
+    window_blocks: int = Field(1, ge=0, le=LENGTH_CAP, description="w: query block I sees key blocks |I - J| <= w")
+    global_blocks: int = Field(1, ge=0, le=LENGTH_CAP, description="g: the first g blocks are global tokens")
+    random_blocks: int = Field(3, ge=0, le=LENGTH_CAP, description="r: random key blocks per query block, "
                                                     "drawn from blocks 0..I")
-    seed: int = Field(0, ge=0, description="seed of the random blocks")
+    seed: int = Field(0, ge=0, le=SEED_CAP, description="seed of the random blocks")
 
     @property
     def pattern_label(self) -> str:

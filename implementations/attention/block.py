@@ -7,7 +7,7 @@ from pydantic import Field
 from implementations.attention.base import AttentionStrategy
 from implementations.attention.grid import Grid, Groups
 from implementations.kv_cache import CachePolicy
-from implementations.registry import register
+from implementations.registry import LENGTH_CAP, register
 
 
 @register("attention", "block")
@@ -20,7 +20,9 @@ class BlockAttention(AttentionStrategy):
     ``is_causal``), a padded gather otherwise. Time and memory O(S * b).
     """
 
-    block_size: int = Field(128, ge=1, description="keys per block b: query i sees keys j with "
+    length_params = ('block_size',)  # in tokens: at most the model's max_seq_len
+
+    block_size: int = Field(128, ge=1, le=LENGTH_CAP, description="keys per block b: query i sees keys j with "
                                                    "i // b == j // b")
 
     @property

@@ -51,6 +51,18 @@ def reasons(strategy, device: str, gpu_capability, precision: str = "amp_bf16") 
     return out
 
 
+def _package(name: str):
+    """A function of the flash-attn package; ``KernelNotSupported`` (not ModuleNotFoundError)
+    where it is not installed, as on every CPU."""
+    try:
+        module = importlib.import_module("flash_attn")
+    except ImportError:
+        raise KernelNotSupported("flash_attn kernel needs the flash-attn package (pip install "
+                                 "flash-attn --no-build-isolation, built for this torch and "
+                                 "CUDA)") from None
+    return getattr(module, name)
+
+
 def flash_attention(strategy, q, k, v, causal: bool, key_padding_mask, segment_ids):
     """Self-attention (q, k, v ``(B, H, S, D)``) of a dense or local ``strategy``."""
     if strategy.name not in PATTERNS:
@@ -60,7 +72,7 @@ def flash_attention(strategy, q, k, v, causal: bool, key_padding_mask, segment_i
     window = (w, 0 if causal else w)
     if key_padding_mask is not None or segment_ids is not None:
         return varlen_attention(q, k, v, causal, window, key_padding_mask, segment_ids)
-    from flash_attn import flash_attn_func
+    flash_attn_func = _package("flash_attn_func")
 
     out = flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), causal=causal,
                           window_size=window)
@@ -121,7 +133,7 @@ def varlen_attention(q, k, v, causal: bool, window, key_padding_mask, segment_id
                                           windowed=window[0] >= 0)
     out = q.new_zeros(B * S, H, D)
     if len(index):
-        from flash_attn import flash_attn_varlen_func
+        flash_attn_varlen_func = _package("flash_attn_varlen_func")
 
         def tokens(x):  # (B, h, S, D) -> (N, h, D), the real tokens in order
             return x.transpose(1, 2).reshape(B * S, x.shape[1], D).index_select(0, index)

@@ -9,7 +9,7 @@ from implementations.attention import kernel
 from implementations.attention.base import AttentionStrategy
 from implementations.attention.grid import KernelNotSupported
 from implementations.regions import region
-from implementations.registry import register
+from implementations.registry import LENGTH_CAP, register
 
 CAUSAL = ("linformer mixes every position into each projected key, so a query would see the "
           "future: the paper's projection is not causal (no causal, decoding or packed segments)")
@@ -64,7 +64,9 @@ class LinformerAttention(AttentionStrategy):
     or SDPA.
     """
 
-    k: int = Field(256, ge=1, description="projected length: keys and values are projected from S to k")
+    length_params = ('k',)  # in tokens: at most the model's max_seq_len
+
+    k: int = Field(256, ge=1, le=LENGTH_CAP, description="projected length: keys and values are projected from S to k")
     share_kv: bool = Field(False, description="one projection for keys and values (E = F)")
 
     supports_causal = False

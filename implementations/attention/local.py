@@ -7,7 +7,7 @@ from pydantic import Field
 from implementations.attention.base import AttentionStrategy, diagonal_pairs
 from implementations.attention.grid import Grid, Groups
 from implementations.kv_cache import CachePolicy
-from implementations.registry import register
+from implementations.registry import LENGTH_CAP, register
 
 
 def chunk_groups(n: int, w: int, causal: bool, chunk: int | None = None) -> Groups:
@@ -38,7 +38,9 @@ class LocalAttention(AttentionStrategy):
     with a small per-chunk mask. Time and memory O(S * w).
     """
 
-    window: int = Field(128, ge=0, description="w: query i sees keys j with |i - j| <= w (2w + 1 keys, "
+    length_params = ('window',)  # in tokens: at most the model's max_seq_len
+
+    window: int = Field(128, ge=0, le=LENGTH_CAP, description="w: query i sees keys j with |i - j| <= w (2w + 1 keys, "
                                                "w + 1 causal; 0: only itself)")
 
     @property

@@ -10,7 +10,7 @@ from pydantic import BeforeValidator, Field
 from implementations.attention.base import AttentionStrategy, diagonal_pairs
 from implementations.attention.grid import Groups, Rows
 from implementations.attention.local import chunk_groups
-from implementations.registry import register
+from implementations.registry import LENGTH_CAP, register
 
 
 def is_global(x: torch.Tensor, leading: int, tokens: tuple[int, ...]) -> torch.Tensor:
@@ -37,9 +37,11 @@ class LongformerAttention(AttentionStrategy):
     step (O(S) per token: global keys stay readable forever).
     """
 
-    window: int = Field(128, ge=0, description="w: query i sees keys j with |i - j| <= w")
-    dilation: int = Field(1, ge=1, description="d: of the window, only keys with (i - j) % d == 0")
-    n_global: int = Field(16, ge=0, description="the first n positions are global tokens")
+    length_params = ('window', 'dilation', 'n_global', 'global_tokens')  # in tokens: at most the model's max_seq_len
+
+    window: int = Field(128, ge=0, le=LENGTH_CAP, description="w: query i sees keys j with |i - j| <= w")
+    dilation: int = Field(1, ge=1, le=LENGTH_CAP, description="d: of the window, only keys with (i - j) % d == 0")
+    n_global: int = Field(16, ge=0, le=LENGTH_CAP, description="the first n positions are global tokens")
     global_tokens: Annotated[tuple[int, ...], BeforeValidator(
         lambda v: tuple(v) if isinstance(v, list) else v)] = Field(
         (), description="more global token positions (>= 0)")

@@ -5,9 +5,10 @@ import torch
 from pydantic import Field
 
 from implementations.attention import kernel
+from implementations.attention.grid import KernelNotSupported
 from implementations.attention.base import AttentionStrategy, diagonal_pairs
 from implementations.regions import region
-from implementations.registry import register
+from implementations.registry import LENGTH_CAP, register
 
 
 @register("attention", "topk")
@@ -28,10 +29,12 @@ class TopKAttention(AttentionStrategy):
     keeps every key (any of them may score in the top k later).
     """
 
+    length_params = ('k', 'chunk')  # in tokens: at most the model's max_seq_len
+
     refuses = "any kernel but auto (keys chosen by score: no positional rule)"
 
-    k: int = Field(64, ge=1, description="keys kept per query (the highest scores)")
-    chunk: int = Field(128, ge=1, description="queries scored at a time (memory: chunk x S scores)")
+    k: int = Field(64, ge=1, le=LENGTH_CAP, description="keys kept per query (the highest scores)")
+    chunk: int = Field(128, ge=1, le=LENGTH_CAP, description="queries scored at a time (memory: chunk x S scores)")
 
     def not_supported_reasons(self, ctx) -> list[str]:
         if self.kernel != "auto":
@@ -64,6 +67,8 @@ class TopKAttention(AttentionStrategy):
 
     def attend(self, q, k, v, *, causal: bool, key_padding_mask=None, segment_ids=None,
                q_offset: int = 0, ops: str = "eager", weights=None) -> torch.Tensor:
+        if self.kernel != "auto":  # refused up front for a point; a direct call refuses too
+            raise KernelNotSupported(self.not_supported_reasons(None)[0])
         kernel.check_inputs(q, k, v, key_padding_mask, segment_ids, q_offset, ops)
         B, H, S_q, D = q.shape
         k, v = kernel.repeat_kv(k, H), kernel.repeat_kv(v, H)  # GQA

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from implementations.precision.base import capability_reason
-from implementations.registry import Context, register
+from implementations.registry import Context, LENGTH_CAP, register
 
 from .base import CompressionStrategy, torchao_reason
 
@@ -18,7 +18,7 @@ class Int4WeightOnlyCompression(CompressionStrategy):
     CUDA Ampere+ only: torchao has no CPU kernel for this layout, and its plain layout needs the
     separate ``mslk`` package."""
 
-    group_size: int = Field(128, description="input columns sharing one scale / zero point: 32, 64, 128 "
+    group_size: int = Field(128, ge=1, le=LENGTH_CAP, description="input columns sharing one scale / zero point: 32, 64, 128 "
                                              "or 256")
 
     def __post_init__(self):

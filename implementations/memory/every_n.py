@@ -4,7 +4,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from implementations.memory.base import MemoryStrategy
-from implementations.registry import register
+from implementations.registry import COUNT_CAP, register
 
 
 @register("memory", "every_n")
@@ -14,7 +14,7 @@ class EveryNMemory(MemoryStrategy):
     ``ceil(L / n)`` of ``L`` layers; ``n = 1`` is ``full``. Saves that share of the activations
     for that share of one forward's recomputation."""
 
-    n: int = Field(2, ge=1, description="checkpoint one layer in n (layers 0, n, 2n, ... of each stack)")
+    n: int = Field(2, ge=1, le=COUNT_CAP, description="checkpoint one layer in n (layers 0, n, 2n, ... of each stack)")
 
     @property
     def label(self) -> str:

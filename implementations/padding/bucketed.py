@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field
 
-from implementations.registry import register
+from implementations.registry import COUNT_CAP, LENGTH_CAP, register
 
 from .base import Batch, PaddingStrategy, pad_rows, padded_width
 
@@ -20,9 +20,9 @@ class BucketedPadding(PaddingStrategy):
     batches alternate as in training.
     """
 
-    pool_batches: int = Field(0, ge=0, description="sort within pools of this many batches; 0 = sort "
+    pool_batches: int = Field(0, ge=0, le=COUNT_CAP, description="sort within pools of this many batches; 0 = sort "
                                                    "everything")
-    pad_to_multiple: int = Field(1, ge=1, description="round each batch's width up to a multiple of this")
+    pad_to_multiple: int = Field(1, ge=1, le=LENGTH_CAP, description="round each batch's width up to a multiple of this")
     shuffle: bool = Field(True, description="shuffle the order of the batches with the seed")
 
     @property

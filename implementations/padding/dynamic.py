@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from implementations.registry import register
+from implementations.registry import LENGTH_CAP, register
 
 from .base import Batch, PaddingStrategy, pad_rows, padded_width
 
@@ -16,7 +16,7 @@ class DynamicPadding(PaddingStrategy):
     whole batch; sequences longer than max_length are truncated.
     """
 
-    pad_to_multiple: int = Field(1, ge=1, description="round each batch's width up to a multiple of "
+    pad_to_multiple: int = Field(1, ge=1, le=LENGTH_CAP, description="round each batch's width up to a multiple of "
                                                       "this (8 suits tensor cores)")
 
     @property

@@ -28,7 +28,7 @@ from pydantic import Field
 
 from implementations.parallel.base import TorchrunParallel, destroy_process_groups, init_process_group
 from implementations.regions import region
-from implementations.registry import Context, register
+from implementations.registry import Context, RANKS_CAP, TIMEOUT_CAP_S, register
 
 _PRECISIONS = ("fp32", "tf32", "amp_bf16")
 
@@ -37,7 +37,7 @@ _PRECISIONS = ("fp32", "tf32", "amp_bf16")
 class FsdpParallel(TorchrunParallel):
     """PyTorch FSDP2 (fully_shard) over nproc ranks launched by torchrun (gloo on CPU, NCCL on GPU)."""
 
-    nproc: int = Field(2, ge=1, description="data-parallel ranks (processes), launched through torchrun")
+    nproc: int = Field(2, ge=1, le=RANKS_CAP, description="data-parallel ranks (processes), launched through torchrun")
     reshard_after_forward: bool = Field(True, description="free each block's gathered parameters "
                                                           "after its forward (ZeRO-3-like); off: "
                                                           "keep them until the backward")
@@ -45,7 +45,7 @@ class FsdpParallel(TorchrunParallel):
                                                  "states in host memory (GPU only)")
     backend: Literal["auto", "gloo", "nccl"] = Field(
         "auto", description="collective backend: auto (nccl on cuda, gloo on cpu), gloo, nccl")
-    timeout_s: float = Field(120.0, gt=0, description="collective timeout; below the point timeout so "
+    timeout_s: float = Field(120.0, gt=0, le=TIMEOUT_CAP_S, description="collective timeout; below the point timeout so "
                                                       "a hang errors")
 
     @property

@@ -23,7 +23,7 @@ from pydantic import Field
 
 from implementations.parallel.base import TorchrunParallel, destroy_process_groups, free_port  # noqa: F401
 from implementations.regions import region
-from implementations.registry import Context, register
+from implementations.registry import Context, RANKS_CAP, TIMEOUT_CAP_S, register
 
 _PRECISION_SECTIONS = {"fp32": None, "tf32": None, "amp_bf16": "bf16", "amp_fp16": "fp16"}
 
@@ -40,14 +40,14 @@ class ZeroParallel(TorchrunParallel):
     offload_params: bool = Field(False, description="keep parameter partitions on the CPU (stage 3 only)")
     pin_memory: bool = Field(True, description="offload into page-locked host memory (DeepSpeed's "
                                                "recommended set-up: faster copies, less free RAM)")
-    nproc: int = Field(2, ge=1, description="data-parallel ranks (processes); > 1 launches through "
+    nproc: int = Field(2, ge=1, le=RANKS_CAP, description="data-parallel ranks (processes); > 1 launches through "
                                             "torchrun")
     backend: Literal["auto", "gloo", "nccl"] = Field(
         "auto", description="collective backend: auto (nccl on cuda, gloo on cpu), gloo, nccl")
-    timeout_s: float = Field(120.0, gt=0, description="collective timeout; below the point timeout so "
+    timeout_s: float = Field(120.0, gt=0, le=TIMEOUT_CAP_S, description="collective timeout; below the point timeout so "
                                                       "a hang errors")
     persistence_threshold: int = Field(
-        0, ge=0, description="stage 3: parameters with fewer elements stay whole on every rank "
+        0, ge=0, le=1 << 40, description="stage 3: parameters with fewer elements stay whole on every rank "
                              "(DeepSpeed: 1e5)")
     launcher_args: tuple[str, ...] = Field(
         (), description="torchrun arguments replacing the local rendezvous (multi-node: --nnodes, "

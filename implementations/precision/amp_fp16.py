@@ -5,7 +5,7 @@ import torch
 from pydantic import Field
 
 from implementations.regions import region
-from implementations.registry import Context, register
+from implementations.registry import COUNT_CAP, Context, register
 
 from .base import PrecisionStrategy, autocast_probe, device_type
 
@@ -23,8 +23,8 @@ class AmpFP16Precision(PrecisionStrategy):
 
     parity_rtol: float = Field(2e-2, gt=0, lt=1, description="max relative loss difference vs the fp32 "
                                                                 "reference")
-    init_scale: float = Field(2.0 ** 16, gt=0, description="GradScaler's initial loss scale")
-    growth_interval: int = Field(2000, ge=1, description="steps without overflow before the scale "
+    init_scale: float = Field(2.0 ** 16, gt=0, le=2.0 ** 64, description="GradScaler's initial loss scale")
+    growth_interval: int = Field(2000, ge=1, le=COUNT_CAP, description="steps without overflow before the scale "
                                                          "doubles")
 
     compute_dtype = torch.float16

@@ -48,6 +48,26 @@ class PrecisionStrategy(Strategy):
         return False
 
 
+def matmul_flags() -> dict:
+    """The process-wide float32 matmul flags a precision may change, to restore them."""
+    return {"matmul": torch.backends.cuda.matmul.allow_tf32,
+            "cudnn": torch.backends.cudnn.allow_tf32,
+            "precision": torch.get_float32_matmul_precision()}
+
+
+def set_tf32(on: bool) -> None:
+    """TensorFloat-32 on or off for float32 matmuls and convolutions, everywhere."""
+    torch.backends.cuda.matmul.allow_tf32 = on
+    torch.backends.cudnn.allow_tf32 = on
+    torch.set_float32_matmul_precision("high" if on else "highest")
+
+
+def restore_flags(saved: dict) -> None:
+    torch.backends.cuda.matmul.allow_tf32 = saved["matmul"]
+    torch.backends.cudnn.allow_tf32 = saved["cudnn"]
+    torch.set_float32_matmul_precision(saved["precision"])
+
+
 def device_type(device) -> str:
     return torch.device(device).type
 

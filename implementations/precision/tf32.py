@@ -3,12 +3,11 @@ from __future__ import annotations
 
 from dataclasses import field
 
-import torch
 from pydantic import Field
 
 from implementations.registry import Context, register
 
-from .base import PrecisionStrategy, capability_reason
+from .base import PrecisionStrategy, capability_reason, matmul_flags, restore_flags, set_tf32
 
 
 @register("precision", "tf32")
@@ -34,19 +33,10 @@ class TF32Precision(PrecisionStrategy):
 
     def setup(self, device: str) -> None:
         if not self._saved:  # a second setup without teardown keeps the original values
-            self._saved.update(
-                matmul=torch.backends.cuda.matmul.allow_tf32,
-                cudnn=torch.backends.cudnn.allow_tf32,
-                precision=torch.get_float32_matmul_precision(),
-            )
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-        torch.set_float32_matmul_precision("high")
+            self._saved.update(matmul_flags())
+        set_tf32(True)
 
     def teardown(self) -> None:
-        if not self._saved:
-            return
-        torch.backends.cuda.matmul.allow_tf32 = self._saved["matmul"]
-        torch.backends.cudnn.allow_tf32 = self._saved["cudnn"]
-        torch.set_float32_matmul_precision(self._saved["precision"])
-        self._saved.clear()
+        if self._saved:
+            restore_flags(self._saved)
+            self._saved.clear()

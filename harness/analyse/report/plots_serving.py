@@ -9,7 +9,7 @@ whose frame, legend and encoding it uses; never imports torch.
 """
 from __future__ import annotations
 
-from harness.analyse.plots import Figure, _encode, _frame, _legend, _plain, _pyplot
+from harness.analyse.report.plots import Figure, _encode, _frame, _legend, _plain, _pyplot
 
 LINE_PARAMS = ("attention", "ops", "compression", "precision", "batch_size")
 

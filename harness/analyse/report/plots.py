@@ -1,11 +1,11 @@
 """Figures for the HTML report, as base64 PNG strings (matplotlib, Agg backend).
 
-Input: the run's records and the tables of ``harness.analyse.report.build_tables``.
+Input: the run's records and the tables of ``harness.analyse.report.tables.build_tables``.
 Output: ``figures(records, tables) -> list[Figure(title, png_base64)]``.
 Per table with numeric columns (seq_len): throughput, latency p50 (95% CI error bars) and peak
 memory against seq_len, on log2 x (latency and memory log-log); one panel per value of the
 ops/kernel axis when it varies, so lines stay apart, with a row's colour the same in every
-panel; legends outside the axes. Then the speed-up bars, the per-sample distributions, the
+panel; legends outside the axes. Then the per-sample distributions, the
 per-rank memory of parallel points and the padding efficiency.
 ``breakdown_figures(records, tables)``: per table, "where the time goes": one horizontal bar
 per profiled point, stacked by region in ms of the timed median (``answers.region_ms``), each
@@ -174,29 +174,6 @@ def _colours(keys) -> dict:
             for i, k in enumerate(dict.fromkeys(keys))}
 
 
-def _speedup_bars(table) -> str | None:
-    if table.baseline is None or len(table.rows) < 2:
-        return None
-    series = _series(table, "latency_ms_p50")
-    base = {x: y for s in series if s.label == table.baseline for x, y in zip(s.xs, s.ys)}
-    if not base:
-        return None
-    plt = _pyplot()
-    fig, (ax,) = _frame(plt, 1, [s.label for s in series])
-    cols = [float(c) for c in table.columns]
-    width = 0.8 / len(series)
-    for i, s in enumerate(series):
-        pos = [cols.index(x) + i * width for x in s.xs if x in base]
-        val = [base[x] / y for x, y in zip(s.xs, s.ys) if x in base]
-        ax.bar(pos, val, width=width, label=_plain(s.label))
-    ax.axhline(1.0, color="black", linewidth=0.8)
-    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(cols))], [_plain(c) for c in table.columns])
-    ax.set_xlabel(_plain(table.column_axis))
-    ax.set_ylabel(_plain(f"speed-up vs {table.baseline}"))
-    _legend(ax)
-    return _encode(fig)
-
-
 def _distributions(records) -> str | None:
     pts = [r for r in records if r.get("status") == "ok" and r.get("samples_ms")]
     if not pts:
@@ -326,8 +303,7 @@ def figures(records: list[dict], tables) -> list[Figure]:
                 ("Latency p50 (ms)", _line_plot(t, "latency_ms_p50", "ms (log), 95% CI",
                                                 logy=True)),
                 ("Peak memory (log-log)", _line_plot(t, t.memory_metric, "MiB (log)",
-                                                     scale=2**20, logy=True)),
-                ("Speed-up vs baseline", _speedup_bars(t))):
+                                                     scale=2**20, logy=True))):
             if png:
                 out.append(Figure(f"{title}: {t.title}", png))
     dist = _distributions(records)
