@@ -2,7 +2,7 @@
 # Install tbench and what it needs on a fresh machine (no virtualenv needed).
 #   bash install.sh          # torch (reused if present), deepspeed, tbench
 #   bash install.sh --test   # the same, plus the test extras, Debian's chromium and a Slurm
-#                            # (slurmctld slurmd munge slurmdbd mariadb-server) for tests/test_slurm.py
+#                            # (slurmctld slurmd munge slurmdbd mariadb-server) for tests/run/test_slurm.py
 # TBENCH_TORCH_VERSION overrides the torch pin used when no torch is installed.
 # TBENCH_SKIP_OPS=1 skips building DeepSpeed's C++ ops (otherwise built once, into this environment).
 set -euo pipefail
@@ -35,7 +35,7 @@ if [ "${1:-}" = "--test" ]; then
             || echo "install.sh: chromium not installed; the browser test will be skipped"
     fi
     if ! command -v slurmctld >/dev/null 2>&1 || ! command -v mariadbd >/dev/null 2>&1; then
-        # tests/test_slurm.py starts a real single-node cluster (the package scripts start nothing)
+        # tests/run/test_slurm.py starts a real single-node cluster (the package scripts start nothing)
         echo "install.sh: installing Debian's Slurm, munge and MariaDB for the Slurm tests"
         if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
         $SUDO apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install \

@@ -23,7 +23,7 @@ never stops the next one; each step has a time budget):
 
 ``--dry-run`` runs steps 1 and 2 on the CPU at a small size (step 2 without triton when it is
 absent), checks that steps 3 and 4 have what they need, runs step 5 on the CPU at a small size
-without FlexAttention (whose CPU compiles take minutes; ``tests/test_flex.py`` covers it), and
+without FlexAttention (whose CPU compiles take minutes; ``tests/implementations/test_flex.py`` covers it), and
 expands step 6's suites for cuda
 with ``--dry-run``: every command the GPU run will use is exercised. ``--device cpu`` without
 ``--dry-run`` is refused: the numbers of this script are GPU numbers.
@@ -49,7 +49,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from harness.measure import timing  # noqa: E402
-from harness.measure.kernels import RecordKernels  # noqa: E402
+from harness.measure.sdpa_backends import RecordKernels  # noqa: E402
 from harness.measure.telemetry import TelemetrySampler  # noqa: E402
 from implementations import registry  # noqa: E402
 

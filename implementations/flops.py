@@ -36,6 +36,29 @@ def flops_breakdown(cfg, batch: int, seq_len: int, tgt_len: int | None = None) -
     return cfg.flops_breakdown(batch, seq_len, tgt_len)
 
 
+def palm_forward_flops(cfg, batch: int, seq_len: int, tgt_len: int | None = None) -> int | None:
+    """Forward FLOPs in the published MFU convention (PaLM, appendix B; nanoGPT's
+    ``estimate_mfu``): the same products as :func:`flops_breakdown`, but every self-attention
+    layer charged all ``S * S`` (query, key) pairs, ``4 * S^2 * D * H`` per sequence -- causal,
+    sparse and projected patterns alike. Per token of a training step that is
+    ``6 N + 12 L H D S`` with N the matrix parameters. None for a source whose count has no
+    self-attention part (a module factory's opaque count)."""
+    parts = dict(flops_breakdown(cfg, batch, seq_len, tgt_len))
+    if "decoder.self_attn.scores" not in parts or not cfg.n_heads or not cfg.head_dim:
+        return None
+    dec_len = (seq_len if tgt_len is None else tgt_len) if cfg.is_encoder_decoder else seq_len
+    for stack, layers, S in (("encoder", cfg.n_encoder_layers, seq_len),
+                             ("decoder", cfg.n_decoder_layers, dec_len)):
+        parts[f"{stack}.self_attn.scores"] = layers * 4 * S * S * cfg.head_dim * cfg.n_heads * batch
+    return sum(parts.values())
+
+
+def palm_train_step_flops(cfg, batch: int, seq_len: int, tgt_len: int | None = None) -> int | None:
+    """:func:`palm_forward_flops` of a training step: 3 x forward (``6N + 12LHQT`` per token)."""
+    forward = palm_forward_flops(cfg, batch, seq_len, tgt_len)
+    return None if forward is None else 3 * forward
+
+
 def ffn_matrices(ffn: str) -> int:
     """Weight matrices of one FFN of kind ``ffn``: 3 for SwiGLU (gate, up, down), else 2."""
     return 3 if ffn == "swiglu" else 2

@@ -29,7 +29,7 @@ from pydantic import ConfigDict, ValidationError
 
 AXES = ("attention", "padding", "precision", "parallel", "ops", "memory", "compression")
 # Upper bounds of strategy parameters that have no natural one: every numeric parameter has one,
-# so 10**20 is refused when the suite loads (``tests/test_attention_registry.py`` checks each).
+# so 10**20 is refused when the suite loads (``tests/implementations/test_attention_registry.py`` checks each).
 # A length in tokens is also held to the model's max_seq_len (``AttentionStrategy.length_params``).
 LENGTH_CAP = 1 << 20  # tokens: no model here has a million positions
 COUNT_CAP = 1 << 20  # steps, batches, layers, blocks

@@ -1,4 +1,4 @@
-"""Run by tests/test_forkserver.py as a fork server's worker module: ``python -m
+"""Run by tests/run/test_forkserver.py as a fork server's worker module: ``python -m
 tests.forkserver_probe OUT_JSON [segv|sleep]``. Reports what a worker sees, then leaks state into
 modules the server preloaded, so the next worker can show it does not inherit it."""
 import json

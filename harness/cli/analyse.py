@@ -16,7 +16,7 @@ from harness.cli.app import app, default
 from harness.cli.user_errors import fail, user_errors
 
 # harness.analyse.compare.DEFAULT_METRICS, spelled out so --help need not import scipy
-# (tests/test_cli.py checks they agree).
+# (tests/e2e/test_cli.py checks they agree).
 METRICS_DEFAULT = default("latency_ms_p50, flops_per_step, model_state_bytes_max, "
                           "padding_efficiency, mem_peak_allocated_bytes")
 

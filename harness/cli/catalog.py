@@ -19,7 +19,9 @@ UNITS = (  # metric-name suffix -> unit, first match wins
     ("samples_per_s", "samples/s"), ("_bytes", "bytes"), ("_bytes_max", "bytes"), ("energy_j", "J"),
     ("power_w_mean", "W"), ("_pct_mean", "%"), ("_mhz_min", "MHz"), ("_mhz_median", "MHz"),
     ("_mhz_max", "MHz"), ("_c_max", "degrees C"), ("_s", "s"), ("flops_per_step", "FLOP"),
-    ("peak_tflops", "TFLOP/s"), ("mfu", "fraction of peak"), ("padding_efficiency", "fraction"),
+    ("peak_tflops", "TFLOP/s"), ("mfu", "fraction of peak (causal attention: S(S+1)/2 pairs)"),
+    ("mfu_palm", "fraction of peak, PaLM's convention (S^2 attention pairs)"),
+    ("flops_per_step_palm", "FLOP, PaLM's convention"), ("padding_efficiency", "fraction"),
     ("n_samples", "count"), ("amp_skipped_steps", "count"), ("throttled", "bool"), ("power_capped", "bool"),
     ("throttle_reasons", "list"), ("loss_parity_ok", "bool"), ("model_state_imbalance", "max/mean"),
 )

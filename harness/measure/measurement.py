@@ -11,7 +11,7 @@ Order inside a point: the device is selected first (before any CUDA call, so eve
 its context on its own GPU); memory tracking and a whole-point NVML sampler start before the
 workload is built (so model weights and optimizer state count in the peaks, which are "above
 the pre-point baseline"); the first call is timed alone (``compile_s`` when ``ops.compile`` is
-on) and records which SDPA kernels the step runs (``sdpa_backends``, ``harness.measure.kernels``);
+on) and records which SDPA kernels the step runs (``sdpa_backends``, ``harness.measure.sdpa_backends``);
 then ``harness.measure.timing`` warms up, over at least one full cycle of the point's batches,
 and samples. torch's intra-op threads are set first (``measure.threads``, recorded as
 ``threads``); the host's CPU use over the sampling window is the record's ``contention``
@@ -53,7 +53,7 @@ from harness.measure import (
 )
 from harness.measure.contention import HostWindow
 from harness.measure.faults import with_fault
-from harness.measure.kernels import record_backends
+from harness.measure.sdpa_backends import record_backends
 from harness.measure.point_metrics import (
     attention_products,
     device_name,
@@ -63,7 +63,7 @@ from harness.measure.point_metrics import (
     parity,
     throughput,
 )
-from harness.measure.memory import MemoryTracker
+from harness.measure.peak_memory import MemoryTracker
 from harness.measure.telemetry import TelemetrySampler, empty_result
 from harness.records import stats
 
@@ -215,7 +215,7 @@ def record_of(point, wl, device: str, threads: int, m: Timed) -> dict[str, Any]:
     tokens_per_step = metrics["tokens_per_s"] * stats.mean(samples) / 1e3  # processed/generated
     metrics.update(energy_metrics(m.window, m.whole, n_steps, tokens_per_step))
     metrics["compile_s"] = m.first_s if m.compiled else None
-    metrics["attention_products"] = attention_products(point)
+    metrics["attention_products"] = attention_products(point, wl.cfg)
     if point.strategies.attention.compiles_on_first_call:
         metrics.update(flex_metrics())
     metrics.update(sdpa_backends=m.backends, warmup_steps=m.t.warmup_iters, threads=threads,
@@ -225,7 +225,7 @@ def record_of(point, wl, device: str, threads: int, m: Timed) -> dict[str, Any]:
     metrics.update(m.profile)
     warnings = (list(m.window.get("warnings") or []) + list(m.whole.get("warnings") or [])
                 + m.profile_warnings)
-    metrics.update(parity(point, device, warnings))
+    metrics.update(parity(point, wl.cfg, device, warnings))
     noisy = stats.noise_warning(samples)
     warnings += [noisy] if noisy else []
     record = {"status": "ok", "error": None, "samples_ms": samples, "metrics": metrics,

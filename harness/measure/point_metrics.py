@@ -64,22 +64,27 @@ def flops_metrics(wl, samples_ms: list[float], device: str, point) -> dict[str, 
     peak = peaks.peak_tflops(device_name(device), point.strategies.precision.math_format)
     if wl.flops is None:
         return {"flops_per_step": None, "tflops_per_s": None, "mfu": None, "peak_tflops": peak,
-                "hardware_flops_per_step": None, "hfu": None}
-    achieved = wl.flops / (stats.mean(samples_ms) / 1e3)
-    hardware = wl.flops * hardware_ratio(point)  # + what checkpointing recomputes
+                "hardware_flops_per_step": None, "hfu": None, "flops_per_step_palm": None,
+                "mfu_palm": None}
+    step_s = stats.mean(samples_ms) / 1e3
+    achieved = wl.flops / step_s
+    hardware = wl.flops * hardware_ratio(point, wl.cfg)  # + what checkpointing recomputes
+    palm = wl.flops_palm
     return {"flops_per_step": wl.flops, "tflops_per_s": achieved / 1e12,
             "mfu": peaks.mfu(achieved, peak), "peak_tflops": peak,
-            "hardware_flops_per_step": hardware,
-            "hfu": peaks.mfu(hardware / (stats.mean(samples_ms) / 1e3), peak)}
+            "hardware_flops_per_step": hardware, "hfu": peaks.mfu(hardware / step_s, peak),
+            "flops_per_step_palm": palm,
+            "mfu_palm": None if palm is None else peaks.mfu(palm / step_s, peak)}
 
 
-def attention_products(point) -> int:
+def attention_products(point, cfg=None) -> int:
     """The self-attention products of one sequence at the point's nominal length: the (query,
     key) pairs scored (q k^T) plus the pairs attended (p v), encoder layers bidirectional,
     decoder layers causal; the two are equal except for topk, which scores every pair; linformer
     adds its K and V projections (per query head's share of its K/V head). Dense's
     over a pattern's is the pattern's ideal speed-up (the report's kernel answers)."""
-    cfg, S = workload.model_config(point), point.workload.seq_len
+    cfg = workload.model_config(point) if cfg is None else cfg
+    S = point.workload.seq_len
 
     def products(causal: bool) -> int:
         a = cfg.attention.in_self_attention(causal)
@@ -89,7 +94,7 @@ def attention_products(point) -> int:
     return cfg.n_encoder_layers * products(False) + cfg.n_decoder_layers * products(True)
 
 
-def hardware_ratio(point) -> float:
+def hardware_ratio(point, cfg) -> float:
     """Hardware over model FLOPs of a step at the point's nominal shape (``batch_size`` x
     ``seq_len``; padding strategies vary the shape a little, the ratio barely): 1 unless a
     training step recomputes checkpointed activations."""
@@ -97,7 +102,7 @@ def hardware_ratio(point) -> float:
         return 1.0
     from implementations.flops import hardware_train_flops, train_step_flops
 
-    cfg, w = workload.model_config(point), point.workload
+    w = point.workload
     model = train_step_flops(cfg, w.batch_size, w.seq_len)
     return hardware_train_flops(cfg, w.batch_size, w.seq_len, point.strategies.memory) / model
 
@@ -105,7 +110,7 @@ def hardware_ratio(point) -> float:
 PARITY_NAMES = {"loss_final": "loss_parity_final", "amp_skipped_steps": "loss_parity_amp_skipped_steps"}
 
 
-def parity(point, device: str, warnings: list[str]) -> dict[str, Any]:
+def parity(point, cfg, device: str, warnings: list[str]) -> dict[str, Any]:
     """Loss after ``parity_steps`` train steps vs fp32 from the same seed (train only).
 
     The parity run's own loss and skipped steps are renamed (``PARITY_NAMES``): the measured
@@ -116,7 +121,6 @@ def parity(point, device: str, warnings: list[str]) -> dict[str, Any]:
     from implementations.model import build_model
     from implementations.precision.parity import loss_parity
 
-    cfg = workload.model_config(point)
     if cfg.is_encoder_decoder:
         warnings.append("loss parity skipped: it needs a decoder-only model")
         return {}

@@ -27,7 +27,15 @@ from harness.measure.workload import (
     mean_flops,
     model_config,
 )
-from implementations.flops import forward_flops, train_step_flops
+from implementations.flops import (
+    forward_flops,
+    palm_forward_flops,
+    palm_train_step_flops,
+    train_step_flops,
+)
+
+PALM_FLOPS = {"train": palm_train_step_flops, "forward": palm_forward_flops,
+              "prefill": palm_forward_flops}  # decoding has no published convention to meet
 
 
 def build(point, device: str) -> Workload:
@@ -45,7 +53,9 @@ def build(point, device: str) -> Workload:
     wl = builders[kind](point, cfg, model, batches, device)
     wl.extra.update(compressed)
     wl.extra["flops_method"] = cfg.flops_method
-    wl.model = model
+    if wl.flops is not None and kind in PALM_FLOPS:
+        wl.flops_palm = mean_flops(PALM_FLOPS[kind], cfg, batches)
+    wl.model, wl.cfg = model, cfg
     wl.close = point.strategies.precision.teardown
     wl.batches_per_cycle = 1 if kind == "decode" else len(batches)
     if kind not in ("generate", "decode"):

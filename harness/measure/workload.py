@@ -55,6 +55,8 @@ class Workload:
     close: Callable[[], None] = lambda: None
     model: Any = None
     extra: dict = field(default_factory=dict)
+    cfg: Any = None  # the model source the point runs (model_config, built once)
+    flops_palm: float | None = None  # the same step in the published (S^2) convention
     batches_per_cycle: int = 1  # distinct batches the steps go through in turn: warm-up covers them all
     timed_steps: int = 0  # set after sampling: the last this many steps were the timed ones
 
@@ -89,15 +91,11 @@ def unsupported_reasons(point) -> list[str]:
 
 
 def model_config(point):
-    """The point's model source, as the point runs it (its attention strategy and ops path); a
-    preset's position tables grow to the workload's longest sequence unless max_seq_len is set."""
-    w = point.workload
-    needed = max(w.seq_len + {"generate": w.new_tokens, "prefill": 1}.get(w.kind, 0),
-                 (w.context_len or 0) + 1)
-    source = point.model.source
-    longer = needed if (source.shape()["max_seq_len"] < needed
-                        and "max_seq_len" not in point.model.overrides) else None
-    return source.with_strategies(point.strategies.attention, point.strategies.ops.model_ops, longer)
+    """The point's model source, as the point runs it (its attention strategy and ops path).
+    Built once per worker (``steps.build``, kept as ``Workload.cfg``); the positions it needs
+    were checked when the point was made (``Point.positions_needed``)."""
+    return point.model.source.with_strategies(point.strategies.attention,
+                                              point.strategies.ops.model_ops)
 
 
 def make_batches(point, cfg, device: str) -> tuple[list, int]:
@@ -112,10 +110,11 @@ def make_batches(point, cfg, device: str) -> tuple[list, int]:
     return [b.to(device) for b in batches], n
 
 
-def mean_flops(fn, cfg, batches) -> float:
-    """Mean over batches of ``fn`` on each batch's processed shape (padding is charged)."""
+def mean_flops(fn, cfg, batches) -> float | None:
+    """Mean over batches of ``fn`` on each batch's processed shape (padding is charged); None
+    where ``fn`` cannot count the source."""
     per = [fn(cfg, int(b.tokens.shape[0]), int(b.tokens.shape[1])) for b in batches]
-    return sum(per) / len(per)
+    return None if None in per else sum(per) / len(per)
 
 
 def cycle(batches):

@@ -2,7 +2,7 @@
 reads, the record schema and metric catalogue, and the statistics of a point's rounds.
 
 Every stage imports it (the parent runner, the child worker, Slurm's job, the offline analysis);
-it imports nothing of tbench and never torch (``tests/test_layers.py``).
+it imports nothing of tbench and never torch (``tests/e2e/test_layers.py``).
 """
 from harness.records.files import (
     CORRUPT_FILE,

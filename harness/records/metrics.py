@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 # |measured / predicted - 1| of a peak beyond this is a finding about the memory model or the
-# strategy, not noise: shared by the worker's memory model and the reports; tests/test_memory_model.py
+# strategy, not noise: shared by the worker's memory model and the reports; tests/measure/test_memory_model.py
 # says how it was chosen
 MEM_MODEL_TOLERANCE = 0.3
 
@@ -33,7 +33,7 @@ METRICS = (
     "power_w_mean", "energy_j", "gpu_util_pct_mean",
     "sm_clock_mhz_min", "sm_clock_mhz_median", "sm_clock_mhz_max",
     "temperature_c_max", "throttled", "throttle_reasons", "power_capped",
-    "flops_per_step", "tflops_per_s", "mfu", "peak_tflops",
+    "flops_per_step", "tflops_per_s", "mfu", "peak_tflops", "flops_per_step_palm", "mfu_palm",
     "compile_s", "attention_products", "flex_block_masks", "flex_block_mask_ms", "loss_final", "loss_ref_fp32", "loss_parity_rel_diff", "loss_parity_ok",
     "amp_skipped_steps", "model_state_bytes_max", "model_state_imbalance",
     "per_token_latency_ms", "loss_parity_final", "loss_parity_amp_skipped_steps",

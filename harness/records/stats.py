@@ -6,7 +6,7 @@ Output: ``summarize(samples_ms)`` -> dict with the DESIGN.md metric names, all i
 latency_ms_p10, latency_ms_p90, latency_ms_p99, latency_ms_p50_ci_low, latency_ms_p50_ci_high,
 n_samples``.
 
-Conventions (pinned by tests/test_stats.py with hand-computed values):
+Conventions (pinned by tests/analyse/test_stats.py with hand-computed values):
   * percentiles interpolate linearly between order statistics (numpy's default, "type 7");
   * ``std`` is the sample standard deviation (n - 1 in the denominator);
   * the 95% CI of the median is distribution-free: the order statistics ``x_(l)`` and

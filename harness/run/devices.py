@@ -97,11 +97,3 @@ def slots(spec: str, device: str, points, gpus: dict[int, str] | None = None) ->
             raise SuiteError([f"--devices {spec}: point {point.label} needs {ranks_of(point)} "
                               f"devices (nproc), the run has {len(found)}"])
     return found
-
-
-def model_of(found: list, gpus: dict[int, str] | None = None) -> str | None:
-    """The GPU model of CUDA slots (one model: ``slots`` refused mixed ones), None for CPU."""
-    if not found or found[0] is None:
-        return None
-    gpus = visible_gpus() if gpus is None else gpus
-    return gpus.get(found[0][0])

@@ -30,12 +30,12 @@ Any other process polls while the file exists -- even when the op is built, beca
 is also taken for ninja's up-to-date check -- so a process killed while holding it (a point's
 timeout, SIGTERM) leaves every later one polling until its own timeout. A lock is stale when no
 process has it open and none runs in the op's folder (ninja and the compilers run there and
-may outlive a killed Python), as /proc shows. It is checked twice, ``RECHECK_S`` apart, because
+may outlive a killed Python), as psutil reads it from /proc. It is checked twice, ``RECHECK_S`` apart, because
 FileBaton closes the file just before it removes it. Not an age threshold: a build on a slow
 machine takes minutes, and removing a live lock lets two builds write the same objects. Not
 flock: FileBaton takes none, so a lock held by any other torch process would look free. Other
 users' processes are hidden in /proc, but they cannot write into this user's folder either.
-Without /proc (not Linux), a lock older than ``NO_PROC_STALE_S`` is stale.
+Where psutil cannot list processes, a lock older than ``NO_PROC_STALE_S`` is stale.
 The runner clears stale locks before every point (``worker_env``), so a point killed while it
 loaded an op does not hold up the next; a rank then waits only on a live build by another process.
 """
@@ -83,20 +83,23 @@ def ops_env(device: str, environ: Mapping[str, str] | None = None) -> dict[str, 
 
 
 def lock_holders(lock: Path) -> set[int] | None:
-    """Pids of the processes that have ``lock`` open or run in its folder; None without /proc."""
-    if not Path("/proc/self/fd").is_dir():
-        return None
+    """Pids of the processes that have ``lock`` open or run in its folder (psutil); None where
+    the platform cannot say (then a lock's age decides)."""
+    import psutil
+
     folder, target = os.path.realpath(lock.parent), os.path.realpath(lock)
     holders = set()
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
+    try:
+        procs = list(psutil.process_iter(["pid"]))
+    except (psutil.Error, NotImplementedError):
+        return None
+    for proc in procs:
         try:
-            cwd = os.readlink(f"{entry.path}/cwd")
+            cwd = proc.cwd()
             if cwd == folder or cwd.startswith(folder + os.sep) or any(
-                    os.readlink(fd.path) == target for fd in os.scandir(f"{entry.path}/fd")):
-                holders.add(int(entry.name))
-        except OSError:  # exited meanwhile, or another user's process
+                    f.path == target for f in proc.open_files()):
+                holders.add(proc.pid)
+        except (psutil.Error, OSError):  # exited meanwhile, or another user's process
             continue
     return holders
 

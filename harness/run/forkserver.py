@@ -13,7 +13,7 @@ new session (its own process group, so ``kill_group`` reaches it and nothing els
 request's environment, working folder and ``worker.log`` as stdout and stderr; it ends with
 ``os._exit`` (no interpreter shutdown: the worker's result is already fsync'ed).
 
-What isolation holds (tests/test_forkserver.py checks each):
+What isolation holds (tests/run/test_forkserver.py checks each):
   * every worker is a process of its own: a crash, OOM, hang or timeout kills only it (the
     runner kills its group, as for a fresh process); memory, allocator and globals it changes
     are its own copy-on-write pages -- the next worker starts from the server's untouched state;

@@ -28,18 +28,25 @@ class PointConfig(_Strict):
     strategies: StrategiesSpec
     measure: MeasureSpec
 
+    def positions_needed(self) -> tuple[int, str, str]:
+        """The one rule for how many positions the workload needs of the model: (positions,
+        what they are, the workload field that sets them). A point needing more than the model's
+        ``max_seq_len`` is refused here; nothing later raises it."""
+        cfg, w = self.model.resolved(), self.workload
+        if w.kind == "generate":
+            return w.seq_len + w.new_tokens, "seq_len + new_tokens", "seq_len"
+        if w.kind == "prefill":
+            return w.seq_len + 1, "seq_len + 1", "seq_len"  # the first token's position
+        if w.kind == "decode":  # decoder-only: the context is the prompt; enc-dec: the target
+            if cfg["n_encoder_layers"] > 0 and w.seq_len > max(cfg["max_seq_len"], w.context_len + 1):
+                return w.seq_len, "seq_len", "seq_len"
+            return w.context_len + 1, "context_len + 1", "context_len"
+        return w.seq_len, "seq_len", "seq_len"
+
     @model_validator(mode="after")
     def _fits_model(self):
-        cfg, w = self.model.resolved(), self.workload
-        longest, what, field = w.seq_len, "seq_len", "seq_len"
-        if w.kind == "generate":
-            longest, what = w.seq_len + w.new_tokens, "seq_len + new_tokens"
-        elif w.kind == "prefill":
-            longest, what = w.seq_len + 1, "seq_len + 1"  # the first token's position
-        elif w.kind == "decode":  # decoder-only: the context is the prompt; enc-dec: the target
-            longest, what, field = w.context_len + 1, "context_len + 1", "context_len"
-            if cfg["n_encoder_layers"] > 0 and w.seq_len > cfg["max_seq_len"]:
-                longest, what, field = w.seq_len, "seq_len", "seq_len"
+        cfg = self.model.resolved()
+        longest, what, field = self.positions_needed()
         if longest > cfg["max_seq_len"]:
             raise FieldError(f"got {longest} ({what}), allowed: <= the model's max_seq_len "
                              f"{cfg['max_seq_len']} (raise model.overrides.max_seq_len)",

@@ -69,7 +69,7 @@ class MemoryStrategy(Strategy):
         target-side ``W_o``), the FFN's second layer ``fc2`` (half the FFN), and in a whole
         pre-norm block without dropout its ``fc2`` too (the block ends in a residual add; a
         post-norm block ends in a LayerNorm, which saves its input, and dropout saves a mask).
-        ``tests/test_checkpointing.py`` checks the total against ``torch.utils.flop_counter``."""
+        ``tests/implementations/test_checkpointing.py`` checks the total against ``torch.utils.flop_counter``."""
         total = 0
         for stack, n in (("encoder", cfg.n_encoder_layers), ("decoder", cfg.n_decoder_layers)):
             if not n:

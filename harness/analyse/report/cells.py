@@ -50,8 +50,9 @@ def cell(rec: dict | None, base: dict | None, mem_metric: str) -> Cell:
     if _memory(rec, mem_metric) is not None:
         lines.append(fmt_bytes(_memory(rec, mem_metric)))
         lines += _predicted_lines(m, _memory(rec, mem_metric), mem_metric)
-    if m.get("mfu") is not None:
-        lines.append(f"MFU {m['mfu']:.1%}")
+    if m.get("mfu") is not None:  # tbench's count: causal pairs S(S+1)/2; PaLM's: S^2
+        palm = f" (PaLM {m['mfu_palm']:.1%})" if m.get("mfu_palm") is not None else ""
+        lines.append(f"MFU {m['mfu']:.1%}{palm}")
     lines += _axis_lines(m)
     if base is not None and base is not rec and base.get("status") == "ok":
         if _memory(base, mem_metric) and _memory(rec, mem_metric) is not None:
