@@ -379,20 +379,26 @@ def test_flagged_points_are_counted_once_not_badged_per_cell(tmp_path):
 
 @pytest.mark.parametrize("committed", sorted(ROOT.glob("reports/*/*/results.jsonl")),
                          ids=lambda p: "/".join(p.parts[-3:-1]))
-def test_committed_runs_from_before_blocks_are_answered_independently(committed):
-    """The committed runs were measured before paired designs (no ``design``, no blocks; the
-    headline an arithmetic mean): their answers compare round medians measured apart, or the
-    headlines alone where a run has no rounds."""
+def test_committed_runs_are_answered_the_way_they_were_measured(committed):
+    """A committed run measured before paired designs (no ``design``, no blocks; the headline an
+    arithmetic mean) is answered from round medians measured apart, or from the headlines alone
+    where it has no rounds; a run measured in pairs (the attention run) from its pairs, each
+    group saying how it was measured."""
     from harness.analyse.answers import answers
 
     run = read_run_folder(committed.parent)
     found = answers(run.records)
-    assert found and all(a.notes == () for a in found)
     ratios = [r.ratio for a in found for r in a.rows if r.ratio is not None]
-    assert ratios and {r.method for r in ratios} == {"independent"}
-    rounds = {len((rec.get("metrics") or {}).get("latency_ms_round_p50s") or []) or 1
-              for rec in run.records if rec.get("status") == "ok"}
-    assert {r.n for r in ratios} <= rounds
+    assert found and ratios
+    if any(rec.get("design") for rec in run.records):
+        assert all(a.notes and a.notes[0].startswith(("duet", "interleaved")) for a in found)
+        assert {r.method for r in ratios} == {"paired"}
+    else:
+        assert all(a.notes == () for a in found)
+        assert {r.method for r in ratios} == {"independent"}
+        rounds = {len((rec.get("metrics") or {}).get("latency_ms_round_p50s") or []) or 1
+                  for rec in run.records if rec.get("status") == "ok"}
+        assert {r.n for r in ratios} <= rounds
     assert all(r.estimate > 0 and (r.low is None or 0 < r.low <= r.estimate <= r.high)
                for r in ratios)
     md = render_markdown(run)

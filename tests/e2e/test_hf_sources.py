@@ -126,6 +126,7 @@ def test_a_checkpoint_folder_loads_its_weights(tmp_path):
     assert "model.hf.num_hidden_layers: a checkpoint's fields are those of its weights" in line
 
 
+@pytest.mark.slow
 def test_every_workload_and_axis_runs_on_a_transformers_model(tmp_path):
     """Through the real workers: train (with checkpointing and packed rows), forward, prefill,
     decode, generate; FLOPs counted and said so; what cannot run is not_supported with why."""

@@ -161,6 +161,7 @@ def test_describe_lists_documented_parameters():
     assert all(p["doc"] for r in rows.values() for p in r["params"])
 
 
+@pytest.mark.slow
 def test_sparse_kernel_compiles_to_one_graph():
     """The grouped kernel decides everything from Python ints: ``torch.compile(fullgraph=True)``
     traces it with no graph break (block, local, atrous with and without a window; causal with
@@ -202,6 +203,7 @@ for s, causal, ops, mask in cases:
 """
 
 
+@pytest.mark.slow
 def test_compiled_train_step_matches_eager():
     """Regression: a compiled forward + backward of the grouped kernel (local causal, local with
     key padding, block) gives the eager gradients. Key windows taken as strided views made the

@@ -77,6 +77,7 @@ def test_decoding_and_cross_attention_fall_back_to_one_mask(eager_flex):
     torch.testing.assert_close(step, full[:, :, 17:18], rtol=1e-9, atol=1e-10)
 
 
+@pytest.mark.slow
 def test_compiled_flex_on_cpu_matches_the_reference_for_two_patterns_in_one_process():
     """The real compiled kernel, float32; block after bigbird in one process is the case that
     miscompiles without ``one_pattern_per_compile``. Fully padded rows give zeros."""
@@ -123,6 +124,7 @@ def test_refusals_are_reasons_before_a_worker_and_not_supported_inside_one():
     assert classify(NotImplementedError("a pattern without allowed_pairs")) == "error"
 
 
+@pytest.mark.slow
 def test_a_sweep_records_flex_forward_and_each_refusal_with_its_reason(tmp_path):
     """Through real workers: flex forward runs (compile_s and block-mask cost recorded, the
     loss equal to the auto kernel's); flex train on CPU and flash_attn are not_supported with

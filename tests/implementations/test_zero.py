@@ -133,6 +133,7 @@ def _rows(result: dict, rank: int) -> dict[int, dict]:
     return {r["stage"]: r for r in result["rows"] if r["rank"] == rank}
 
 
+@pytest.mark.slow
 def test_losses_agree_across_stages(stages):
     for rank in range(N):
         rows = _rows(stages, rank)
@@ -167,6 +168,7 @@ def test_model_state_bytes_fall_as_zero_predicts(stages):
     assert 0 <= agg["model_state_imbalance"] < 0.01
 
 
+@pytest.mark.slow
 def test_offload_optimizer_stage2_runs(stages, tmp_path, ops_env):
     off = _launch(tmp_path, ops_env, "--stages", "2", "--offload-optimizer")
     for rank in range(N):
@@ -192,6 +194,7 @@ else:
 """
 
 
+@pytest.mark.slow
 def test_hung_collective_becomes_an_error(tmp_path, ops_env):
     script = tmp_path / "hang.py"
     script.write_text(HANG)
@@ -228,6 +231,7 @@ def test_rank_exits_cleanly_with_collectives_in_flight(tmp_path, ops_env):
     assert proc.returncode == 0 and "terminate called" not in proc.stderr, proc.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_zero_point_on_an_encoder_decoder_runs_under_deepspeed_bf16(tmp_path, ops_env):
     """The worker feeds the engine through the same forward helper as a single-process point
     (encoder-decoder: src/tgt keywords) and leaves bf16 to DeepSpeed (no autocast on top)."""

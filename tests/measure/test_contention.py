@@ -34,6 +34,7 @@ def _measure(tmp_path):
     return rec
 
 
+@pytest.mark.slow
 def test_a_point_beside_a_cpu_burner_is_marked_contended(tmp_path):
     """Two burners per core, each in a session of its own (the scheduler shares CPU between
     sessions, so that is what takes cores from a worker), retried and still flagged."""
@@ -56,6 +57,7 @@ def test_a_point_beside_a_cpu_burner_is_marked_contended(tmp_path):
     assert rec["rounds"][0]["attempts"] == 3  # measure.on_contention: retry, three tries in all
 
 
+@pytest.mark.slow
 def test_the_same_point_on_a_quiet_machine_is_not(tmp_path):
     if others_busy(1.0) >= 0.3:
         pytest.skip("the machine is busy with other work right now")

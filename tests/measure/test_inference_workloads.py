@@ -59,6 +59,7 @@ def config(strategy):
     return ModelConfig.from_preset("tiny", **MODEL["overrides"], attention=strategy)
 
 
+@pytest.mark.slow
 def test_decode_points_report_latency_throughput_bandwidth_and_kv_bytes(results):
     got = {}
     for label, (point, rec) in results.items():

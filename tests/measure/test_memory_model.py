@@ -77,6 +77,7 @@ MEASURED = [  # (preset, B, S, strategies): tiny runtime-dominated and activatio
     ("base", 2, 256, {"kind": "forward"}), ("tiny", 2, 256, {"kind": "prefill"})]  # no autograd
 
 
+@pytest.mark.slow
 def test_prediction_within_tolerance_of_measured_cpu_peaks(tmp_path):
     points = [point(p, B, S, **s) for p, B, S, s in MEASURED]
     lifecycle.run(points_plan(points, tmp_path), reports=False)

@@ -113,6 +113,7 @@ def tbench(args, cwd, fault=None, **kw):
                             env=env, stdin=subprocess.DEVNULL, **kw)
 
 
+@pytest.mark.slow
 def test_cpu_slots_with_real_workers_ctrl_c_and_resume(tmp_path):
     suite = write_suite(tmp_path, sweep={"grid": {"workload.seq_len": [8, 9, 10]}})
     points = load_points(suite, "cpu", [])[1]

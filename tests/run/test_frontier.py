@@ -92,6 +92,7 @@ def measured_budget(base, tmp_path) -> int:
     return (two + three) // 2
 
 
+@pytest.mark.slow
 def test_cpu_frontier_equals_a_linear_scan(tmp_path):
     (base,) = expand(parse_suite(SUITE, "t"), "cpu")
     BUDGET = measured_budget(base, tmp_path)

@@ -140,6 +140,7 @@ def test_kill_9_of_tbench_leaves_no_fork_server_folder(tmp_path):
     assert not folders()
 
 
+@pytest.mark.slow
 def test_a_lengths_file_changed_before_a_resume_is_refused_never_pooled(tmp_path):
     lengths = tmp_path / "lengths.txt"
     lengths.write_text("8\n6\n")

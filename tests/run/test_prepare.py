@@ -15,6 +15,7 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+import pytest
 import yaml
 from typer.testing import CliRunner
 
@@ -127,6 +128,7 @@ def test_only_points_that_will_run_zero_need_ops(monkeypatch):
     assert extensions.needed_ops(too_many) == {}
 
 
+@pytest.mark.slow
 def test_zero_point_runs_within_its_timeout_despite_a_stale_lock(tmp_path):
     """A build killed while holding torch's lock leaves ``<folder>/<op>/lock``; every later rank
     used to poll it until the point's timeout. The runner now removes it before the launch."""

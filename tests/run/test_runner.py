@@ -37,6 +37,7 @@ def by_id(run_dir):
     return {r["point_id"]: r for r in records.read_records(run_dir)}
 
 
+@pytest.mark.slow
 def test_every_failure_is_recorded_and_the_sweep_finishes(tmp_path, monkeypatch):
     pts = points([8, 9, 10, 11, 12], timeouts=[120, 120, 120, 4, 120])
     faults = dict(zip((p.id for p in pts[:4]), ("raise", "oom", "segfault", "hang")))
@@ -96,6 +97,7 @@ def test_cpu_memory_above_baseline_shows_what_the_point_allocated():
     assert measurement.measure_point(small)["metrics"]["mem_peak_rss_above_baseline_bytes"] < table / 4
 
 
+@pytest.mark.slow
 def test_interrupt_then_resume_loses_and_repeats_nothing(tmp_path, monkeypatch):
     pts = points([8, 9, 10])
     # the second point runs until stopped: a warm worker ends a tiny point well within a second

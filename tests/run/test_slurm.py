@@ -79,6 +79,7 @@ def latest(out) -> dict[str, dict]:
     return {r["point_id"]: r for r in records.latest_records(records.read_records(out))}
 
 
+@pytest.mark.slow
 def test_a_suite_on_slurm_records_what_the_local_runner_records(cluster, tmp_path, monkeypatch):
     suite = write_suite(tmp_path, [8, 9])
     points = load_points(suite, "cpu", [])[1]
@@ -109,6 +110,7 @@ def test_a_suite_on_slurm_records_what_the_local_runner_records(cluster, tmp_pat
     assert not cluster.queue()
 
 
+@pytest.mark.slow
 def test_a_job_killed_by_its_time_limit_is_a_timeout(cluster, tmp_path):
     suite = write_suite(tmp_path, [8], timeout_s=600)  # the point would wait 10 min: Slurm stops it
     out = tmp_path / "run"
@@ -132,6 +134,7 @@ def job_ids(cluster, state: str) -> list[str]:
     return sorted(line.split()[0] for line in cluster.queue() if line.split()[1] == state)
 
 
+@pytest.mark.slow
 def test_scancel_and_ctrl_c_mid_sweep_then_resume_lose_and_repeat_nothing(cluster, tmp_path):
     suite = write_suite(tmp_path, [8, 9, 10], timeout_s=600)
     points = load_points(suite, "cpu", [])[1]
@@ -190,6 +193,7 @@ def test_a_job_sbatch_refuses_is_one_line_and_exit_2(cluster, tmp_path):
     assert json.loads((tmp_path / "run" / "run.json").read_text())["state"] == "failed"
 
 
+@pytest.mark.slow
 def test_a_distributed_point_runs_its_ranks_through_srun_and_torchrun(cluster, tmp_path):
     """An FSDP point of 2 ranks: the job's srun starts torchrun on the job's node, the ranks
     meet at a c10d store there and train; more nodes than the cluster has, or than divide the
