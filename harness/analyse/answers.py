@@ -101,7 +101,8 @@ def describe(params: dict, extra: list[str]) -> str:
     shape = [f"batch {batch}" if batch is not None else "", f"{seq} tokens" if seq is not None else ""]
     if any(shape):
         words.append(" × ".join(s for s in shape if s))
-    words += [f"{k}={params.get(k)}" for k in extra]
+    words += [f"{k}={params.get(k)}" for k in extra if params.get(k) is not None]  # a foreign
+    # model has no such field: it is told apart by its preset name below
     if params.get("preset") is not None:
         words.append(f"{params['preset']} model")
     tail = " ".join(x for x in (params.get("precision"),
