@@ -5,7 +5,7 @@ Output: ``write_frontier_report(run_dir) -> [paths]``: a Markdown summary (per p
 frontier, what limited it, the memory model's predicted frontier, throughput and peak memory at
 the frontier, then every probe as evidence: value, status, measured and predicted peak) and a
 bar chart, one bar per point (strategy x frontier), written with matplotlib like
-``harness.analyse.plots``. A predicted frontier off the measured one by more than the memory
+``harness.analyse.report.plots``. A predicted frontier off the measured one by more than the memory
 model's tolerance is listed as a finding. Never imports torch.
 """
 from __future__ import annotations
@@ -70,7 +70,7 @@ def render_markdown(frontiers: list[dict]) -> str:
 
 
 def render_chart(frontiers: list[dict], path: Path) -> None:
-    from harness.analyse.plots import _plain, _pyplot
+    from harness.analyse.report.plots import _plain, _pyplot
 
     plt = _pyplot()
     n = max(1, len(frontiers))

@@ -5,7 +5,7 @@
 """
 from __future__ import annotations
 
-from harness.cli import analyse, frontier, profile, run  # noqa: F401  (register their commands)
+from harness.cli import analyse, frontier, profile, run, tune  # noqa: F401  (register their commands)
 from harness.cli.app import app
 
 

@@ -56,6 +56,7 @@ from harness.measure.faults import with_fault
 from harness.measure.sdpa_backends import record_backends
 from harness.measure.point_metrics import (
     attention_products,
+    correctness,
     device_name,
     energy_metrics,
     flex_metrics,
@@ -226,6 +227,7 @@ def record_of(point, wl, device: str, threads: int, m: Timed) -> dict[str, Any]:
     warnings = (list(m.window.get("warnings") or []) + list(m.whole.get("warnings") or [])
                 + m.profile_warnings)
     metrics.update(parity(point, wl.cfg, device, warnings))
+    metrics.update(correctness(point, wl.cfg, device, warnings))
     noisy = stats.noise_warning(samples)
     warnings += [noisy] if noisy else []
     record = {"status": "ok", "error": None, "samples_ms": samples, "metrics": metrics,

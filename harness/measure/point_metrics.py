@@ -136,3 +136,20 @@ def parity(point, cfg, device: str, warnings: list[str]) -> dict[str, Any]:
         warnings.append(f"loss parity failed: relative difference {out['loss_parity_rel_diff']} "
                         f"after {steps} steps vs fp32")
     return {PARITY_NAMES.get(k, k): v for k, v in out.items()}
+
+
+def correctness(point, cfg, device: str, warnings: list[str]) -> dict[str, Any]:
+    """``measure.check``: the point's model against its reference twin, one float64 training
+    step on the point's first batch (``implementations.correctness``); train points only."""
+    if not point.measure.check or point.workload.kind != "train":
+        return {}
+    from implementations.correctness import twin_check
+
+    batches, _ = workload.make_batches(point, cfg, device)
+    s = point.strategies
+    out = twin_check(cfg, s.memory, s.ops, batches[0], point.seed)
+    if not out["check_ok"]:
+        warnings.append(f"correctness check failed: loss differs by {out['check_loss_rel_diff']:.1e}, "
+                        f"gradients by {out['check_grad_rel_diff']:.1e} from the twin "
+                        f"({out['check_reference']}; tolerance {out['check_rtol']:.0e})")
+    return out

@@ -35,6 +35,7 @@ METRICS = (
     "temperature_c_max", "throttled", "throttle_reasons", "power_capped",
     "flops_per_step", "tflops_per_s", "mfu", "peak_tflops", "flops_per_step_palm", "mfu_palm",
     "compile_s", "attention_products", "flex_block_masks", "flex_block_mask_ms", "loss_final", "loss_ref_fp32", "loss_parity_rel_diff", "loss_parity_ok",
+    "check_ok", "check_loss_rel_diff", "check_grad_rel_diff", "check_reference", "check_rtol",
     "amp_skipped_steps", "model_state_bytes_max", "model_state_imbalance",
     "per_token_latency_ms", "loss_parity_final", "loss_parity_amp_skipped_steps",
     "energy_j_per_step", "energy_j_per_token", "energy_j_point", "sdpa_backends", "warmup_steps",

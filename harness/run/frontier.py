@@ -29,7 +29,6 @@ probes' outcomes).
 """
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -42,14 +41,13 @@ from harness.run.lifecycle import Session
 from harness.run.record import point_record
 from harness.run.signals import stop_signals
 from harness.suite.errors import SuiteError
-from harness.suite.point import Point, PointConfig
+from harness.suite.point import Point
+from harness.suite.sizes import SIZE_HELP, parse_size
 from harness.suite.sweep import label_of
 
 AXES = ("workload.batch_size", "workload.seq_len")
 FRONTIER_FILE = "frontier.jsonl"
 DEFAULT_CAP = {"workload.batch_size": 4096, "workload.seq_len": 131072}
-UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
-         "t": 10**12, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
 FIRST_STEP = 1.25  # the first step up from the prediction, within the model's tolerance
 
 
@@ -62,13 +60,10 @@ class FrontierError(SuiteError):
 
 def parse_budget(text: str) -> int:
     """``"2GiB"``, ``"512MiB"``, ``"1.5GB"``, ``"1000000"`` -> bytes (> 0)."""
-    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*", str(text))
-    unit = match.group(2).lower() if match else None
-    if not match or unit not in UNITS or float(match.group(1)) * UNITS[unit] < 1:
-        raise FrontierError(f"--memory-budget: got {text!r}, allowed: a positive size such as "
-                            "2GiB, 512MiB, 40GB or a number of bytes (units: B, KB, MB, GB, TB, "
-                            "KiB, MiB, GiB, TiB)")
-    return int(float(match.group(1)) * UNITS[unit])
+    size = parse_size(text)
+    if size is None:
+        raise FrontierError(f"--memory-budget: got {text!r}, allowed: {SIZE_HELP}")
+    return size
 
 
 def check_axis(axis: str) -> str:
@@ -119,16 +114,15 @@ class Frontier:
 
 def probe_point(base: Point, axis: str, value: int, budget: int) -> Point:
     """``base`` with ``axis = value``, one round, under ``budget``; a point of its own."""
-    data = base.config().model_dump(mode="json")
     section, name = axis.split(".")
-    data[section][name] = value
-    data["measure"].update(rounds=1, memory_budget_bytes=budget)
-    if name == "seq_len":
-        longest = value + (data["workload"]["new_tokens"] if data["workload"]["kind"] == "generate" else 0)
-        if longest > base.model.resolved()["max_seq_len"]:
-            data["model"]["overrides"]["max_seq_len"] = longest
-    cfg = PointConfig.model_validate(data)
-    return Point.build(cfg, suite=base.suite, index=base.index, label=label_of(cfg, {axis: value}))
+    model = base.config().model_dump(mode="json")["model"]
+    w = base.workload
+    longest = value + (w.new_tokens if w.kind == "generate" else 0)
+    if name == "seq_len" and longest > base.model.resolved()["max_seq_len"]:
+        model["overrides"]["max_seq_len"] = longest
+    point = base.derive(model=model, **{section: {name: value}},
+                        measure={"rounds": 1, "memory_budget_bytes": budget})
+    return point.model_copy(update={"label": label_of(point.config(), {axis: value})})
 
 
 def predicted_value(base: Point, axis: str, budget: int, cap: int) -> int | None:

@@ -71,6 +71,7 @@ class RunPlan:
     run_dir: Path  # absolute: workers run in their own folders
     placement: Local | Slurm
     pairs: tuple[tuple[str, str], ...] | None = None  # explicit pair groups (gate --ab), by id
+    compare_spec: Any = None  # a compare section of its own (tbench tune's final), else the suite's
 
     @property
     def device(self) -> str:
@@ -81,6 +82,8 @@ class RunPlan:
         """The suite's ``compare:`` section (the defaults for a plan with no suite)."""
         from harness.suite.schema import CompareSpec
 
+        if self.compare_spec is not None:
+            return self.compare_spec
         return self.suite.compare if self.suite is not None else CompareSpec()
 
     def resolved_doc(self) -> dict | None:
@@ -193,12 +196,12 @@ def plan_run(options: RunOptions, loaded=None) -> RunPlan:
 
 
 def points_plan(points, run_dir, *, resume: bool = False, slots=None, warm: bool = True,
-                on_corrupt: str = "refuse") -> RunPlan:
+                on_corrupt: str = "refuse", compare=None) -> RunPlan:
     """A plan of points built elsewhere (a benchmark, a test): no suite file behind it, so no
     suite.resolved.json; one round at a time, or at once on ``slots``."""
     options = RunOptions(None, Path(run_dir), resume=resume, on_corrupt=on_corrupt)
     where = Local(slots=tuple(slots) if slots else None, warm=warm)
-    return RunPlan(options, None, tuple(points), Path(run_dir).resolve(), where)
+    return RunPlan(options, None, tuple(points), Path(run_dir).resolve(), where, compare_spec=compare)
 
 
 def with_points(plan: RunPlan, points, run_dir: Path | None = None) -> RunPlan:

@@ -32,6 +32,7 @@ from pydantic import Field, PrivateAttr, StringConstraints, ValidationError, Val
 from harness.suite.errors import FieldError, SuiteError, format_validation_error, shown
 from harness.suite.limits import MAX_YAML_BYTES, MAX_YAML_DEPTH, MAX_YAML_VALUES, size_error
 from harness.suite.paths import check_override, check_path
+from harness.suite.tune_spec import TuneSpec
 from harness.suite.schema import (
     CompareSpec,
     FOLDER_CONTEXT,
@@ -59,6 +60,7 @@ class Suite(_Strict):
     sweep: SweepSpec = Field(default_factory=SweepSpec)
     launcher: LauncherSpec = Field(default_factory=LauncherSpec)  # where points run (local, slurm)
     compare: CompareSpec = Field(default_factory=CompareSpec)  # which comparisons, how measured
+    tune: TuneSpec = Field(default_factory=TuneSpec)  # tbench tune: objective, constraints, budget
     # device -> {dotted.path: value}; a list value makes or replaces a sweep axis (harness.suite.sweep)
     profiles: dict[Literal["cpu", "cuda"], dict[str, Any]] = Field(default_factory=dict)
     # name -> device -> {dotted.path: value}: applied on request (--variant quick) after the

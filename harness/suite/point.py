@@ -2,6 +2,7 @@
 (the config plus suite, index, id, label and seed), as the runner hands it to a worker.
 
     Point.build(config, suite=, index=, label=) / Point.to_json() / Point.from_json(dict)
+    point.derive(measure={...}, workload={...}) -> a point of its own with those fields
 
 ``to_json`` / ``from_json`` round-trip exactly; the worker re-validates what it reads.
 """
@@ -93,6 +94,15 @@ class Point(PointConfig):
 
     def config(self) -> PointConfig:
         return PointConfig(**{k: getattr(self, k) for k in PointConfig.model_fields})
+
+    def derive(self, label: str | None = None, **sections: dict) -> "Point":
+        """This point with fields of its sections replaced (``measure={"rounds": 1}``): a
+        point of its own (its own id), of the same suite and index."""
+        data = self.config().model_dump(mode="json")
+        for section, updates in sections.items():
+            data[section].update(updates)
+        cfg = PointConfig.model_validate(data)
+        return Point.build(cfg, suite=self.suite, index=self.index, label=label or self.label)
 
     def to_json(self) -> dict:
         return self.model_dump(mode="json")

@@ -275,6 +275,7 @@ class MeasureSpec(_Strict):
     # bytes a worker may allocate (harness.measure.budget: RLIMIT_DATA on CPU, the allocator's
     # fraction on GPU); set by ``tbench frontier``, serialised only when set, like ``profile``
     memory_budget_bytes: int | None = Field(None, ge=1)
+    check: bool = False  # the model vs its reference twin (implementations.correctness); tbench tune
 
     @model_serializer(mode="wrap")
     def _profile_when_on(self, handler):
@@ -282,10 +283,9 @@ class MeasureSpec(_Strict):
         if self.rounds != "auto":  # the auto-only settings: left out, so fixed-round ids stay
             for key in AUTO_ONLY:
                 data.pop(key, None)
-        if not self.profile:
-            data.pop("profile", None)
-        if self.memory_budget_bytes is None:
-            data.pop("memory_budget_bytes", None)
+        for key in ("profile", "memory_budget_bytes", "check"):  # off: left out, so ids stay
+            if getattr(self, key) in (False, None):
+                data.pop(key, None)
         return data
 
     @model_validator(mode="after")

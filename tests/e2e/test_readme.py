@@ -6,8 +6,8 @@ In ``README.md`` and every ``docs/*.md`` page:
 * each ``tbench ...`` line of an indented code block is parsed by the real command line (every
   option and argument must exist; alternatives written ``a|b|c`` are each parsed), without
   running it;
-* each ``tbench run`` line is dry-run and must validate (exit 0): a value the suite refuses, such
-  as a seq_len above the model's max_seq_len, fails here;
+* each ``tbench run`` and ``tbench tune`` line is dry-run and must validate (exit 0): a value the
+  suite refuses, such as a seq_len above the model's max_seq_len, fails here;
 * each ``list``, ``env``, ``report``, ``compare`` and ``export`` line really runs, on copies of a
   committed run;
 * each ``python benchmarks/...`` script exists and accepts the flags shown (``--help`` with them);
@@ -109,16 +109,19 @@ def test_each_tbench_command_parses(argv):
         pytest.fail(f"{COMMANDS[tuple(argv)]}: tbench {' '.join(argv)}: {exc.format_message()}")
 
 
-RUNS = [argv for argv in COMMANDS if argv[0] == "run"]
+RUNS = [argv for argv in COMMANDS if argv[0] in ("run", "tune")]
 
 
 @pytest.mark.parametrize("argv", cases(RUNS))
 def test_each_tbench_run_command_validates(argv, monkeypatch):
     monkeypatch.chdir(ROOT)
-    result = CliRunner().invoke(app, argv + ["--dry-run"])
+    result = CliRunner().invoke(app, argv + ["--dry-run"] * ("--dry-run" not in argv))
     where = f"{COMMANDS[tuple(argv)]}: tbench {' '.join(argv)}"
     assert result.exit_code == 0, f"{where}: {result.output[-2000:]}"
-    assert "point(s) (dry run: nothing runs)" in result.stdout
+    if argv[0] == "run":
+        assert "point(s) (dry run: nothing runs)" in result.stdout
+    else:  # tune: the space, what is skipped before measuring, the rungs
+        assert result.stdout.startswith("space: ") and "\nrungs: " in result.stdout
 
 
 def test_the_readme_suite_example_validates(tmp_path, monkeypatch):

@@ -4,7 +4,7 @@ Input: the run's records (``results.jsonl``). Output: ``figures(records) -> list
 ``decode`` points that ran (status ok), one line per (attention, ops, compression, precision,
 batch) against ``context_len`` on log2 x: the measured KV-cache bytes (log y: dense grows in
 proportion to the context, a local window stays flat) and the per-token latency p50 (log y). No
-figure when fewer than two contexts were measured. Deterministic like ``harness.analyse.plots``,
+figure when fewer than two contexts were measured. Deterministic like ``harness.analyse.report.plots``,
 whose frame, legend and encoding it uses; never imports torch.
 """
 from __future__ import annotations
