@@ -186,3 +186,17 @@ def test_interrupted_frontier_prints_a_resume_command_with_every_option(tmp_path
     (ids, *rest, resumed), (ids2, *rest2, resumed2) = calls
     assert ids2 == ids and rest2 == rest and (resumed, resumed2) == (False, True)
     assert rest[-2:] == [12, 2]
+
+
+def test_the_frontier_report_writes_its_table_and_chart(tmp_path):
+    """What ``tbench frontier`` writes last: frontier.md and frontier.png from frontier.jsonl
+    (this chart's import was broken once, and only the command's last step reached it)."""
+    from harness.analyse.frontier_report import write_frontier_report
+
+    probes = [fr.Probe(v, "ok" if v <= 4 else "oom", "x", v * 2**20, v * 2**20, 100.0 * v) for v in (2, 4, 8)]
+    found = fr.Frontier("b" * 12, "dense/eager/S512/train", "workload.batch_size", 2**30, 4, "oom", 3,
+                        {"attention": "dense"}, probes)
+    records.append_record(tmp_path / fr.FRONTIER_FILE, fr.frontier_json(found))
+    md, png = write_frontier_report(tmp_path)
+    assert "| dense/eager/S512/train | 4 | oom |" in md.read_text()
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
