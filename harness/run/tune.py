@@ -6,8 +6,9 @@ by pruning, successive halving and a paired final instead of a full sweep.
 The stages, each a normal run folder inside ``run_dir`` (every measured configuration a point
 record with its rounds; ``tbench report RUN_DIR/final`` reads one like any run):
   1. prune (``tune_space.prune``): not_supported and over-budget configurations skipped, each
-     with its reason; ``probes/``: the configurations the memory model puts within its error of
-     the budget, each one round under the real budget (RLIMIT_DATA on CPU) -- an OOM skips it;
+     with its reason; the ones the memory model puts within its error of the budget are
+     measured like the rest and, if they reach the finalists, probed (``probes/``: one round
+     under the real budget, RLIMIT_DATA on CPU) -- an OOM skips it;
   2. ``rung0/``, ``rung1/``, ...: successive halving (``tune_space.schedule``): one round each,
      windows ``first_window_s x eta^rung``, the best ``1/eta`` by the objective go on; a
      configuration that fails, exceeds the budget by its measured peak or compiles longer
@@ -94,6 +95,7 @@ class Tune:
     state: dict = field(default_factory=dict)
     measured: dict = field(default_factory=dict)  # base point id -> latest record (highest rung)
     skipped: list = field(default_factory=list)
+    close: set = field(default_factory=set)  # ids the memory model puts within its error of the budget
     started: float = field(default_factory=time.monotonic)
 
     def stage(self, name: str, points, compare=None, reports: bool = False):
@@ -161,9 +163,11 @@ def search(tune: Tune, points, deadline: Deadline) -> list:
     spec = tune.spec
     kept, close, skipped = ts.prune(points, spec.memory_budget)
     tune.skipped += skipped
+    tune.close = {p.id for p in close}
     tune.say(f"tune: {len(points)} configurations: {len(kept) + len(close)} kept, "
-             f"{len(skipped)} skipped before measuring ({len(close)} close to the budget: probed)")
-    kept += probe_close(tune, close)
+             f"{len(skipped)} skipped before measuring ({len(close)} close to the budget: probed "
+             "if they reach the finalists)")
+    kept += close
     share_end = spec.budget_s * (1 - spec.final_share)
     tune.state["rungs"] = []
     survivors = sorted(kept, key=lambda p: p.index)
@@ -184,7 +188,8 @@ def search(tune: Tune, points, deadline: Deadline) -> list:
 
 
 def probe_close(tune: Tune, close) -> list:
-    """The configurations within the model's error of the budget, each under the real budget."""
+    """Finalists within the model's error of the budget, each once under the real budget: the
+    ones that fit (an OOM or another failure skips the configuration, with the reason)."""
     if not close:
         return []
     probes = {p.id: p.derive(measure={**ts.RANKING, "memory_budget_bytes": tune.spec.memory_budget,
@@ -213,7 +218,10 @@ def measure_rung(tune: Tune, survivors, rung: int) -> tuple[list, bool]:
     """One rung: every survivor measured once; (the eligible ones, best first; whether the
     rung was interrupted)."""
     spec = tune.spec
-    derived = {p.id: ts.rung_point(p, rung, spec) for p in survivors}
+    # measured best first (the design runs independent rounds in index order): a rung cut short
+    # has refined the configurations that matter most
+    derived = {p.id: ts.rung_point(p, rung, spec).model_copy(update={"index": i})
+               for i, p in enumerate(survivors)}
     result = tune.stage(f"rung{rung}", list(derived.values()))
     by_id = measured_records(result, list(derived.values()))
     ranked = []
@@ -228,6 +236,9 @@ def measure_rung(tune: Tune, survivors, rung: int) -> tuple[list, bool]:
         tune.measured[p.id] = dict(rec, rung=rung, label=p.label)
         ranked.append((ts.score(rec, spec.objective), p.index, p))
     ranked.sort(key=lambda t: (t[0], t[1]))
+    if result.interrupted and rung:  # cut: the ones it did not reach keep their earlier order
+        done = {p.id for _, _, p in ranked} | {s.point_id for s in tune.skipped}
+        ranked += [(None, p.index, p) for p in survivors if p.id not in done]
     tune.state["rungs"].append({"rung": rung, "configurations": len(survivors),
                                 "measured": len(by_id), "eligible": len(ranked),
                                 "window_s": spec.first_window_s * spec.eta ** rung,

@@ -36,7 +36,7 @@ class TuneAnswer:
     pareto: list = field(default_factory=list)
     measured: list = field(default_factory=list)  # every configuration: label, time_ms, peak_bytes
     notes: list = field(default_factory=list)
-    winner_suite: str | None = None
+    winner_suite: str | None = None  # relative to the run folder
     budget_spent: bool = False
 
     def as_json(self) -> dict:
@@ -129,7 +129,12 @@ def final(tune, suite, points, finalists, deadline) -> TuneAnswer:
     if not finalists:
         return from_measured(tune, suite, points, "the budget ran out before any configuration was "
                              "measured" if "cut" in tune.state else "no configuration was eligible")
+    from harness.run.tune import probe_close
+
     base = pick_baseline(points, suite.compare.baseline)
+    close = [p for p in finalists if p.id in tune.close]
+    fits = {p.id for p in probe_close(tune, close)}
+    finalists = [p for p in finalists if p.id not in tune.close or p.id in fits]
     checked, cut = check_stage(tune, finalists, base)
     passing = []
     for p in finalists:
@@ -142,7 +147,9 @@ def final(tune, suite, points, finalists, deadline) -> TuneAnswer:
         return from_measured(tune, suite, points, "no finalist passed its checks" if passing == [] and not cut
                              else "the budget ran out during the checks")
     leader = passing[0]
-    budget_s = tune.state.setdefault("final_budget_s", round(max(10.0, 0.8 * deadline.left()), 1))
+    # measure.budget_s counts every round's seconds: a duet runs two at once (the CPU design)
+    at_once = 2 if ts.ranking_slots([p.derive(measure={"threads": 1}) for p in passing]) else 1
+    budget_s = tune.state.setdefault("final_budget_s", round(max(10.0, 0.85 * deadline.left() * at_once), 1))
     m = leader.measure
     auto = {"rounds": "auto", "budget_s": budget_s, "min_rounds": m.min_rounds,
             "max_rounds": max(m.max_rounds, spec.final_max_rounds)}
@@ -189,6 +196,9 @@ def decide(tune, suite, points, result, passing, leader, base, finals, checked) 
     else:
         answer.decision = {"verdict": "alone", "text": f"{win.label}: the only finalist that passed its checks"}
     explain(answer, leader, base, finals, recs, group, objective, win_rec)
+    if win.id != leader.id:
+        answer.notes.append(f"the axis ratios are of the leader {leader.label} (the best of the rungs, "
+                            "which the final's variants were built from), not of the winner")
     answer.profile = {p.label: shares(checked.get(p.id)) for p in (win, base) if checked.get(p.id)}
     finish(tune, suite, answer)
     return answer
@@ -267,4 +277,4 @@ def write_winner(run_dir, suite, strategies: dict) -> str:
                 description=f"the winner of tbench tune {suite.name}")
     path = run_dir / "winner.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return str(path)
+    return path.name  # relative to the run folder, which may move

@@ -29,7 +29,7 @@ class TuneSpec(_Strict):
     finalists: int = Field(3, ge=2, le=8)  # compared in pairs at the end
     final_max_rounds: int = Field(12, ge=2, le=100)  # the final's pairs at most (rounds: auto)
     first_window_s: float = Field(0.1, ge=0, le=60)  # rung 0's sampling window; x eta per rung
-    final_share: float = Field(0.4, gt=0, lt=1)  # of budget_s kept for the paired final and the checks
+    final_share: float = Field(0.35, gt=0, lt=1)  # of budget_s kept for the paired final and the checks
 
     @field_validator("memory_budget", mode="before")
     @classmethod
