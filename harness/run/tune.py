@@ -20,8 +20,10 @@ record with its rounds; ``tbench report RUN_DIR/final`` reads one like any run):
   4. ``final/``: one paired run (``harness.run.design``: duet or interleaved, rounds until
      decided) of the passing finalists, the leader's one-axis variants (each axis where it
      differs from the baseline set back to the baseline's value) and the baseline, all against
-     the leader (``harness.run.tune_decide``: the winner, the runner-up verdict, what each axis
-     contributed).
+     the leader (``harness.run.tune_decide``: the winner, the runner-up verdict);
+  5. ``explain/``, when the winner is not the leader and time is left: the winner's own one-axis
+     variants and the baseline, paired against the winner (what each axis contributed; else
+     the leader's, said so).
 ``tune.json`` holds the state and the answer, ``winner.yaml`` a suite of the winner that
 ``tbench run`` measures as the same point. The wall-time budget: the rungs stop at
 ``1 - final_share`` of it, the final's rounds get what is left, and a timer interrupts
@@ -43,10 +45,8 @@ from typing import Callable
 from harness import records
 from harness.run import lifecycle
 from harness.run import tune_space as ts
-from harness.run.frontier import probe_status
 from harness.run.lock import FolderLock
 from harness.run.plan import points_plan
-from harness.run.record import point_record
 from harness.run.signals import Interrupted, stop_signals
 
 TUNE_FILE = "tune.json"
@@ -187,33 +187,6 @@ def search(tune: Tune, points, deadline: Deadline) -> list:
     return survivors[:2 * spec.finalists]  # the finalists and as many spares, for the checks
 
 
-def probe_close(tune: Tune, close) -> list:
-    """Finalists within the model's error of the budget, each once under the real budget: the
-    ones that fit (an OOM or another failure skips the configuration, with the reason)."""
-    if not close:
-        return []
-    probes = {p.id: p.derive(measure={**ts.RANKING, "memory_budget_bytes": tune.spec.memory_budget,
-                                      "min_time_s": 0.0}) for p in close}
-    result = tune.stage("probes", list(probes.values()))
-    by_id = {r["point_id"]: r for r in result.records}
-    fits = []
-    for p in close:
-        rec = by_id.get(probes[p.id].id) or {"status": "interrupted"}
-        status = probe_status(rec)
-        if status == "ok":
-            fits.append(p)
-        elif status == "oom":
-            tune.skip(p, f"ran out of memory under the budget {ts.fmt(tune.spec.memory_budget)} "
-                         "(real probe)", "probe_oom")
-        else:
-            tune.skip(p, f"budgeted probe {status}: {last_line(rec)}", "probe_failed")
-    return fits
-
-
-def last_line(rec: dict) -> str:
-    return ((rec.get("error") or "").strip().splitlines() or ["(no error text)"])[-1]
-
-
 def measure_rung(tune: Tune, survivors, rung: int) -> tuple[list, bool]:
     """One rung: every survivor measured once; (the eligible ones, best first; whether the
     rung was interrupted)."""
@@ -223,7 +196,7 @@ def measure_rung(tune: Tune, survivors, rung: int) -> tuple[list, bool]:
     derived = {p.id: ts.rung_point(p, rung, spec).model_copy(update={"index": i})
                for i, p in enumerate(survivors)}
     result = tune.stage(f"rung{rung}", list(derived.values()))
-    by_id = measured_records(result, list(derived.values()))
+    by_id = ts.measured_records(result, list(derived.values()))
     ranked = []
     for p in survivors:
         rec = by_id.get(derived[p.id].id)
@@ -246,33 +219,10 @@ def measure_rung(tune: Tune, survivors, rung: int) -> tuple[list, bool]:
     return [p for _, _, p in ranked], result.interrupted
 
 
-def measured_records(result, points, baseline_id: str | None = None, compare=None) -> dict[str, dict]:
-    """point id -> record of a stage's run; for a run cut short by the budget, the points whose
-    group had not finished get a record built from the rounds that ended (durable in
-    rounds.jsonl, not yet point records), with the design's looks as the run took them."""
-    by_id = {r["point_id"]: r for r in result.records if r.get("status") != "interrupted"}
-    if not result.interrupted:
-        return by_id
-    rounds = records.read_rounds(result.run_dir)
-    design = result.run.get("design") or {}
-    for p in points:
-        done = [e for e in rounds.get(p.id, []) if e.get("status") == "ok"]
-        if p.id in by_id or not done:
-            continue
-        rec = point_record(p, done)
-        blocks = max((e.get("block") or 0 for e in done), default=0)
-        rec["design"] = {"kind": design.get("kind"), "baseline": baseline_id, "stopped": "budget",
-                         "looks": max(1, blocks - p.measure.min_rounds + 1) if p.measure.rounds == "auto" else None,
-                         "blocks": blocks, **({"resolution": compare.resolution,
-                                               "confidence": compare.confidence} if compare else {})}
-        by_id[p.id] = rec
-    return by_id
-
-
 def ineligible(rec: dict, spec) -> tuple[str, str] | None:
     """Why a measured configuration cannot win: (reason, kind), or None."""
     if rec.get("status") != "ok":
-        return f"{rec.get('status')}: {last_line(rec)}", "failed"
+        return f"{rec.get('status')}: {ts.last_line(rec)}", "failed"
     peak = ts.peak_of(rec)
     if spec.memory_budget and peak and peak > spec.memory_budget:
         return f"measured peak {ts.fmt(peak)} > budget {ts.fmt(spec.memory_budget)}", "over_budget"

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from harness.records import pairs
 from harness.run import tune_space as ts
 from harness.run.design import pick_baseline
+from harness.run.frontier import probe_status
 from harness.suite.strategies import strategy_spec
 
 AXES = ("attention", "padding", "precision", "parallel", "ops", "memory", "compression")
@@ -91,6 +92,29 @@ def variants(leader, base) -> list[tuple[str, object]]:
     return out
 
 
+def probe_close(tune, close) -> list:
+    """Finalists within the model's error of the budget, each once under the real budget: the
+    ones that fit (an OOM or another failure skips the configuration, with the reason)."""
+    if not close:
+        return []
+    probes = {p.id: p.derive(measure={**ts.RANKING, "memory_budget_bytes": tune.spec.memory_budget,
+                                      "min_time_s": 0.0}) for p in close}
+    result = tune.stage("probes", list(probes.values()))
+    by_id = {r["point_id"]: r for r in result.records}
+    fits = []
+    for p in close:
+        rec = by_id.get(probes[p.id].id) or {"status": "interrupted"}
+        status = probe_status(rec)
+        if status == "ok":
+            fits.append(p)
+        elif status == "oom":
+            tune.skip(p, f"ran out of memory under the budget {ts.fmt(tune.spec.memory_budget)} "
+                         "(real probe)", "probe_oom")
+        else:
+            tune.skip(p, f"budgeted probe {status}: {ts.last_line(rec)}", "probe_failed")
+    return fits
+
+
 def check_stage(tune, finalists, base):
     """Every finalist (and the baseline, for its profile) once with the correctness check and a
     profiled pass: {base point id: record}."""
@@ -111,7 +135,7 @@ def check_failure(rec: dict | None, spec) -> str | None:
     if rec is None:
         return "not checked (the budget ran out)"
     if rec.get("status") != "ok":
-        return f"check run {rec.get('status')}: {((rec.get('error') or '').strip().splitlines() or [''])[-1]}"
+        return f"check run {rec.get('status')}: {ts.last_line(rec)}"
     m = rec.get("metrics") or {}
     if spec.correctness and m.get("check_ok") is False:
         return (f"correctness: gradients differ by {m['check_grad_rel_diff']:.1e} from its twin "
@@ -123,14 +147,10 @@ def check_failure(rec: dict | None, spec) -> str | None:
 
 def final(tune, suite, points, finalists, deadline) -> TuneAnswer:
     """Steps 3 and 4 of ``harness.run.tune`` and the answer."""
-    from harness.suite.schema import CompareSpec
-
     spec = tune.spec
     if not finalists:
         return from_measured(tune, suite, points, "the budget ran out before any configuration was "
                              "measured" if "cut" in tune.state else "no configuration was eligible")
-    from harness.run.tune import probe_close
-
     base = pick_baseline(points, suite.compare.baseline)
     close = [p for p in finalists if p.id in tune.close]
     fits = {p.id for p in probe_close(tune, close)}
@@ -147,32 +167,54 @@ def final(tune, suite, points, finalists, deadline) -> TuneAnswer:
         return from_measured(tune, suite, points, "no finalist passed its checks" if passing == [] and not cut
                              else "the budget ran out during the checks")
     leader = passing[0]
+    others = [*passing[1:], *(b for _, b in variants(leader, base)), base]
+    stage = paired_stage(tune, suite, "final", leader, others, deadline, FINAL_SHARE)
+    return decide(tune, suite, points, stage, passing, leader, base, checked, deadline)
+
+
+FINAL_SHARE = 0.6  # of the time left: the rest explains a winner that is not the leader
+EXPLAIN_MIN_S = 60.0  # an explanation stage needs at least this long
+
+
+@dataclass
+class Paired:
+    """A paired stage: the point it measured for each base id, their records, one group."""
+
+    finals: dict
+    recs: dict
+    group: list
+    cut: bool
+
+
+def paired_stage(tune, suite, name, origin, others, deadline, share: float) -> Paired:
+    """``origin`` and ``others`` in one paired run against ``origin`` (``tbench run``'s design,
+    rounds until decided), within ``share`` of the time left (stored: a resume measures the
+    same points)."""
+    from harness.suite.schema import CompareSpec
+
     # measure.budget_s counts every round's seconds: a duet runs two at once (the CPU design)
-    at_once = 2 if ts.ranking_slots([p.derive(measure={"threads": 1}) for p in passing]) else 1
-    budget_s = tune.state.setdefault("final_budget_s", round(max(10.0, 0.85 * deadline.left() * at_once), 1))
-    m = leader.measure
+    at_once = 2 if ts.ranking_slots([p.derive(measure={"threads": 1}) for p in [origin, *others]]) else 1
+    budget_s = tune.state.setdefault(f"{name}_budget_s",
+                                     round(max(10.0, share * deadline.left() * at_once), 1))
+    m = origin.measure
     auto = {"rounds": "auto", "budget_s": budget_s, "min_rounds": m.min_rounds,
-            "max_rounds": max(m.max_rounds, spec.final_max_rounds)}
-    finals, seen = {}, {}  # base id -> the point the final measures (one per distinct config)
-    for p in [leader, *passing[1:], *(b for _, b in variants(leader, base)), base]:
+            "max_rounds": max(m.max_rounds, tune.spec.final_max_rounds)}
+    finals, seen = {}, {}  # base id -> the point measured (one per distinct configuration)
+    for p in [origin, *others]:
         d = p.derive(measure=auto)
         finals[p.id] = seen.setdefault(d.id, d.model_copy(update={"label": p.label}))
-    lead = finals[leader.id]
+    lead = finals[origin.id]
     compare = CompareSpec(**{**suite.compare.model_dump(), "baseline": {"id": lead.id}, "pairs": "baseline"})
-    result = tune.stage("final", list(seen.values()), compare=compare, reports=True)
+    result = tune.stage(name, list(seen.values()), compare=compare, reports=True)
     if result.interrupted:
-        tune.state["cut"] = "the final was cut at the end of the budget: its verdicts come from the pairs measured"
-    return decide(tune, suite, points, result, passing, leader, base, finals, checked)
+        tune.state["cut"] = f"the {name} was cut at the end of the budget: its verdicts come from the pairs measured"
+    recs = ts.measured_records(result, list(seen.values()), lead.id, suite.compare)
+    return Paired(finals, recs, list(recs.values()), result.interrupted)
 
 
-def decide(tune, suite, points, result, passing, leader, base, finals, checked) -> TuneAnswer:
-    from harness.run.tune import measured_records
-
+def decide(tune, suite, points, stage: Paired, passing, leader, base, checked, deadline) -> TuneAnswer:
     objective = tune.spec.objective
-    lead_id = finals[leader.id].id
-    recs = measured_records(result, list({d.id: d for d in finals.values()}.values()), lead_id,
-                            suite.compare)
-    group = list(recs.values())
+    finals, recs, group = stage.finals, stage.recs, stage.group
     lead = recs.get(finals[leader.id].id)
     if lead is None or lead.get("status") != "ok":
         return from_measured(tune, suite, points, "the leader's final run did not measure")
@@ -195,10 +237,16 @@ def decide(tune, suite, points, result, passing, leader, base, finals, checked) 
         answer.decision = dict(ratio_json(r), text=decision_text(win.label, run_p.label, r))
     else:
         answer.decision = {"verdict": "alone", "text": f"{win.label}: the only finalist that passed its checks"}
-    explain(answer, leader, base, finals, recs, group, objective, win_rec)
-    if win.id != leader.id:
+    origin = leader
+    if win.id != leader.id and variants(win, base) and not stage.cut and deadline.left() >= EXPLAIN_MIN_S:
+        stage = paired_stage(tune, suite, "explain", win, [b for _, b in variants(win, base)] + [base],
+                             deadline, 0.85)
+        origin = win
+    explain(answer, origin, base, stage)
+    if origin.id != win.id:
         answer.notes.append(f"the axis ratios are of the leader {leader.label} (the best of the rungs, "
-                            "which the final's variants were built from), not of the winner")
+                            "which the final's variants were built from), not of the winner: too little "
+                            "time was left to measure the winner's own")
     answer.profile = {p.label: shares(checked.get(p.id)) for p in (win, base) if checked.get(p.id)}
     finish(tune, suite, answer)
     return answer
@@ -219,11 +267,15 @@ def decision_text(winner: str, runner: str, r: pairs.Ratio) -> str:
             "(a larger tune.budget_s or measure.max_rounds)")
 
 
-def explain(answer, leader, base, finals, recs, group, objective, win_rec) -> None:
-    """What each axis contributes: the leader with one axis back at the baseline's value,
-    against the leader; and the baseline itself (the whole speed-up)."""
-    lead = recs[finals[leader.id].id]
-    for axis, variant in variants(leader, base):
+def explain(answer, origin, base, stage: Paired) -> None:
+    """What each axis contributes: ``origin`` (the winner, or the leader when there was no time
+    for the winner's own stage) with one axis back at the baseline's value, against
+    ``origin``; and the baseline itself (the whole speed-up)."""
+    finals, recs, group = stage.finals, stage.recs, stage.group
+    lead = recs.get(finals[origin.id].id)
+    if lead is None:
+        return
+    for axis, variant in variants(origin, base):
         rec = recs.get(finals[variant.id].id)
         entry = {"axis": axis, "back_to": getattr(base.strategies, axis).label,
                  "label": variant.label}

@@ -9,6 +9,7 @@ Pareto front.
     ranking_slots(points) -> the slots a ranking stage runs on (one per core on CPU)
     score(record, objective) -> float | None    lower is better
     pareto(rows) -> the rows no other row beats on both time and memory
+    measured_records(result, points, ...) -> {point id: record}, a cut run's from its rounds
 
 Pruning, per configuration, before any worker starts: a strategy that refuses the point
 (``not_supported``, with its reasons); a peak the memory model predicts above the budget by
@@ -34,6 +35,7 @@ from dataclasses import dataclass
 
 from harness import records
 from harness.measure import memory_model, workload
+from harness.run.record import point_record
 from harness.suite.errors import SuiteError
 
 
@@ -116,6 +118,11 @@ def ranking_slots(points):
     return [None] * cores if cores > 1 else None
 
 
+def last_line(rec: dict) -> str:
+    """The last line of a record's error (what a skip reason quotes)."""
+    return ((rec.get("error") or "").strip().splitlines() or ["(no error text)"])[-1]
+
+
 def peak_of(record: dict) -> float | None:
     m = record.get("metrics") or {}
     return m.get(records.memory_metric([record]))
@@ -145,3 +152,26 @@ def pareto(rows: list[dict]) -> list[dict]:
             if not any(o["time_ms"] <= r["time_ms"] and o["peak_bytes"] <= r["peak_bytes"]
                        and (o["time_ms"], o["peak_bytes"]) != (r["time_ms"], r["peak_bytes"])
                        for o in have)]
+
+
+def measured_records(result, points, baseline_id: str | None = None, compare=None) -> dict[str, dict]:
+    """point id -> record of a stage's run; for a run cut short by the budget, the points whose
+    group had not finished get a record built from the rounds that ended (durable in
+    rounds.jsonl, not yet point records), with the design's looks as the run took them."""
+    by_id = {r["point_id"]: r for r in result.records if r.get("status") != "interrupted"}
+    if not result.interrupted:
+        return by_id
+    rounds = records.read_rounds(result.run_dir)
+    design = result.run.get("design") or {}
+    for p in points:
+        done = [e for e in rounds.get(p.id, []) if e.get("status") == "ok"]
+        if p.id in by_id or not done:
+            continue
+        rec = point_record(p, done)
+        blocks = max((e.get("block") or 0 for e in done), default=0)
+        rec["design"] = {"kind": design.get("kind"), "baseline": baseline_id, "stopped": "budget",
+                         "looks": max(1, blocks - p.measure.min_rounds + 1) if p.measure.rounds == "auto" else None,
+                         "blocks": blocks, **({"resolution": compare.resolution,
+                                               "confidence": compare.confidence} if compare else {})}
+        by_id[p.id] = rec
+    return by_id
