@@ -101,12 +101,14 @@ def test_shares_sum_to_the_profiled_step_and_every_part_is_named(one_thread, tmp
 
 
 def test_attention_share_of_dense_eager_grows_with_seq_len(one_thread, tmp_path):
+    """Quadratic scores against linear layers: the attention share grows with S (32 -> 1024;
+    32 -> 256 read 0.44 -> 0.51 in one CI run, inside the profile's noise)."""
     shares = {}
-    for S in (32, 256):
-        point = _point(model={"preset": "tiny", "overrides": {"n_encoder_layers": 0}},
+    for S in (32, 1024):
+        point = _point(model={"preset": "tiny", "overrides": {"n_encoder_layers": 0, "max_seq_len": 1024}},
                        workload={"seq_len": S})
         shares[S] = _profile(point, tmp_path / f"s{S}")["profile_share_attention"]
-    assert shares[256] > shares[32] + 0.1, shares
+    assert shares[1024] > shares[32] + 0.1, shares
 
 
 def test_the_profiled_pass_runs_after_the_last_timed_sample(one_thread, tmp_path, monkeypatch):
