@@ -90,7 +90,6 @@ class Tune:
     spec: object  # the suite's TuneSpec
     say: Callable[[str], None]
     measure_round: Callable | None
-    resume: bool
     name: str = ""
     state: dict = field(default_factory=dict)
     measured: dict = field(default_factory=dict)  # base point id -> latest record (highest rung)
@@ -131,7 +130,7 @@ def run_tune(suite, points, run_dir, *, resume: bool = False, say=None, measure_
 
     ts.check_space(points)
     run_dir = Path(run_dir).resolve()
-    tune = Tune(run_dir, suite.tune, say or (lambda line: None), measure_round, resume, suite.name)
+    tune = Tune(run_dir, suite.tune, say or (lambda line: None), measure_round, suite.name)
     lock = FolderLock(run_dir)
     lock.acquire(create=not resume)
     try:

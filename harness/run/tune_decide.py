@@ -21,8 +21,7 @@ from harness.run import tune_space as ts
 from harness.run.design import pick_baseline
 from harness.run.frontier import probe_status
 from harness.suite.strategies import strategy_spec
-
-AXES = ("attention", "padding", "precision", "parallel", "ops", "memory", "compression")
+from implementations import registry
 
 
 @dataclass
@@ -68,10 +67,9 @@ def ratio(cand: dict, base: dict, group: list[dict], objective) -> pairs.Ratio:
         return time
     scale = lambda v: None if v is None else v ** a * mem  # noqa: E731
     low, high = scale(time.low), scale(time.high)
-    out = pairs.Ratio(scale(time.estimate), low, high, time.n, time.confidence,
-                      pairs.verdict(low, high, time.resolution), time.resolution, time.resolvable,
-                      time.look, time.method)
-    return out
+    return pairs.Ratio(scale(time.estimate), low, high, time.n, time.confidence,
+                       pairs.verdict(low, high, time.resolution), time.resolution, time.resolvable,
+                       time.look, time.method)
 
 
 def ratio_json(r: pairs.Ratio | None) -> dict:
@@ -84,7 +82,7 @@ def ratio_json(r: pairs.Ratio | None) -> dict:
 def variants(leader, base) -> list[tuple[str, object]]:
     """(axis, the leader with that axis set back to the baseline's) for every differing axis."""
     out = []
-    for axis in AXES:
+    for axis in registry.AXES:
         mine, theirs = getattr(leader.strategies, axis), getattr(base.strategies, axis)
         if mine != theirs:
             back = leader.derive(strategies={axis: strategy_spec(theirs)})
