@@ -1,13 +1,16 @@
-"""Does a run on a loaded machine rank strategies the way a quiet run does?
+"""Does a run on a loaded machine rank strategies the way quiet runs do?
 
-    python benchmarks/bench_order.py QUIET_RUN LOADED_RUN [--min-difference 0.15]
+    python benchmarks/bench_order.py QUIET_RUN [QUIET_RUN ...] LOADED_RUN [--min-difference 0.15]
 
-Reads two run folders of the same suite (e.g. ``tbench run suites/attention.yaml`` quiet, and
-again with a CPU-burning process beside it) and, per group of the answers, takes every pair of
-strategies whose ratios to the baseline differ by at least ``--min-difference`` on the quiet
-run. Prints each pair the loaded run puts in the other order (with both runs' ratios and the
-quiet run's intervals), how many of the reversed pairs the quiet run's own intervals could not
-separate, and how many intervals of the loaded run reach 0. No torch.
+Reads run folders of the same suite (e.g. ``tbench run suites/attention.yaml`` quiet, and
+again with a CPU-burning process beside it; the last folder is the loaded run) and, per group
+of the answers, takes every pair of strategies whose ratios to the baseline differ by at least
+``--min-difference`` on the first quiet run. With several quiet runs, the reference is their
+consensus: a pair counts only where every quiet run orders it the same way by at least that
+difference (and the pairs the quiet runs themselves disagree on are counted and printed: the
+floor of any quiet-vs-loaded check). Prints each pair the loaded run puts in the other order
+(with both runs' ratios), how many of the reversed pairs the first quiet run's intervals could
+not separate, and how many intervals of the loaded run reach 0. No torch.
 """
 from __future__ import annotations
 
@@ -40,14 +43,31 @@ def separated(a, b) -> bool:
     return None not in (lo_a, lo_b) and (hi_a < lo_b or hi_b < lo_a)
 
 
+def ordered(refs: list[dict], group: str, a: str, b: str, min_difference: float) -> bool | None:
+    """True/False: every quiet run puts a before b (or b before a) by >= min_difference;
+    None: some quiet run lacks the pair, or they disagree, or one is closer than that."""
+    sides = set()
+    for ref in refs:
+        q = ref.get(group, {})
+        if a not in q or b not in q:
+            return None
+        qa, qb = estimate(q[a]), estimate(q[b])
+        if max(qa, qb) / min(qa, qb) < 1 + min_difference:
+            return None
+        sides.add(qa < qb)
+    return sides.pop() if len(sides) == 1 else None
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("quiet", type=Path)
-    p.add_argument("loaded", type=Path)
+    p.add_argument("runs", type=Path, nargs="+", help="quiet run folder(s), then the loaded one")
     p.add_argument("--min-difference", type=float, default=0.15)
     args = p.parse_args()
-    quiet, loaded = ratios(args.quiet), ratios(args.loaded)
-    checked = reversed_ = apart = 0
+    if len(args.runs) < 2:
+        p.error("give at least one quiet run folder and the loaded one")
+    refs, loaded = [ratios(r) for r in args.runs[:-1]], ratios(args.runs[-1])
+    quiet = refs[0]
+    checked = reversed_ = apart = disputed = 0
     zero = sum(1 for g in loaded.values() for r in g.values()
                if r is not None and r.low is not None and r.low <= 0)
     for group, q in quiet.items():
@@ -56,16 +76,26 @@ def main() -> int:
             qa, qb = estimate(q[a]), estimate(q[b])
             if max(qa, qb) / min(qa, qb) < 1 + args.min_difference:
                 continue
+            first = ordered(refs, group, a, b, args.min_difference)
+            if first is None:
+                disputed += 1
+                print(f"quiet runs disagree: {group}: {a} vs {b}: "
+                      + ", ".join(f"{estimate(r[group].get(a)):.3g} vs {estimate(r[group].get(b)):.3g}"
+                                  if a in r.get(group, {}) and b in r.get(group, {}) else "absent"
+                                  for r in refs))
+                continue
             checked += 1
             la, lb = estimate(lo[a]), estimate(lo[b])
-            if (qa < qb) != (la < lb):
+            if first != (la < lb):
                 reversed_ += 1
                 apart += separated(q[a], q[b])
                 print(f"reversed: {group}: {a} vs {b}: quiet {qa:.3g} vs {qb:.3g}, "
                       f"loaded {la:.3g} vs {lb:.3g}")
-    print(f"groups {len(quiet)}; pairs differing by >= {args.min_difference:.0%} on the quiet "
-          f"run: {checked}; reversed under load: {reversed_} ({apart} of them separated by the "
-          f"quiet run's intervals); loaded intervals reaching 0: {zero}")
+    print(f"groups {len(quiet)}; quiet runs {len(refs)}; pairs differing by >= "
+          f"{args.min_difference:.0%} on the first quiet run: {checked + disputed}, of them "
+          f"ordered alike by every quiet run: {checked} ({disputed} not); reversed under load: "
+          f"{reversed_} ({apart} of them separated by the first quiet run's intervals); loaded "
+          f"intervals reaching 0: {zero}")
     return 0
 
 

@@ -6,7 +6,7 @@ LOCAL_RANK / MASTER_*; the process group is joined here with the strategy's back
 (``auto``: NCCL on GPU, gloo on CPU) and its collective timeout (below the point timeout, so a
 hung collective becomes an error instead of a hang). The groups are destroyed when the rank exits,
 after its result file is written (``zero.destroy_distributed``, registered by ``init_distributed``:
-no gloo thread may outlive the interpreter). DeepSpeed's C++ ops are loaded from the folder the
+no gloo thread may outlive the interpreter). DeepSpeed's C++ extensions are loaded from the folder the
 runner names (TORCH_EXTENSIONS_DIR), built before the first point (``harness.run.extensions``).
 Output: a ``Workload`` whose ``step()`` is one engine step (forward, loss, ``engine.backward``,
 ``engine.step``); precision is DeepSpeed's own (no autocast / GradScaler on top). Counts are

@@ -22,6 +22,7 @@ Never imports torch: runs on a CPU-only CI box.
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Sequence
 
@@ -120,7 +121,10 @@ def summarize(samples_ms: Sequence[float]) -> dict[str, float | int | None]:
     }
 
 
+@functools.lru_cache(maxsize=4096)
 def t_quantile(q: float, df: int) -> float:
+    """Student's t quantile (scipy), cached: the sequential looks ask the same few (q, df) again
+    and again, and one scipy call costs ~100 us."""
     from scipy.stats import t
 
     return float(t.ppf(q, df))

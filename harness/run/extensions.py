@@ -1,4 +1,4 @@
-"""DeepSpeed's JIT-compiled C++ ops: built once per environment, before the first point, never inside one.
+"""DeepSpeed's JIT-compiled C++ extensions (its "ops"): built once per environment, before the first point, never inside one.
 
 DeepSpeed compiles a C++ op (torch.utils.cpp_extension.load, ninja) the first time a process
 uses it. Measured by running ZeRO stages 0-3, with and without optimizer / parameter offload, in
@@ -6,7 +6,7 @@ fp32 and bf16, against an empty TORCH_EXTENSIONS_DIR (DeepSpeed 0.19.8, torch 2.
 point builds one op, ``deepspeed_shm_comm`` (the shared-memory collectives that the CPU
 accelerator's comm backend loads in ``deepspeed.init_distributed``), 50-165 s on two cores.
 Offload builds nothing more: the point keeps the torch optimizer (``zero_force_ds_cpu_optimizer``
-False), so no cpu_adam. The strategy declares its ops (``deepspeed_ops(device)``).
+False), so no cpu_adam. The strategy declares its ops (``deepspeed_extensions(device)``).
 
 Contract
     extensions_dir(environ) -> Path: where this environment's ops are built. TORCH_EXTENSIONS_DIR
@@ -14,10 +14,10 @@ Contract
         (it goes with the virtualenv), or where sys.prefix is not writable
         ``<user cache>/tbench/torch_extensions/<sha1 of sys.prefix>-torch-<version>``. Never torch's
         default ~/.cache/torch_extensions, which every environment of the user shares.
-    ops_env(device, environ) -> dict: the environment plus TORCH_EXTENSIONS_DIR (and
+    extensions_env(device, environ) -> dict: the environment plus TORCH_EXTENSIONS_DIR (and
         DS_ACCELERATOR=cpu on CPU), for the runner's ``worker_env`` and the build child.
     clear_stale_locks(root) -> [removed lock paths]; ``is_stale(lock)``.
-    needed_ops(points) -> {device: op builder names} of the points that will run.
+    needed_extensions(points) -> {device: op builder names} of the points that will run.
     prepare(points, say) -> bool: the "preparing" phase of ``tbench run``. For each device, a
         child ``python -m harness.run.extensions --device D --ops ...`` clears stale locks and
         loads every op, building it where needed; ``say`` hears one line per step. False if a
@@ -73,8 +73,8 @@ def extensions_dir(environ: Mapping[str, str] | None = None) -> Path:
     return cache / "tbench" / "torch_extensions" / f"{digest}-{torch_tag}"
 
 
-def ops_env(device: str, environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """``environ`` (default: this process's) with the ops folder and DeepSpeed's accelerator set."""
+def extensions_env(device: str, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``environ`` (default: this process's) with the extensions folder and DeepSpeed's accelerator set."""
     env = dict(os.environ if environ is None else environ)
     env["TORCH_EXTENSIONS_DIR"] = str(extensions_dir(env))
     if device == "cpu":
@@ -134,11 +134,11 @@ def clear_stale_locks(root: Path) -> list[Path]:
     return removed
 
 
-def needed_ops(points) -> dict[str, tuple[str, ...]]:
-    """{device: DeepSpeed op builder names} over the points that will run (supported ones)."""
+def needed_extensions(points) -> dict[str, tuple[str, ...]]:
+    """{device: DeepSpeed extension builder names} over the points that will run (supported ones)."""
     needed: dict[str, set[str]] = {}
     for point in points:
-        ops = point.strategies.parallel.deepspeed_ops(point.device)
+        ops = point.strategies.parallel.deepspeed_extensions(point.device)
         if ops and not workload.unsupported_reasons(point):
             needed.setdefault(point.device, set()).update(ops)
     return {device: tuple(sorted(ops)) for device, ops in needed.items()}
@@ -147,9 +147,9 @@ def needed_ops(points) -> dict[str, tuple[str, ...]]:
 def prepare(points, say: Callable[[str], None]) -> bool:
     """Build (or check) the ops the points need, each device in a child process; see the contract."""
     ok = True
-    for device, ops in needed_ops(points).items():
-        env = ops_env(device)
-        say(f"preparing: DeepSpeed ops for {device} ({', '.join(ops)}): built once per "
+    for device, ops in needed_extensions(points).items():
+        env = extensions_env(device)
+        say(f"preparing: DeepSpeed extensions for {device} ({', '.join(ops)}): built once per "
             "environment, a first build takes minutes")
         proc = subprocess.run([sys.executable, "-m", "harness.run.extensions", "--device", device,
                                "--ops", *ops], env=env, cwd=ROOT, stdin=subprocess.DEVNULL,
@@ -165,7 +165,7 @@ def prepare(points, say: Callable[[str], None]) -> bool:
 
 
 def build(ops: list[str]) -> int:
-    """In the child (environment from ``ops_env``): clear stale locks, then load every op,
+    """In the child (environment from ``extensions_env``): clear stale locks, then load every op,
     building it where needed; one line each on stdout. 1 if any build failed."""
     root = Path(os.environ["TORCH_EXTENSIONS_DIR"])
     for lock in clear_stale_locks(root):
@@ -191,17 +191,17 @@ def build(ops: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="Build DeepSpeed's ops into this environment's folder.")
+    ap = argparse.ArgumentParser(description="Build DeepSpeed's extensions into this environment's folder.")
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     ap.add_argument("--ops", nargs="*", help="op builder names [default: what a ZeRO point needs]")
     args = ap.parse_args(argv)
-    os.environ.update(ops_env(args.device))  # before deepspeed is imported
+    os.environ.update(extensions_env(args.device))  # before deepspeed is imported
     ops = args.ops
     if ops is None:
         from implementations import registry
 
-        ops = list(registry.create("parallel", "zero").deepspeed_ops(args.device))
-    print(f"ops folder: {os.environ['TORCH_EXTENSIONS_DIR']}", flush=True)
+        ops = list(registry.create("parallel", "zero").deepspeed_extensions(args.device))
+    print(f"extensions folder: {os.environ['TORCH_EXTENSIONS_DIR']}", flush=True)
     return build(ops)
 
 

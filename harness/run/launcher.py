@@ -116,9 +116,9 @@ def tail(path: Path, chars: int = STDERR_TAIL_CHARS) -> str | None:
 
 def worker_env(point) -> dict[str, str]:
     """This process's environment with the project on PYTHONPATH and this environment's folder
-    of DeepSpeed ops (``extensions.ops_env``: TORCH_EXTENSIONS_DIR; DS_ACCELERATOR=cpu on a CPU
+    of DeepSpeed extensions (``extensions.extensions_env``: TORCH_EXTENSIONS_DIR; DS_ACCELERATOR=cpu on a CPU
     point), cleared of locks that killed builds left there, so no rank polls one."""
-    env = extensions.ops_env(point.device)
+    env = extensions.extensions_env(point.device)
     root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
     extensions.clear_stale_locks(Path(env["TORCH_EXTENSIONS_DIR"]))

@@ -7,7 +7,7 @@ The lifecycle, in order (docs/DESIGN.md "A run's lifecycle"):
   1. lock the folder (``harness.run.lock``: one writer; a second one is refused, naming it);
   2. open it (``rundir.open_run``: env.json, run.json, suite.resolved.json; on ``--resume``
      the checks, and results.jsonl / rounds.jsonl read once);
-  3. prepare what points need outside their timeouts (DeepSpeed's ops), start the fork server;
+  3. prepare what points need outside their timeouts (DeepSpeed's extensions), start the fork server;
   4. run every round on the plan's placement (``harness.run.ledger``), SIGINT / SIGTERM
      turned into ``Interrupted`` (the running points recorded ``interrupted``);
   5. close run.json (finished | interrupted | failed, with the reason);

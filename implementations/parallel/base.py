@@ -25,8 +25,8 @@ class ParallelStrategy(Strategy):
     def wrap(self, model, optimizer, precision, micro_batch: int = 1):
         raise NotImplementedError
 
-    def deepspeed_ops(self, device: str) -> tuple[str, ...]:
-        """DeepSpeed C++ op builders a rank JIT-compiles on ``device`` (built before the first
+    def deepspeed_extensions(self, device: str) -> tuple[str, ...]:
+        """DeepSpeed C++ extension builders a rank JIT-compiles on ``device`` (built before the first
         point by ``harness.run.extensions``); none for a strategy without DeepSpeed."""
         return ()
 

@@ -84,8 +84,8 @@ class ZeroParallel(TorchrunParallel):
             return self.backend
         return "nccl" if device == "cuda" else "gloo"
 
-    def deepspeed_ops(self, device: str) -> tuple[str, ...]:
-        """DeepSpeed op builders a rank JIT-compiles on ``device`` (harness.run.extensions builds
+    def deepspeed_extensions(self, device: str) -> tuple[str, ...]:
+        """DeepSpeed extension builders a rank JIT-compiles on ``device`` (harness.run.extensions builds
         them before the first point). Found by running stages 0-3, with and without offload, in
         fp32 and bf16, against an empty extensions folder: on CPU only the shared-memory
         collectives the CPU accelerator loads in ``deepspeed.init_distributed``; offload adds no

@@ -2,8 +2,8 @@
 
 The distributed tests launch ``implementations.parallel.zero_probe`` through torchrun with two
 CPU ranks (one launch for stages 0-3, one for optimizer offload) and check what each rank held.
-Every launch uses this environment's DeepSpeed ops folder, the op built there first, outside any
-launch's timeout (``ops_env``). A rank exits cleanly (``destroy_distributed``) even with
+Every launch uses this environment's DeepSpeed extensions folder, the op built there first, outside any
+launch's timeout (``extensions_env``). A rank exits cleanly (``destroy_distributed``) even with
 collectives in flight that touch Python when they complete.
 """
 from __future__ import annotations
@@ -104,10 +104,10 @@ def test_ledger_counts_views_and_aliases_once():
 
 
 @pytest.fixture(scope="module")
-def ops_env() -> dict[str, str]:
-    """The launches' environment, with this environment's DeepSpeed ops folder; the op is built
+def extensions_env() -> dict[str, str]:
+    """The launches' environment, with this environment's DeepSpeed extensions folder; the op is built
     there first, as install.sh does (minutes on a fresh machine, outside every launch's timeout)."""
-    env = extensions.ops_env("cpu", dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1"))
+    env = extensions.extensions_env("cpu", dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1"))
     build = subprocess.run([sys.executable, "-m", "harness.run.extensions", "--device", "cpu"],
                            cwd=ROOT, env=env, capture_output=True, text=True)
     assert build.returncode == 0, build.stdout + build.stderr[-3000:]
@@ -125,8 +125,8 @@ def _launch(tmp_path: Path, env: dict[str, str], *args: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def stages(tmp_path_factory, ops_env) -> dict:
-    return _launch(tmp_path_factory.mktemp("zero"), ops_env, "--stages", "0", "1", "2", "3")
+def stages(tmp_path_factory, extensions_env) -> dict:
+    return _launch(tmp_path_factory.mktemp("zero"), extensions_env, "--stages", "0", "1", "2", "3")
 
 
 def _rows(result: dict, rank: int) -> dict[int, dict]:
@@ -169,8 +169,8 @@ def test_model_state_bytes_fall_as_zero_predicts(stages):
 
 
 @pytest.mark.slow
-def test_offload_optimizer_stage2_runs(stages, tmp_path, ops_env):
-    off = _launch(tmp_path, ops_env, "--stages", "2", "--offload-optimizer")
+def test_offload_optimizer_stage2_runs(stages, tmp_path, extensions_env):
+    off = _launch(tmp_path, extensions_env, "--stages", "2", "--offload-optimizer")
     for rank in range(N):
         row = _rows(off, rank)[2]
         assert row["losses"] == pytest.approx(_rows(stages, rank)[2]["losses"], rel=1e-4)
@@ -195,11 +195,11 @@ else:
 
 
 @pytest.mark.slow
-def test_hung_collective_becomes_an_error(tmp_path, ops_env):
+def test_hung_collective_becomes_an_error(tmp_path, extensions_env):
     script = tmp_path / "hang.py"
     script.write_text(HANG)
     cmd = ZeroParallel(nproc=N).launch_command(["m"])[:-2] + [str(script)]
-    proc = subprocess.run(cmd, cwd=ROOT, env=ops_env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(cmd, cwd=ROOT, env=extensions_env, capture_output=True, text=True, timeout=120)
     assert "COLLECTIVE_ERROR" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-2000:]
     waited = float(proc.stdout.split("COLLECTIVE_ERROR after ")[1].split(" s")[0])
     assert 2.5 <= waited < 5.5, waited  # the 3 s timeout fired; rank 1 would come at ~6 s
@@ -218,7 +218,7 @@ print("EXITING", flush=True)
 """
 
 
-def test_rank_exits_cleanly_with_collectives_in_flight(tmp_path, ops_env):
+def test_rank_exits_cleanly_with_collectives_in_flight(tmp_path, extensions_env):
     """The teardown abort, made certain: gloo threads still completing works whose callbacks
     take the GIL when the interpreter exits. Without ``destroy_distributed`` (or with
     torch._dynamo imported after the group, which then cannot be freed) every launch aborted:
@@ -226,13 +226,13 @@ def test_rank_exits_cleanly_with_collectives_in_flight(tmp_path, ops_env):
     script = tmp_path / "in_flight.py"
     script.write_text(IN_FLIGHT)
     cmd = ZeroParallel(nproc=N).launch_command(["m"])[:-2] + [str(script)]
-    proc = subprocess.run(cmd, cwd=ROOT, env=ops_env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(cmd, cwd=ROOT, env=extensions_env, capture_output=True, text=True, timeout=120)
     assert proc.stdout.count("EXITING") == N, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert proc.returncode == 0 and "terminate called" not in proc.stderr, proc.stderr[-3000:]
 
 
 @pytest.mark.slow
-def test_zero_point_on_an_encoder_decoder_runs_under_deepspeed_bf16(tmp_path, ops_env):
+def test_zero_point_on_an_encoder_decoder_runs_under_deepspeed_bf16(tmp_path, extensions_env):
     """The worker feeds the engine through the same forward helper as a single-process point
     (encoder-decoder: src/tgt keywords) and leaves bf16 to DeepSpeed (no autocast on top)."""
     from harness import records
@@ -255,7 +255,7 @@ def test_zero_point_on_an_encoder_decoder_runs_under_deepspeed_bf16(tmp_path, op
 
 
 @pytest.mark.slow
-def test_one_rank_zero_points_run_every_stage(tmp_path, ops_env):
+def test_one_rank_zero_points_run_every_stage(tmp_path, extensions_env):
     """nproc 1 (the one-GPU shape of the cuda profile): launched through torchrun like any
     distributed point, so DeepSpeed finds RANK / WORLD_SIZE / MASTER_* instead of trying MPI."""
     from harness import records

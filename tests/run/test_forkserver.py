@@ -69,9 +69,12 @@ def test_a_crashing_worker_kills_only_itself(server, tmp_path):
 def test_a_dead_server_takes_its_running_worker_and_is_started_again(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     with forkserver.ForkServer(tmp_path / "run", module="tests.forkserver_probe", env=env) as server:
-        proc, _ = probe(server, tmp_path, "sleeper", "sleep", wait=False)
+        proc, work = probe(server, tmp_path, "sleeper", "sleep", wait=False)
         old = server.proc.pid
-        time.sleep(0.5)  # the worker runs
+        deadline = time.monotonic() + 60
+        while "probe stdout" not in read(work / "worker.log") and time.monotonic() < deadline:
+            time.sleep(0.05)  # the worker prints before it sleeps: wait until it runs
+        assert "probe stdout" in read(work / "worker.log")
         os.kill(old, signal.SIGKILL)
         assert proc.wait(timeout=30) == -signal.SIGKILL and proc.lost
         deadline = time.monotonic() + 10
@@ -80,6 +83,10 @@ def test_a_dead_server_takes_its_running_worker_and_is_started_again(tmp_path):
         assert dead(proc.pid)
         rc, seen, _ = probe(server, tmp_path, "next")
         assert rc == 0 and server.restarts == 1 and server.proc.pid != old
+
+
+def read(path: Path) -> str:
+    return path.read_text() if path.exists() else ""
 
 
 def dead(pid: int) -> bool:

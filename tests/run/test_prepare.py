@@ -1,4 +1,4 @@
-"""DeepSpeed's ops are built once per environment, before the first point (harness.run.extensions).
+"""DeepSpeed's extensions are built once per environment, before the first point (harness.run.extensions).
 
 Unit tests: the folder belongs to the environment; a lock that torch's FileBaton left behind in a
 killed process is stale, one held by a live process (or a compiler working in the op's folder) is
@@ -63,9 +63,9 @@ def test_the_folder_belongs_to_the_environment(tmp_path, monkeypatch):
     there = extensions.extensions_dir(cache)
     assert here.parent == there.parent == tmp_path / "cache/tbench/torch_extensions"
     assert here != there and here.name.endswith(torch_tag)
-    env = extensions.ops_env("cpu", {"TORCH_EXTENSIONS_DIR": "/mine"})
+    env = extensions.extensions_env("cpu", {"TORCH_EXTENSIONS_DIR": "/mine"})
     assert env["TORCH_EXTENSIONS_DIR"] == "/mine" and env["DS_ACCELERATOR"] == "cpu"
-    assert "DS_ACCELERATOR" not in extensions.ops_env("cuda", {"TORCH_EXTENSIONS_DIR": "/mine"})
+    assert "DS_ACCELERATOR" not in extensions.extensions_env("cuda", {"TORCH_EXTENSIONS_DIR": "/mine"})
 
 
 def test_a_lock_left_by_a_killed_build_is_stale_a_held_one_is_not(tmp_path):
@@ -120,12 +120,12 @@ def test_only_points_that_will_run_zero_need_ops(monkeypatch):
     monkeypatch.setattr(subprocess, "run", no_child)
     plain = points_of(suite())
     said = []
-    assert extensions.needed_ops(plain) == {} and extensions.prepare(plain, said.append)
+    assert extensions.needed_extensions(plain) == {} and extensions.prepare(plain, said.append)
     assert said == []
-    assert extensions.needed_ops(points_of(suite(stage=3, offload_optimizer=True))) == {
+    assert extensions.needed_extensions(points_of(suite(stage=3, offload_optimizer=True))) == {
         "cpu": ("ShareMemCommBuilder",)}
     too_many = points_of(suite(nproc=(os.cpu_count() or 1) + 1))  # not supported here: never runs
-    assert extensions.needed_ops(too_many) == {}
+    assert extensions.needed_extensions(too_many) == {}
 
 
 @pytest.mark.slow
