@@ -58,6 +58,10 @@ def ordered(refs: list[dict], group: str, a: str, b: str, min_difference: float)
     return sides.pop() if len(sides) == 1 else None
 
 
+def pair_text(q: dict, a: str, b: str) -> str:
+    return f"{estimate(q[a]):.3g} vs {estimate(q[b]):.3g}" if a in q and b in q else "absent"
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("runs", type=Path, nargs="+", help="quiet run folder(s), then the loaded one")
@@ -80,9 +84,7 @@ def main() -> int:
             if first is None:
                 disputed += 1
                 print(f"quiet runs disagree: {group}: {a} vs {b}: "
-                      + ", ".join(f"{estimate(r[group].get(a)):.3g} vs {estimate(r[group].get(b)):.3g}"
-                                  if a in r.get(group, {}) and b in r.get(group, {}) else "absent"
-                                  for r in refs))
+                      + ", ".join(pair_text(r.get(group, {}), a, b) for r in refs))
                 continue
             checked += 1
             la, lb = estimate(lo[a]), estimate(lo[b])

@@ -1,4 +1,5 @@
-"""DeepSpeed's JIT-compiled C++ extensions (its "ops"): built once per environment, before the first point, never inside one.
+"""DeepSpeed's JIT-compiled C++ extensions (its "ops"): built once per environment, before the
+first point, never inside one.
 
 DeepSpeed compiles a C++ op (torch.utils.cpp_extension.load, ninja) the first time a process
 uses it. Measured by running ZeRO stages 0-3, with and without optimizer / parameter offload, in
