@@ -32,6 +32,7 @@ def _skip_reason() -> str | None:
 
 
 @pytest.mark.skipif(_skip_reason() is not None, reason=_skip_reason() or "")
+@pytest.mark.slow
 def test_report_renders_in_chromium(tmp_path):
     recs = attention_sweep(("dense", "local_w128", "block_b64"), (256, 512, 1024),
                            fail={("dense", 1024): ("oom", "CUDA OOM </script><script>x()</script>")},

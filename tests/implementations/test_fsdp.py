@@ -53,6 +53,7 @@ def probe(tmp_path_factory) -> dict:
     return json.loads(out.read_text())
 
 
+@pytest.mark.slow
 def test_fsdp_trains_to_the_single_process_loss(probe):
     """Gradients averaged over ranks = one process on the ranks' batches concatenated."""
     ref = probe["reference"]
@@ -64,6 +65,7 @@ def test_fsdp_trains_to_the_single_process_loss(probe):
         assert mean == pytest.approx(ref, rel=1e-5, abs=1e-6), reshard
 
 
+@pytest.mark.slow
 def test_per_rank_bytes_fall_as_the_sharding_formula_says(probe):
     """Each rank holds exactly its torch.chunk of every parameter, gradient, m and v (fp32:
     16 B per element) plus Adam's step per tensor: 16 psi / N up to the chunks' rounding, the

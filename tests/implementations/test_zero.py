@@ -143,6 +143,7 @@ def test_losses_agree_across_stages(stages):
             assert rows[stage]["losses"] == pytest.approx(ref, rel=1e-4), stage
 
 
+@pytest.mark.slow
 def test_model_state_bytes_fall_as_zero_predicts(stages):
     """Stage 1 partitions optimizer states, stage 2 adds gradients, stage 3 adds parameters.
 
@@ -218,6 +219,7 @@ print("EXITING", flush=True)
 """
 
 
+@pytest.mark.slow
 def test_rank_exits_cleanly_with_collectives_in_flight(tmp_path, extensions_env):
     """The teardown abort, made certain: gloo threads still completing works whose callbacks
     take the GIL when the interpreter exits. Without ``destroy_distributed`` (or with

@@ -81,6 +81,7 @@ def test_decode_points_report_latency_throughput_bandwidth_and_kv_bytes(results)
     assert got["local", 400]["kv_read_step_bytes"] == 17 * 2048
 
 
+@pytest.mark.slow
 def test_prefill_reports_ttft_and_prefill_tokens_per_s(results):
     (point, rec), = [v for v in results.values() if v[0].workload.kind == "prefill"]
     m = rec["metrics"]
@@ -89,6 +90,7 @@ def test_prefill_reports_ttft_and_prefill_tokens_per_s(results):
     assert m["flops_per_step"] == prefill_flops(config({"name": "dense"}), 2, 64)
 
 
+@pytest.mark.slow
 def test_generate_reports_ttft_and_inter_token_latencies(results):
     (point, rec), = [v for v in results.values() if v[0].workload.kind == "generate"]
     m = rec["metrics"]
@@ -100,6 +102,7 @@ def test_generate_reports_ttft_and_inter_token_latencies(results):
     assert 0 < m["ttft_ms_p50"] and 0 < m["latency_ms_p50"]
 
 
+@pytest.mark.slow
 def test_compressed_forward_records_quality_and_weight_bytes(results):
     (point, rec), = [v for v in results.values() if v[0].strategies.compression.name != "none"]
     m = rec["metrics"]

@@ -30,6 +30,7 @@ def test_attention_strategies_report_their_kernel(ops, expected):
         assert found == expected and out.shape == q.shape
 
 
+@pytest.mark.slow
 def test_a_points_sdpa_backend_is_the_one_that_runs(tmp_path):
     """``ops: {name: fused, sdpa_backend: ...}`` through real workers: math and flash run and
     record exactly that backend (``auto`` picks CPU flash here); efficient is CUDA-only, known
