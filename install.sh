@@ -4,7 +4,8 @@
 #   bash install.sh --test   # the same, plus the test extras, Debian's chromium and a Slurm
 #                            # (slurmctld slurmd munge slurmdbd mariadb-server) for tests/run/test_slurm.py
 # TBENCH_TORCH_VERSION overrides the torch pin used when no torch is installed.
-# TBENCH_SKIP_EXTENSIONS=1 skips building DeepSpeed's C++ extensions (otherwise built once, into this environment).
+# TBENCH_SKIP_EXTENSIONS=1 skips building DeepSpeed's C++ extensions
+# (otherwise built once, into this environment).
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PYTHON:-python3}
@@ -47,11 +48,13 @@ fi
 # pyenv exposes new console scripts through shims only after a rehash.
 if command -v pyenv >/dev/null 2>&1; then pyenv rehash || true; fi
 
-# DeepSpeed JIT-compiles its C++ extensions (its "ops") on first use; build the ones a CPU ZeRO point needs now, once,
-# into this environment's own folder (harness.run.extensions), not inside a point's timeout.
+# DeepSpeed JIT-compiles its C++ extensions (its "ops") on first use; build the ones a CPU ZeRO
+# point needs now, once, into this environment's own folder (harness.run.extensions),
+# not inside a point's timeout.
 if [ "${TBENCH_SKIP_EXTENSIONS:-0}" != 1 ]; then
     echo "install.sh: building DeepSpeed's CPU extensions (a few minutes the first time)"
     "$PY" -m harness.run.extensions --device cpu \
-        || echo "install.sh: DeepSpeed extensions not built; tbench run will build them before the first ZeRO point"
+        || echo "install.sh: DeepSpeed extensions not built;" \
+                "tbench run will build them before the first ZeRO point"
 fi
 echo "install.sh: done ($(command -v tbench))"
